@@ -1,0 +1,1 @@
+"""The ``promptrec`` command line (thin: every command calls the library)."""

@@ -1,0 +1,114 @@
+"""Options and helpers shared by the commands."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from promptrec.data.dataset import Dataset
+from promptrec.errors import ConfigError
+
+log = logging.getLogger("promptrec")
+
+DataOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        help="A data folder in a known format (MovieLens, Amazon items.jsonl + "
+        "interactions.csv, RecBole atomic files) or a .inter file.",
+    ),
+]
+CatalogOpt = Annotated[
+    Path | None, typer.Option("--catalog", help="Catalogue file (JSONL, CSV or Parquet).")
+]
+EventsOpt = Annotated[
+    Path | None, typer.Option("--events", help="Behaviour log (CSV, Parquet or JSONL).")
+]
+DbOpt = Annotated[
+    Path | None, typer.Option("--db", help="A promptrec SQLite store made by `promptrec ingest`.")
+]
+UnknownOpt = Annotated[
+    str,
+    typer.Option(
+        "--unknown-items",
+        help="Events for items missing from the catalogue: 'drop' (with a warning) or 'error'.",
+    ),
+]
+EncodingOpt = Annotated[
+    str | None, typer.Option("--encoding", help="Text encoding of the input files (utf-8).")
+]
+EncoderOpt = Annotated[
+    str,
+    typer.Option(
+        "--encoder",
+        help="'default' (offline MiniLM), 'multilingual' (offline E5, Chinese and more), "
+        "'openai:MODEL' (an OpenAI-compatible endpoint), or a sentence-transformers "
+        "name or path.",
+    ),
+]
+TemplateOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--item-template",
+        help="Item template: product, film, article, ad, generic, or a .j2 file "
+        "(default: picked from the catalogue's fields).",
+    ),
+]
+
+
+def load_data(
+    data: Path | None,
+    catalog: Path | None,
+    events: Path | None,
+    db: Path | None = None,
+    *,
+    unknown_items: str = "drop",
+    encoding: str | None = None,
+) -> Dataset:
+    """The dataset from exactly one source: --data, --catalog + --events, or --db."""
+    given = [x is not None for x in (data, catalog or events, db)]
+    if sum(given) != 1:
+        raise ConfigError("give the data once: --data DIR, or --catalog F --events F, or --db F")
+    if unknown_items not in ("drop", "error"):
+        raise ConfigError(f"--unknown-items must be 'drop' or 'error', not '{unknown_items}'")
+    if db is not None:
+        from promptrec.data.store import Store
+
+        if not db.exists():
+            raise ConfigError(f"{db}: no such store; create it with `promptrec ingest`")
+        with Store(db) as store:
+            return store.dataset()
+    from promptrec.data.loaders import load_dataset
+
+    if data is not None:
+        return load_dataset(data, unknown_items=unknown_items, encoding=encoding)
+    if catalog is None or events is None:
+        raise ConfigError("--catalog and --events go together")
+    return load_dataset(
+        catalog=catalog, events=events, unknown_items=unknown_items, encoding=encoding
+    )
+
+
+def setup(verbose: bool) -> None:
+    """Logging to stderr; torch threads from PROMPTREC_NUM_THREADS when set."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "sentence_transformers", "transformers", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    threads = os.environ.get("PROMPTREC_NUM_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
+def echo(text: str = "") -> None:
+    typer.echo(text)

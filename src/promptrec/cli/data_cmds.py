@@ -1,0 +1,83 @@
+"""``promptrec ingest`` and ``promptrec embed``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from promptrec.cli.common import (
+    CatalogOpt,
+    DataOpt,
+    DbOpt,
+    EncoderOpt,
+    EncodingOpt,
+    EventsOpt,
+    TemplateOpt,
+    UnknownOpt,
+    echo,
+    load_data,
+    setup,
+)
+
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs and tracebacks.")]
+
+
+def ingest(
+    data: DataOpt = None,
+    catalog: CatalogOpt = None,
+    events: EventsOpt = None,
+    db: Annotated[Path, typer.Option("--db", help="The SQLite store to write.")] = Path(
+        "promptrec.db"
+    ),
+    unknown_items: UnknownOpt = "drop",
+    encoding: EncodingOpt = None,
+    verbose: Verbose = False,
+) -> None:
+    """Validate a catalogue and a behaviour log and store them (idempotent; all or nothing)."""
+    from promptrec.data.store import Store
+
+    setup(verbose)
+    dataset = load_data(data, catalog, events, unknown_items=unknown_items, encoding=encoding)
+    source = str(data or f"{catalog} + {events}")
+    with Store(db) as store:
+        report = store.ingest(dataset, source=source)
+        counts = store.counts()
+    echo(f"{db}: {report}")
+    echo(f"{db} now holds " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+
+
+def embed(
+    data: DataOpt = None,
+    catalog: CatalogOpt = None,
+    events: EventsOpt = None,
+    db: DbOpt = None,
+    encoder: EncoderOpt = "default",
+    item_template: TemplateOpt = None,
+    encoding: EncodingOpt = None,
+    verbose: Verbose = False,
+) -> None:
+    """Encode the catalogue's item texts into the on-disk cache (only new or changed texts)."""
+    from promptrec.data.store import Store
+    from promptrec.encoders import CachedEncoder, load_encoder, text_hash
+    from promptrec.scorers import TextSpace
+
+    setup(verbose)
+    dataset = load_data(data, catalog, events, db, encoding=encoding)
+    enc = load_encoder(encoder)
+    t0 = time.perf_counter()
+    space = TextSpace(enc, item_template).fit(dataset, progress=True)
+    seconds = time.perf_counter() - t0
+    hits = enc.hits if isinstance(enc, CachedEncoder) else 0
+    echo(
+        f"{dataset.n_items} items, template {space.template_name}, encoder {enc.name}: "
+        f"{dataset.n_items - hits} encoded, {hits} from cache, {seconds:.1f}s"
+    )
+    if db is not None:
+        with Store(db) as store:
+            store.record_embeddings(
+                enc.name, list(dataset.item_ids), [text_hash(t) for t in space.texts], enc.dim
+            )
+    echo(f"example item text: {space.texts[0]}")

@@ -1,0 +1,64 @@
+"""Entry point: ``promptrec <command>``. User errors print one line and exit with code 2."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import click
+import typer
+
+from promptrec.cli import data_cmds, demo, evaluate, recommend
+
+app = typer.Typer(
+    name="promptrec",
+    help="Product recommendation with language models and prompt strategies.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("ingest")(data_cmds.ingest)
+app.command("embed")(data_cmds.embed)
+app.command("recommend")(recommend.recommend)
+app.command("evaluate")(evaluate.evaluate)
+app.command("demo")(demo.demo)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; user errors exit 2 with a one-line message (traceback with -v)."""
+    from pydantic import ValidationError
+
+    from promptrec.errors import PromptrecError
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    verbose = "-v" in (argv or sys.argv) or "--verbose" in (argv or sys.argv)
+    try:
+        app(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:  # usage errors: bad option, missing argument
+        exc.show()
+        sys.exit(2)
+    except (PromptrecError, ValidationError, FileNotFoundError, IsADirectoryError) as exc:
+        if verbose:
+            traceback.print_exc()
+        message = str(exc).splitlines()[0] if isinstance(exc, ValidationError) else str(exc)
+        if isinstance(exc, ValidationError):
+            errors = exc.errors()
+            message = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"]
+                for e in errors
+            )
+        typer.echo(f"error: {message}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,136 @@
+"""``promptrec recommend``: lists for some users (with explanations) or a JSONL export for all."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from promptrec.cli.common import (
+    CatalogOpt,
+    DataOpt,
+    DbOpt,
+    EncoderOpt,
+    EncodingOpt,
+    EventsOpt,
+    TemplateOpt,
+    UnknownOpt,
+    echo,
+    load_data,
+    setup,
+)
+from promptrec.errors import ConfigError
+
+
+def recommend(
+    data: DataOpt = None,
+    catalog: CatalogOpt = None,
+    events: EventsOpt = None,
+    db: DbOpt = None,
+    user: Annotated[
+        list[str] | None, typer.Option("--user", "-u", help="A user id (repeatable).")
+    ] = None,
+    all_users: Annotated[
+        bool, typer.Option("--all-users", help="Every user in the log (JSONL export).")
+    ] = False,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Items per list.")] = 10,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write JSONL, one line per user: {user_id, items, scores}, best first.",
+        ),
+    ] = None,
+    strategy: Annotated[
+        str,
+        typer.Option(
+            "--strategy",
+            help="auto (best on the data's validation split), mean-of-items, sectioned, "
+            "recent, profile, query, itemknn or popularity.",
+        ),
+    ] = "auto",
+    query: Annotated[str | None, typer.Option("--query", "-q", help="A live query.")] = None,
+    category: Annotated[
+        list[str] | None, typer.Option("--category", help="Only these categories (repeatable).")
+    ] = None,
+    price_min: Annotated[float | None, typer.Option("--price-min")] = None,
+    price_max: Annotated[float | None, typer.Option("--price-max")] = None,
+    allow: Annotated[list[str] | None, typer.Option("--allow", help="Only these item ids.")] = None,
+    deny: Annotated[list[str] | None, typer.Option("--deny", help="Never these item ids.")] = None,
+    keep_seen: Annotated[
+        bool, typer.Option("--keep-seen", help="Allow items the user already has (repeats).")
+    ] = False,
+    explain: Annotated[bool, typer.Option("--explain/--no-explain")] = True,
+    encoder: EncoderOpt = "default",
+    item_template: TemplateOpt = None,
+    unknown_items: UnknownOpt = "drop",
+    encoding: EncodingOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Recommend items for users; `--all-users -k 20 --output preds.jsonl` exports everyone."""
+    from promptrec.recommender import Recommender
+    from promptrec.retrieval.filters import Filters
+
+    setup(verbose)
+    if not all_users and not user:
+        raise ConfigError("say whom to recommend for: --user ID (repeatable) or --all-users")
+    if all_users and (query or category or price_min or price_max or allow or deny or keep_seen):
+        raise ConfigError("--all-users exports plain lists: drop --query and the filters")
+    dataset = load_data(data, catalog, events, db, unknown_items=unknown_items, encoding=encoding)
+    rec = Recommender(strategy, encoder=encoder, item_template=item_template).fit(
+        dataset, progress=True
+    )
+    if rec.selection:
+        chosen = ", ".join(f"{n} {v:.4f}" for n, v in rec.selection.items())
+        typer.echo(f"strategy auto: validation NDCG@10 {chosen} -> {rec.strategy}", err=True)
+    if all_users:
+        if output is None:
+            raise ConfigError("--all-users needs --output FILE.jsonl")
+        n = _export(rec, dataset, k, output)
+        echo(f"wrote {n} users to {output} (strategy {rec.strategy}, k={k}, seen items excluded)")
+        return
+    filters = Filters(
+        categories=category, price_min=price_min, price_max=price_max, allow=allow, deny=deny
+    )
+    results = rec.recommend(
+        user or [], k, query=query, filters=filters, exclude_seen=not keep_seen, explain=explain
+    )
+    if output is not None:
+        with output.open("w") as fh:
+            for r in results:
+                fh.write(json.dumps(_line(dataset, r)) + "\n")
+        echo(f"wrote {len(results)} users to {output}")
+        return
+    for r in results:
+        echo(f"user {r.user_id} ({r.history_length} past interactions, strategy {r.strategy})")
+        if r.prompt is not None:
+            echo(f"  prompt: {r.prompt.text}")
+            if r.prompt.n_dropped:
+                echo(f"  ({r.prompt.n_dropped} oldest entries dropped to fit the token budget)")
+        for rank, item in enumerate(r.items, 1):
+            echo(f"  {rank:2d}. {item.title}  [{item.item_id}]  score {item.score:.3f}")
+            if item.explanation is not None:
+                echo(f"      why: {item.explanation.to_text()}")
+
+
+def _line(dataset, r) -> dict:  # type: ignore[no-untyped-def]
+    return {
+        "user_id": dataset.export_id(r.user_id, "user_id"),
+        "items": [dataset.export_id(i) for i in r.item_ids],
+        "scores": [round(s, 6) for s in r.scores],
+    }
+
+
+def _export(rec, dataset, k: int, output: Path) -> int:  # type: ignore[no-untyped-def]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".tmp")
+    n = 0
+    with tmp.open("w") as fh:
+        for r in rec.recommend_all(k, progress=True):
+            fh.write(json.dumps(_line(dataset, r)) + "\n")
+            n += 1
+    tmp.replace(output)  # never leave a half-written export behind
+    return n

@@ -1,0 +1,209 @@
+"""The in-memory data model: a catalogue of items and a log of behaviour events.
+
+Both are pandas DataFrames with normalised columns:
+
+* ``items``: ``item_id`` (str, unique) plus any text or numeric fields, one row per item.
+  The row position is the item's *index* (the column of score matrices).
+* ``events``: ``user_id`` (str), ``item_id`` (str), ``timestamp`` (float; seconds, or a
+  position where the data has no clock), ``event`` (str, ``"interaction"`` when the log has no
+  event types), ``value`` (float or NaN, e.g. a rating) and ``query`` (str or None). Row order is
+  the file's order and breaks timestamp ties (never the item id: that leaks order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+EVENTS_COLUMNS = ("user_id", "item_id", "timestamp", "event", "value", "query")
+DEFAULT_EVENT = "interaction"
+
+
+@dataclass(frozen=True)
+class UserHistory:
+    """One user's behaviour, oldest first, as item indices into the catalogue.
+
+    Attributes:
+        user_id: the user's id.
+        items: item indices, shape ``[n]``, chronological.
+        events: event type per entry (``"view"``, ``"purchase"``, ``"interaction"``...).
+        values: value per entry (rating) or NaN, shape ``[n]``.
+        timestamps: shape ``[n]``.
+        queries: the search text that led to each entry, or None.
+        query: an optional live query (what the user types now).
+    """
+
+    user_id: str
+    items: np.ndarray
+    events: tuple[str, ...] = ()
+    values: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    timestamps: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    queries: tuple[str | None, ...] = ()
+    query: str | None = None
+
+    def __len__(self) -> int:
+        return int(len(self.items))
+
+    def with_query(self, query: str | None) -> UserHistory:
+        return UserHistory(
+            self.user_id, self.items, self.events, self.values, self.timestamps, self.queries, query
+        )
+
+    def last(self, n: int) -> UserHistory:
+        """The newest ``n`` entries (all when ``n`` is at least the length)."""
+        if n >= len(self):
+            return self
+        s = slice(len(self) - n, None)
+        return UserHistory(
+            self.user_id,
+            self.items[s],
+            self.events[s],
+            self.values[s],
+            self.timestamps[s],
+            self.queries[s],
+            self.query,
+        )
+
+
+def _normalise_events(events: pd.DataFrame) -> pd.DataFrame:
+    out = pd.DataFrame(
+        {
+            "user_id": events["user_id"].astype(str),
+            "item_id": events["item_id"].astype(str),
+            "timestamp": events["timestamp"].astype("float64"),
+        }
+    )
+    out["event"] = (
+        events["event"].fillna(DEFAULT_EVENT).astype(str).str.lower()
+        if "event" in events
+        else DEFAULT_EVENT
+    )
+    out["value"] = (
+        pd.to_numeric(events["value"], errors="coerce").astype("float64")
+        if "value" in events
+        else np.nan
+    )
+    if "query" in events:
+        q = events["query"].astype(object)
+        out["query"] = q.where(q.notna() & (q.astype(str).str.strip() != ""), None)
+    else:
+        out["query"] = None
+    return out.reset_index(drop=True)
+
+
+class Dataset:
+    """A catalogue plus a behaviour log, validated and normalised.
+
+    Build one with :func:`promptrec.data.loaders.load_dataset` (files or folders in known
+    formats) or :class:`promptrec.data.store.Store` (the embedded database); the constructor
+    trusts its input and only normalises column types.
+    """
+
+    def __init__(self, items: pd.DataFrame, events: pd.DataFrame, name: str = "dataset") -> None:
+        items = items.copy()
+        # remember integer ids so that exports give ids back in the user's own type
+        self.integer_ids = {
+            "item_id": pd.api.types.is_integer_dtype(items["item_id"]),
+            "user_id": pd.api.types.is_integer_dtype(events["user_id"]) if len(events) else False,
+        }
+        items["item_id"] = items["item_id"].astype(str)
+        self.items = items.reset_index(drop=True)
+        self.events = _normalise_events(events)
+        self.name = name
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset({self.name!r}, items={len(self.items)}, events={len(self.events)}, "
+            f"users={self.events['user_id'].nunique()})"
+        )
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @cached_property
+    def item_ids(self) -> np.ndarray:
+        return self.items["item_id"].to_numpy(dtype=object)
+
+    @cached_property
+    def item_index(self) -> dict[str, int]:
+        return {iid: i for i, iid in enumerate(self.item_ids)}
+
+    def item_indices(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Map item ids to indices; unknown ids raise KeyError."""
+        index = self.item_index
+        return np.fromiter((index[str(i)] for i in item_ids), dtype=np.int64, count=len(item_ids))
+
+    def with_events(self, events: pd.DataFrame) -> Dataset:
+        """The same catalogue with another (already normalised) log; shares the items frame."""
+        clone = Dataset.__new__(Dataset)
+        clone.items = self.items
+        clone.events = events.reset_index(drop=True)
+        clone.name = self.name
+        clone.integer_ids = self.integer_ids
+        # share cached id maps: the catalogue is the same object
+        for key in ("item_ids", "item_index"):
+            if key in self.__dict__:
+                clone.__dict__[key] = self.__dict__[key]
+        return clone
+
+    def export_id(self, value: str, column: str = "item_id") -> str | int:
+        """An id in the type the input had (int ids come back as ints)."""
+        return int(value) if self.integer_ids.get(column) else value
+
+    def histories(self, user_ids: Sequence[str] | None = None) -> list[UserHistory]:
+        """Every user's history (or those asked for, in that order; unknown users get none)."""
+        hist = build_histories(self.events, self.item_index)
+        if user_ids is None:
+            return list(hist.values())
+        return [
+            hist.get(str(u), UserHistory(str(u), np.zeros(0, dtype=np.int64))) for u in user_ids
+        ]
+
+    @property
+    def user_ids(self) -> list[str]:
+        return list(pd.unique(self.events["user_id"]))
+
+
+def chronological(events: pd.DataFrame) -> pd.DataFrame:
+    """Events sorted by user, then timestamp; ties keep the log's row order (stable sort)."""
+    return events.sort_values(["user_id", "timestamp"], kind="stable")
+
+
+def build_histories(events: pd.DataFrame, item_index: dict[str, int]) -> dict[str, UserHistory]:
+    """Group a log into chronological per-user histories, keyed by user id.
+
+    Events whose item is not in ``item_index`` are skipped (ingest already reported them).
+    """
+    if len(events) == 0:
+        return {}
+    ev = chronological(events)
+    idx = ev["item_id"].map(item_index)
+    keep = idx.notna().to_numpy()
+    ev = ev[keep]
+    items = idx[keep].to_numpy(dtype=np.int64)
+    users = ev["user_id"].to_numpy()
+    kinds = ev["event"].to_numpy()
+    values = ev["value"].to_numpy(dtype=np.float64)
+    stamps = ev["timestamp"].to_numpy(dtype=np.float64)
+    queries = ev["query"].to_numpy()
+    # users are contiguous after the sort: cut at each change of user
+    cuts = np.flatnonzero(users[1:] != users[:-1]) + 1
+    starts = np.concatenate([[0], cuts])
+    ends = np.concatenate([cuts, [len(users)]])
+    out: dict[str, UserHistory] = {}
+    for s, e in zip(starts, ends, strict=True):
+        uid = users[s]
+        out[uid] = UserHistory(
+            uid,
+            items[s:e],
+            tuple(kinds[s:e]),
+            values[s:e],
+            stamps[s:e],
+            tuple(q if isinstance(q, str) else None for q in queries[s:e]),
+        )
+    return out

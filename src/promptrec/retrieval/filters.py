@@ -1,0 +1,108 @@
+"""Retrieval filters: category, price range, allow and deny lists, as one item mask."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from promptrec.data.dataset import Dataset
+from promptrec.prompts.items import normalise_fields
+
+
+class Filters(BaseModel):
+    """Which items may be recommended.
+
+    Attributes:
+        categories: keep items in any of these categories (case-insensitive; matches any level
+            of a category path, or a genre).
+        price_min / price_max: keep items priced in this range (items without a price are
+            dropped when either bound is set).
+        allow: keep only these item ids.
+        deny: never these item ids.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    categories: Sequence[str] | None = None
+    price_min: float | None = Field(default=None, ge=0)
+    price_max: float | None = Field(default=None, ge=0)
+    allow: Sequence[str] | None = None
+    deny: Sequence[str] | None = None
+
+    @model_validator(mode="after")
+    def _check_range(self) -> Filters:
+        if (
+            self.price_min is not None
+            and self.price_max is not None
+            and self.price_min > self.price_max
+        ):
+            raise ValueError(f"price_min {self.price_min} is above price_max {self.price_max}")
+        return self
+
+    @property
+    def is_empty(self) -> bool:
+        return all(
+            v is None
+            for v in (self.categories, self.price_min, self.price_max, self.allow, self.deny)
+        )
+
+    def mask(self, data: Dataset) -> np.ndarray | None:
+        """A ``[n_items]`` bool mask of eligible items, or None when nothing is filtered."""
+        if self.is_empty:
+            return None
+        facets = item_facets(data)
+        keep = np.ones(data.n_items, dtype=bool)
+        if self.categories is not None:
+            wanted = {c.strip().lower() for c in self.categories}
+            keep &= np.fromiter(
+                (bool(wanted & labels) for labels in facets.categories), bool, data.n_items
+            )
+        if self.price_min is not None or self.price_max is not None:
+            price = facets.prices
+            lo = -np.inf if self.price_min is None else self.price_min
+            hi = np.inf if self.price_max is None else self.price_max
+            keep &= ~np.isnan(price) & (price >= lo) & (price <= hi)
+        if self.allow is not None:
+            allowed = np.zeros(data.n_items, dtype=bool)
+            idx = [data.item_index[a] for a in map(str, self.allow) if a in data.item_index]
+            allowed[idx] = True
+            keep &= allowed
+        if self.deny is not None:
+            idx = [data.item_index[d] for d in map(str, self.deny) if d in data.item_index]
+            keep[idx] = False
+        return keep
+
+
+class _Facets:
+    def __init__(self, categories: list[set[str]], prices: np.ndarray) -> None:
+        self.categories = categories
+        self.prices = prices
+
+
+_FACETS: dict[int, tuple[object, _Facets]] = {}
+
+
+def item_facets(data: Dataset) -> _Facets:
+    """Lower-cased category labels and prices per item (cached per catalogue frame)."""
+    cached = _FACETS.get(id(data.items))
+    if cached is not None and cached[0] is data.items:
+        return cached[1]
+    categories: list[set[str]] = []
+    prices = np.full(data.n_items, np.nan)
+    for i, rec in enumerate(data.items.to_dict("records")):
+        f = normalise_fields(rec)
+        labels: set[str] = set()
+        if f["category"]:
+            parts = [p.strip().lower() for p in f["category"].split(">")]
+            labels.update(p for p in parts if p)
+            labels.add(f["category"].lower())
+        if f["genres"]:
+            labels.update(g.strip().lower() for g in f["genres"].split(","))
+        categories.append(labels)
+        if f["price"] is not None:
+            prices[i] = f["price"]
+    facets = _Facets(categories, prices)
+    _FACETS[id(data.items)] = (data.items, facets)
+    return facets

@@ -1,0 +1,44 @@
+"""Scorers: every recommender component behind one contract (:class:`Scorer`).
+
+The registry is explicit: ``SCORERS`` names every built-in; :func:`make_scorer` builds one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from promptrec.errors import ConfigError
+from promptrec.prompts.users import STRATEGIES
+from promptrec.scorers.base import NotFittedError, Scorer
+from promptrec.scorers.itemknn import ItemKNNScorer
+from promptrec.scorers.popularity import PopularityScorer
+from promptrec.scorers.text import MeanOfItemsScorer, PromptScorer, TextSpace
+
+BASELINES = ("popularity", "itemknn", "mean-of-items")
+SCORERS = (*BASELINES, *STRATEGIES)
+
+__all__ = [
+    "BASELINES",
+    "ItemKNNScorer",
+    "MeanOfItemsScorer",
+    "NotFittedError",
+    "PopularityScorer",
+    "PromptScorer",
+    "SCORERS",
+    "Scorer",
+    "TextSpace",
+    "make_scorer",
+]
+
+
+def make_scorer(name: str, space: TextSpace | None = None, **options: Any) -> Scorer:
+    """A built-in scorer by name; text scorers share ``space`` (built on demand)."""
+    if name == "popularity":
+        return PopularityScorer()
+    if name == "itemknn":
+        return ItemKNNScorer(**options)
+    if name == "mean-of-items":
+        return MeanOfItemsScorer(space or TextSpace(), **options)
+    if name in STRATEGIES:
+        return PromptScorer(name, space or TextSpace(), **options)
+    raise ConfigError(f"unknown strategy '{name}': choose from {list(SCORERS)}")

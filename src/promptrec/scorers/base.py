@@ -1,0 +1,74 @@
+"""The one contract every recommender component implements: fit on a log, score histories.
+
+A scorer sees a :class:`~promptrec.data.dataset.Dataset` in :meth:`Scorer.fit` (the catalogue
+and the log it may learn from) and returns, for each history given to :meth:`Scorer.score`, one
+score per catalogue item. Retrieval (top-K, exclusions, filters), explanations and evaluation are
+written once on top of this contract.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from promptrec.data.dataset import Dataset, UserHistory
+from promptrec.errors import PromptrecError
+
+
+class NotFittedError(PromptrecError):
+    """A scorer was used before :meth:`Scorer.fit`."""
+
+
+class Scorer(ABC):
+    """Base class of all scorers (baselines, text strategies, trained models).
+
+    Attributes:
+        name: the registry name, used in reports.
+        uses_text: True when scores come from item text vectors (then ``item_vectors`` exists).
+    """
+
+    name: ClassVar[str]
+    uses_text: ClassVar[bool] = False
+    batch_size: int = 256
+
+    def __init__(self) -> None:
+        self.data: Dataset | None = None
+
+    @abstractmethod
+    def fit(self, data: Dataset) -> Scorer:
+        """Learn from ``data`` (catalogue + log); returns self."""
+
+    @abstractmethod
+    def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:
+        """Scores ``[len(histories), n_items]`` for one batch."""
+
+    def score(self, histories: Sequence[UserHistory]) -> np.ndarray:
+        """One score per catalogue item for each history, ``[len(histories), n_items]``."""
+        self._check_fitted()
+        if not histories:
+            return np.zeros((0, self.data.n_items), dtype=np.float32)  # type: ignore[union-attr]
+        return np.asarray(self._score(histories), dtype=np.float32)
+
+    def score_batches(
+        self, histories: Sequence[UserHistory], *, progress: bool = False, desc: str | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start, scores)`` per batch of ``batch_size`` histories, with a progress bar."""
+        self._check_fitted()
+        bar = tqdm(total=len(histories), disable=not progress, desc=desc or self.name, unit="user")
+        with bar:
+            for start in range(0, len(histories), self.batch_size):
+                batch = histories[start : start + self.batch_size]
+                yield start, self.score(batch)
+                bar.update(len(batch))
+
+    def _check_fitted(self) -> None:
+        if self.data is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(data) first")
+
+    def config(self) -> dict[str, Any]:
+        """The settings that define this scorer (for reports and saved models)."""
+        return {"name": self.name}

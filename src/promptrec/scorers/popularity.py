@@ -1,0 +1,30 @@
+"""Most-popular items: the floor every recommender must clear."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from promptrec.data.dataset import Dataset, UserHistory
+from promptrec.scorers.base import Scorer
+
+
+def item_counts(data: Dataset) -> np.ndarray:
+    """Interactions per item in ``data``'s log, ``[n_items]``."""
+    idx = data.events["item_id"].map(data.item_index).dropna().to_numpy(dtype=np.int64)
+    return np.bincount(idx, minlength=data.n_items).astype(np.float32)
+
+
+class PopularityScorer(Scorer):
+    """Scores every user alike by the item's interaction count in the fitted log."""
+
+    name = "popularity"
+
+    def fit(self, data: Dataset) -> PopularityScorer:
+        self.data = data
+        self.counts = item_counts(data)
+        return self
+
+    def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:
+        return np.broadcast_to(self.counts, (len(histories), len(self.counts))).copy()

@@ -1,0 +1,172 @@
+"""Text scorers: items and users in one vector space of a language model.
+
+* :class:`MeanOfItemsScorer`, the reference: the user vector is a recency-weighted mean of the
+  history items' text vectors; no user prompt.
+* :class:`PromptScorer`: the user vector is the encoding of a user prompt built by a
+  :class:`~promptrec.prompts.users.PromptStrategy`.
+
+Both rank items by the inner product of normalised vectors (cosine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from promptrec.data.dataset import Dataset, UserHistory
+from promptrec.encoders import Encoder, load_encoder, normalise
+from promptrec.errors import ConfigError
+from promptrec.prompts.items import ItemPrompter
+from promptrec.prompts.users import PromptCatalog, PromptStrategy, UserPrompt, get_strategy
+from promptrec.scorers.base import Scorer
+from promptrec.scorers.popularity import item_counts
+
+
+class TextSpace:
+    """Item texts and their vectors for one catalogue, shared by every text scorer.
+
+    Args:
+        encoder: an :class:`Encoder` or a spec for :func:`load_encoder` (None: the default).
+        item_template: the item template (domain name or .j2 path; None picks by columns).
+    """
+
+    def __init__(
+        self, encoder: Encoder | str | None = None, item_template: str | None = None
+    ) -> None:
+        self.encoder = encoder if isinstance(encoder, Encoder) else load_encoder(encoder)
+        self.prompter = ItemPrompter(item_template)
+        self._items: object | None = None
+
+    def fit(self, data: Dataset, *, progress: bool = False) -> TextSpace:
+        """Encode the catalogue (a no-op when it is the same catalogue frame as before)."""
+        if self._items is data.items:
+            return self
+        self.template_name = self.prompter.resolve(data.items.columns)
+        self.texts = self.prompter.texts(data.items)
+        self.vectors = self.encoder.encode(self.texts, kind="document", show_progress=progress)
+        self.catalog = PromptCatalog.from_items(data.items)
+        self._items = data.items
+        return self
+
+
+class _TextScorer(Scorer):
+    uses_text = True
+
+    def __init__(self, space: TextSpace | None = None, *, query_weight: float = 0.5) -> None:
+        super().__init__()
+        self.space = space or TextSpace()
+        self.query_weight = query_weight
+
+    def fit(self, data: Dataset) -> _TextScorer:
+        self.space.fit(data)
+        self.popularity = item_counts(data)
+        self.data = data
+        return self
+
+    @property
+    def item_vectors(self) -> np.ndarray:
+        return self.space.vectors
+
+    def user_vectors(self, histories: Sequence[UserHistory]) -> np.ndarray:
+        """``[len(histories), dim]``; a zero row for a user with no history and no query."""
+        raise NotImplementedError
+
+    def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:
+        users = self.user_vectors(histories)
+        scores = users @ self.item_vectors.T
+        cold = ~users.any(axis=1)
+        if cold.any():  # nothing known about the user: most popular first
+            scores[cold] = self.popularity / max(float(self.popularity.max()), 1.0)
+        return scores
+
+
+class MeanOfItemsScorer(_TextScorer):
+    """The reference text recommender: a recency-weighted mean of history item vectors.
+
+    The newest item has weight 1, the one before ``decay``, then ``decay**2``... A live query is
+    added as ``query_weight`` times its (query-encoded) vector.
+
+    Args:
+        decay: recency decay in (0, 1]; 1 is a plain mean.
+        max_items: newest history items used.
+    """
+
+    name = "mean-of-items"
+
+    def __init__(
+        self,
+        space: TextSpace | None = None,
+        *,
+        decay: float = 0.8,
+        max_items: int = 50,
+        query_weight: float = 0.5,
+    ) -> None:
+        super().__init__(space, query_weight=query_weight)
+        if not 0 < decay <= 1:
+            raise ConfigError(f"decay must be in (0, 1], got {decay}")
+        self.decay = decay
+        self.max_items = max_items
+
+    def user_vectors(self, histories: Sequence[UserHistory]) -> np.ndarray:
+        vecs = np.zeros((len(histories), self.item_vectors.shape[1]), dtype=np.float32)
+        for row, h in enumerate(histories):
+            items = h.items[-self.max_items :]
+            if len(items):
+                weights = self.decay ** np.arange(len(items) - 1, -1, -1, dtype=np.float32)
+                vecs[row] = weights @ self.item_vectors[items]
+        vecs = normalise(vecs) * np.linalg.norm(vecs, axis=1, keepdims=True).astype(bool)
+        queries = [(row, h.query) for row, h in enumerate(histories) if h.query]
+        if queries:
+            rows = [r for r, _ in queries]
+            qv = self.space.encoder.encode([q for _, q in queries], kind="query")
+            vecs[rows] = normalise(vecs[rows] + self.query_weight * qv)
+        return vecs
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "decay": self.decay, "max_items": self.max_items}
+
+
+class PromptScorer(_TextScorer):
+    """Users are encoded from a prompt built by a prompt strategy.
+
+    Args:
+        strategy: a :class:`PromptStrategy` or its name (``sectioned``, ``recent``, ``profile``,
+            ``query``).
+        max_tokens: the prompt's token budget; None uses the encoder's limit.
+    """
+
+    def __init__(
+        self,
+        strategy: PromptStrategy | str = "sectioned",
+        space: TextSpace | None = None,
+        *,
+        max_tokens: int | None = None,
+    ) -> None:
+        super().__init__(space)
+        self.strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
+        self.name = self.strategy.name  # type: ignore[misc]
+        budget = self.space.encoder.max_tokens
+        self.max_tokens = budget if max_tokens is None else min(max_tokens, budget)
+
+    def prompts(self, histories: Sequence[UserHistory]) -> list[UserPrompt]:
+        self._check_fitted()
+        count = self.space.encoder.count_tokens
+        catalog = self.space.catalog
+        return [self.strategy.build(h, catalog, count, self.max_tokens) for h in histories]
+
+    def user_vectors(self, histories: Sequence[UserHistory]) -> np.ndarray:
+        prompts = self.prompts(histories)
+        vecs = self.space.encoder.encode([p.text for p in prompts], kind="query")
+        empty = np.array([len(h) == 0 and not h.query for h in histories])
+        vecs[empty] = 0.0
+        return vecs
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "template": self.strategy.template_name,
+            "max_tokens": self.max_tokens,
+            "max_items": self.strategy.max_items,
+        }

@@ -1,0 +1,89 @@
+"""The Recommender facade: lists, explanations, filters, queries, cold start, auto selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from promptrec import Filters, Recommender
+from promptrec.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def rec(beauty_slice, encoder) -> Recommender:
+    return Recommender("mean-of-items", encoder=encoder).fit(beauty_slice)
+
+
+def test_lists_exclude_history_and_are_sorted(rec, beauty_slice) -> None:
+    users = beauty_slice.user_ids[:5]
+    for r in rec.recommend(users, n=10):
+        seen = set(beauty_slice.events.loc[beauty_slice.events.user_id == r.user_id, "item_id"])
+        assert len(r.items) == 10
+        assert not seen & set(r.item_ids)
+        assert r.scores == sorted(r.scores, reverse=True)
+    kept = rec.recommend(users[:1], n=50, exclude_seen=False)[0]
+    seen = set(beauty_slice.events.loc[beauty_slice.events.user_id == users[0], "item_id"])
+    assert seen & set(kept.item_ids)  # repeat purchases allowed on request
+
+
+def test_explanations_point_at_history_and_query(rec, beauty_slice) -> None:
+    user = beauty_slice.user_ids[0]
+    history = set(beauty_slice.events.loc[beauty_slice.events.user_id == user, "item_id"])
+    [r] = rec.recommend([user], n=5, query="nail polish", explain=True)
+    for item in r.items:
+        e = item.explanation
+        assert e is not None and e.because
+        assert {b.item_id for b in e.because} <= history
+        sims = [b.similarity for b in e.because]
+        assert sims == sorted(sims, reverse=True) and all(-1 <= s <= 1 for s in sims)
+    matched = [t for item in r.items for t in item.explanation.query_terms]
+    assert set(matched) <= {"nail", "polish"} and matched  # some item matches the query
+    assert "similar to" in r.items[0].explanation.to_text()
+
+
+def test_query_changes_the_list(rec, beauty_slice) -> None:
+    user = beauty_slice.user_ids[1]
+    plain = rec.recommend([user], n=10)[0].item_ids
+    shampoo = rec.recommend([user], n=10, query="shampoo for dry hair")[0]
+    assert plain != shampoo.item_ids
+    texts = rec._text_space().texts
+    index = rec.data.item_index
+    hair = sum("hair" in texts[index[i]].lower() for i in shampoo.item_ids)
+    assert hair >= 5
+
+
+def test_filters_are_respected(rec, beauty_slice) -> None:
+    user = beauty_slice.user_ids[2]
+    f = Filters(price_max=10, deny=[rec.recommend([user], n=1)[0].item_ids[0]])
+    r = rec.recommend([user], n=10, filters=f)[0]
+    prices = beauty_slice.items.set_index("item_id").loc[r.item_ids, "price"]
+    assert (prices <= 10).all() and f.deny[0] not in r.item_ids
+
+
+def test_unknown_user_gets_popular_items(rec, beauty_slice) -> None:
+    r = rec.recommend(["nobody"], n=5)[0]
+    counts = beauty_slice.events["item_id"].value_counts()
+    assert r.history_length == 0
+    assert r.item_ids[0] == counts.index[0]
+
+
+def test_auto_picks_the_best_on_validation(beauty_slice, encoder) -> None:
+    rec = Recommender("auto", encoder=encoder).fit(beauty_slice)
+    assert rec.selection is not None and set(rec.selection) == {
+        "itemknn",
+        "mean-of-items",
+        "popularity",
+    }
+    assert rec.strategy == max(rec.selection, key=rec.selection.get)
+
+
+def test_bad_arguments(beauty_slice) -> None:
+    with pytest.raises(ConfigError, match="unknown strategy"):
+        Recommender("magic")
+    rec = Recommender("popularity").fit(beauty_slice)
+    with pytest.raises(ConfigError):
+        rec.recommend(["x"], n=0)
+    all_lists = list(rec.recommend_all(n=20))
+    assert len(all_lists) == beauty_slice.events.user_id.nunique()
+    assert all(len(r.items) == 20 for r in all_lists)
+    assert np.all([r.scores == sorted(r.scores, reverse=True) for r in all_lists])
