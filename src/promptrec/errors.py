@@ -12,7 +12,7 @@ class PromptrecError(Exception):
 
 
 class DataError(PromptrecError):
-    """Bad input data. Names the file, row (1-based, as a person counts lines) and column."""
+    """Bad input data. Names the file, the line (1-based, header included) and the column."""
 
     def __init__(
         self,
@@ -32,7 +32,7 @@ class DataError(PromptrecError):
         if file is not None:
             where.append(str(file))
         if row is not None:
-            where.append(f"row {row}")
+            where.append(f"line {row}")
         if column is not None:
             where.append(f"column '{column}'")
         text = (", ".join(where) + ": " if where else "") + message

@@ -135,7 +135,7 @@ def test_movielens_100k_layout_bad_timestamp_line(tmp_path: Path, shared_data: P
     (tmp_path / "u.data").write_text("1\t1\t5\t881250949\n1\t2\t4\tsoon\n")
     with pytest.raises(DataError) as err:
         load_dataset(tmp_path)
-    assert "u.data" in str(err.value) and "row 2" in str(err.value)
+    assert "u.data" in str(err.value) and "line 2" in str(err.value)
     assert "column 'timestamp'" in str(err.value)
 
 
@@ -166,7 +166,7 @@ def test_unknown_items_dropped_or_raised(tmp_path: Path, caplog) -> None:
     assert any("dropped 1 of 2" in r.getMessage() for r in caplog.records)
     with pytest.raises(DataError) as err:
         load_dataset(tmp_path, unknown_items="error")
-    assert "interactions.csv" in str(err.value) and "row 3" in str(err.value)
+    assert "interactions.csv" in str(err.value) and "line 3" in str(err.value)
     assert "column 'item_id'" in str(err.value) and "1 events" in str(err.value)
 
 

@@ -135,7 +135,7 @@ def test_missing_timestamp_column_names_file_line_column_and_found(tmp_path: Pat
     with pytest.raises(DataError) as err:
         read_events(path)
     text = str(err.value)
-    assert "events.csv" in text and "row 1" in text and "'timestamp'" in text
+    assert "events.csv" in text and "line 1" in text and "'timestamp'" in text
     assert "found columns: user_id, item_id, rating" in text
     assert err.value.column == "timestamp" and err.value.row == 1
 
@@ -144,7 +144,7 @@ def test_missing_item_id_in_catalog(tmp_path: Path) -> None:
     path = write(tmp_path / "catalog.csv", "sku,title\n1,a\n")
     with pytest.raises(DataError) as err:
         read_catalog(path)
-    assert "catalog.csv" in str(err.value) and "row 1" in str(err.value)
+    assert "catalog.csv" in str(err.value) and "line 1" in str(err.value)
     assert "'item_id'" in str(err.value) and "found columns: sku, title" in str(err.value)
 
 
@@ -156,7 +156,7 @@ def test_unparseable_timestamp_reports_exact_line_after_blank_line(tmp_path: Pat
     with pytest.raises(DataError) as err:
         read_events(path)
     text = str(err.value)
-    assert "events.csv" in text and "row 4" in text and "column 'timestamp'" in text
+    assert "events.csv" in text and "line 4" in text and "column 'timestamp'" in text
     assert "'yesterday'" in text and "2 bad lines" in text
     assert err.value.row == 4
 
@@ -168,7 +168,7 @@ def test_missing_timestamp_value(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError) as err:
         read_events(path)
-    assert "events.jsonl" in str(err.value) and "row 2" in str(err.value)
+    assert "events.jsonl" in str(err.value) and "line 2" in str(err.value)
     assert "missing timestamp" in str(err.value) and "'timestamp'" in str(err.value)
 
 
@@ -179,14 +179,14 @@ def test_line_numbers_count_multiline_quoted_fields(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError) as err:
         read_events(path)
-    assert err.value.row == 4 and "row 4" in str(err.value)
+    assert err.value.row == 4 and "line 4" in str(err.value)
 
 
 def test_empty_user_id(tmp_path: Path) -> None:
     path = write(tmp_path / "events.tsv", "user_id\titem_id\ttimestamp\nu1\ta\t1\n \tb\t2\n")
     with pytest.raises(DataError) as err:
         read_events(path)
-    assert "events.tsv" in str(err.value) and "row 3" in str(err.value)
+    assert "events.tsv" in str(err.value) and "line 3" in str(err.value)
     assert "column 'user_id'" in str(err.value)
 
 
@@ -194,7 +194,7 @@ def test_bad_value(tmp_path: Path) -> None:
     path = write(tmp_path / "events.csv", "user_id,item_id,timestamp,rating\nu,a,1,five\n")
     with pytest.raises(DataError) as err:
         read_events(path)
-    assert "row 2" in str(err.value) and "column 'rating'" in str(err.value)
+    assert "line 2" in str(err.value) and "column 'rating'" in str(err.value)
 
 
 def test_duplicate_item_id_names_both_lines(tmp_path: Path) -> None:
@@ -210,7 +210,7 @@ def test_duplicate_item_id_names_both_lines(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         read_catalog(path)
     text = str(err.value)
-    assert "items.jsonl" in text and "row 4" in text and "column 'item_id'" in text
+    assert "items.jsonl" in text and "line 4" in text and "column 'item_id'" in text
     assert "'b'" in text and "first on line 2" in text
 
 
@@ -222,7 +222,7 @@ def test_bad_json_line(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         read_catalog(path)
     text = str(err.value)
-    assert "items.jsonl" in text and "row 3" in text and "invalid JSON" in text
+    assert "items.jsonl" in text and "line 3" in text and "invalid JSON" in text
     assert err.value.row == 3
 
 
@@ -230,7 +230,7 @@ def test_json_array_error_line(tmp_path: Path) -> None:
     path = write(tmp_path / "items.json", '[\n{"item_id": "a"},\n{"item_id" "b"}\n]\n')
     with pytest.raises(DataError) as err:
         read_catalog(path)
-    assert "items.json" in str(err.value) and "row 3" in str(err.value)
+    assert "items.json" in str(err.value) and "line 3" in str(err.value)
 
 
 def test_wrong_encoding_names_line_column_and_suggests_latin1(tmp_path: Path) -> None:
@@ -242,7 +242,7 @@ def test_wrong_encoding_names_line_column_and_suggests_latin1(tmp_path: Path) ->
     with pytest.raises(DataError) as err:
         read_catalog(path)
     text = str(err.value)
-    assert "catalog.csv" in text and "row 3" in text and "column 'title'" in text
+    assert "catalog.csv" in text and "line 3" in text and "column 'title'" in text
     assert "--encoding latin-1" in text
     items = read_catalog(path, encoding="latin-1")
     assert items["title"].tolist() == ["Soap", "Crème brûlée"]
@@ -286,14 +286,14 @@ def test_empty_text_error_names_line(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         read_catalog(path, empty_text="error")
     text = str(err.value)
-    assert "catalog.csv" in text and "row 3" in text and "'2'" in text and "2 such items" in text
+    assert "catalog.csv" in text and "line 3" in text and "'2'" in text and "2 such items" in text
 
 
 def test_empty_list_counts_as_no_text(tmp_path: Path) -> None:
     path = jsonl(
         tmp_path / "items.jsonl", [{"item_id": "a", "tags": ["x"]}, {"item_id": "b", "tags": []}]
     )
-    with pytest.raises(DataError, match="row 2"):
+    with pytest.raises(DataError, match="line 2"):
         read_catalog(path, empty_text="error")
     with pytest.raises(ConfigError):
         read_catalog(path, empty_text="loud")  # type: ignore[arg-type]
@@ -324,7 +324,7 @@ def test_unknown_items_error(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         check_events_items(events, ["a", "b"], unknown_items="error")
     text = str(err.value)
-    assert "events.csv" in text and "row 3" in text and "column 'item_id'" in text
+    assert "events.csv" in text and "line 3" in text and "column 'item_id'" in text
     assert "2 events" in text and "'zz'" in text
 
 

@@ -121,7 +121,7 @@ def test_failed_ingest_unknown_item_leaves_store_unchanged(store: Store, folder:
     with pytest.raises(DataError) as err:
         store.ingest((items, events), source="batch.csv")
     text = str(err.value)
-    assert "batch.csv" in text and "row 2" in text and "column 'item_id'" in text
+    assert "batch.csv" in text and "line 2" in text and "column 'item_id'" in text
     assert "'zz'" in text
     assert_same(before, snapshot(store))
 
@@ -136,7 +136,7 @@ def test_failed_add_events_invalid_event_leaves_store_unchanged(
     with pytest.raises(DataError) as err:
         store.add_events(read_table(bad, dtype=str))
     text = str(err.value)
-    assert "bad.csv" in text and "row 3" in text and "column 'timestamp'" in text
+    assert "bad.csv" in text and "line 3" in text and "column 'timestamp'" in text
     assert_same(before, snapshot(store))
 
 

@@ -77,8 +77,13 @@ def recommend(
     setup(verbose)
     if not all_users and not user:
         raise ConfigError("say whom to recommend for: --user ID (repeatable) or --all-users")
+    if all_users and output is None:
+        raise ConfigError("--all-users needs --output FILE.jsonl")
     if all_users and (query or category or price_min or price_max or allow or deny or keep_seen):
         raise ConfigError("--all-users exports plain lists: drop --query and the filters")
+    filters = Filters(
+        categories=category, price_min=price_min, price_max=price_max, allow=allow, deny=deny
+    )
     dataset = load_data(data, catalog, events, db, unknown_items=unknown_items, encoding=encoding)
     rec = Recommender(strategy, encoder=encoder, item_template=item_template).fit(
         dataset, progress=True
@@ -87,14 +92,10 @@ def recommend(
         chosen = ", ".join(f"{n} {v:.4f}" for n, v in rec.selection.items())
         typer.echo(f"strategy auto: validation NDCG@10 {chosen} -> {rec.strategy}", err=True)
     if all_users:
-        if output is None:
-            raise ConfigError("--all-users needs --output FILE.jsonl")
+        assert output is not None
         n = _export(rec, dataset, k, output)
         echo(f"wrote {n} users to {output} (strategy {rec.strategy}, k={k}, seen items excluded)")
         return
-    filters = Filters(
-        categories=category, price_min=price_min, price_max=price_max, allow=allow, deny=deny
-    )
     results = rec.recommend(
         user or [], k, query=query, filters=filters, exclude_seen=not keep_seen, explain=explain
     )

@@ -105,10 +105,18 @@ class Dataset:
 
     def __init__(self, items: pd.DataFrame, events: pd.DataFrame, name: str = "dataset") -> None:
         items = items.copy()
-        # remember integer ids so that exports give ids back in the user's own type
+        # remember integer ids so that exports give ids back in the user's own type (the
+        # readers record it in attrs before they turn ids into strings)
         self.integer_ids = {
-            "item_id": pd.api.types.is_integer_dtype(items["item_id"]),
-            "user_id": pd.api.types.is_integer_dtype(events["user_id"]) if len(events) else False,
+            "item_id": bool(
+                items.attrs.get("integer_ids", pd.api.types.is_integer_dtype(items["item_id"]))
+            ),
+            "user_id": bool(
+                events.attrs.get(
+                    "integer_ids",
+                    len(events) > 0 and pd.api.types.is_integer_dtype(events["user_id"]),
+                )
+            ),
         }
         items["item_id"] = items["item_id"].astype(str)
         self.items = items.reset_index(drop=True)

@@ -201,6 +201,7 @@ def parse_delimited(
     frame.index = pd.Index(
         _data_lines(text, sep, header, len(frame), quoting), name="line", dtype=np.int64
     )
+    frame.attrs["untyped"] = dtype is str  # every column read as text: types are unknown
     return frame
 
 
@@ -355,6 +356,26 @@ def _pick_column(
     )
 
 
+_CANONICAL_INT = r"(?:0|-?[1-9][0-9]{0,17})"
+
+
+def ids_are_integers(values: pd.Series, untyped: bool = False) -> bool:
+    """True when a raw id column holds whole numbers (exports give such ids back as ints).
+
+    ``untyped``: the column came from a delimited text file read as strings, where ``"42"``
+    is as much an integer as the file can say.
+    """
+    if untyped:
+        text = values.dropna().astype(str).str.strip()
+        return bool(len(text)) and bool(text.str.fullmatch(_CANONICAL_INT).all())
+    if pd.api.types.is_integer_dtype(values.dtype):
+        return True
+    if pd.api.types.is_float_dtype(values.dtype):
+        present = values.dropna().to_numpy()
+        return bool(len(present)) and bool(np.all(np.mod(present, 1) == 0))
+    return False
+
+
 def ids_as_str(values: pd.Series) -> pd.Series:
     """Ids as stripped strings; missing stays NaN. Whole floats (``1.0``, from a column with
     gaps) become ``"1"``."""
@@ -496,6 +517,8 @@ def events_from_frame(frame: pd.DataFrame, *, source: str | Path | None = None) 
     out = _normalise_events(raw)
     out.index = frame.index
     out.attrs["source"] = src
+    untyped = bool(frame.attrs.get("untyped", False))
+    out.attrs["integer_ids"] = ids_are_integers(frame[user_col], untyped)
     return out
 
 
@@ -575,6 +598,8 @@ def catalog_from_frame(
                 pos[first],
             )
     out.attrs["source"] = src
+    untyped = bool(frame.attrs.get("untyped", False))
+    out.attrs["integer_ids"] = ids_are_integers(frame[id_col], untyped)
     return out
 
 
@@ -626,6 +651,7 @@ def check_events_items(
         pos[first],
     )
     kept = events[~unknown]
+    kept.attrs.update(events.attrs)
     kept.attrs["source"] = src
     return kept
 

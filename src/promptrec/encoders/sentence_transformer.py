@@ -64,8 +64,10 @@ class SentenceTransformerEncoder(Encoder):
         max_tokens: int | None = None,
     ) -> None:
         import torch
+        import transformers
         from sentence_transformers import SentenceTransformer
 
+        transformers.utils.logging.disable_progress_bar()  # "Loading weights" on every load
         path = model or default_model_path()
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"

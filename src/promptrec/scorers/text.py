@@ -54,7 +54,7 @@ class TextSpace:
 class _TextScorer(Scorer):
     uses_text = True
 
-    def __init__(self, space: TextSpace | None = None, *, query_weight: float = 0.5) -> None:
+    def __init__(self, space: TextSpace | None = None, *, query_weight: float = 1.0) -> None:
         super().__init__()
         self.space = space or TextSpace()
         self.query_weight = query_weight
@@ -101,7 +101,7 @@ class MeanOfItemsScorer(_TextScorer):
         *,
         decay: float = 0.8,
         max_items: int = 50,
-        query_weight: float = 0.5,
+        query_weight: float = 1.0,
     ) -> None:
         super().__init__(space, query_weight=query_weight)
         if not 0 < decay <= 1:

@@ -1,0 +1,178 @@
+"""The command line on a real data slice: the outside-evaluator export, ingest, evaluate,
+and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from promptrec.cli.main import main
+
+
+def run(args: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def files(beauty_slice, tmp_path_factory) -> tuple[Path, Path]:
+    """The slice as an outside evaluator would hand it over: catalog.jsonl + plain events.csv."""
+    root = tmp_path_factory.mktemp("slice")
+    catalog = root / "catalog.jsonl"
+    items = beauty_slice.items.drop(columns=["asin"])
+    with catalog.open("w") as fh:
+        for rec in items.to_dict("records"):
+            rec["item_id"] = int(rec["item_id"])
+            fh.write(json.dumps(rec) + "\n")
+    events = root / "events.csv"
+    ev = beauty_slice.events[["user_id", "item_id", "timestamp"]].copy()
+    ev["timestamp"] = ev["timestamp"].astype(int)
+    ev.to_csv(events, index=False)
+    return catalog, events
+
+
+def test_all_users_export(files, beauty_slice, tmp_path, capsys) -> None:
+    catalog, events = files
+    out = tmp_path / "preds.jsonl"
+    code, stdout, err = run(
+        [
+            "recommend",
+            "--catalog",
+            str(catalog),
+            "--events",
+            str(events),
+            "--all-users",
+            "-k",
+            "20",
+            "--output",
+            str(out),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == beauty_slice.events["user_id"].nunique()
+    seen = beauty_slice.events.groupby("user_id")["item_id"].apply(set)
+    catalog_ids = {int(i) for i in beauty_slice.item_ids}
+    for line in lines:
+        assert set(line) == {"user_id", "items", "scores"}
+        assert isinstance(line["user_id"], int) and all(isinstance(i, int) for i in line["items"])
+        assert len(line["items"]) == 20 == len(set(line["items"]))
+        assert set(line["items"]) <= catalog_ids
+        assert not {str(i) for i in line["items"]} & seen[str(line["user_id"])]
+        assert line["scores"] == sorted(line["scores"], reverse=True)
+    assert "strategy auto" in err  # the choice is made on validation and reported
+
+
+def test_ingest_then_recommend_from_the_store(files, tmp_path, capsys) -> None:
+    catalog, events = files
+    db = tmp_path / "store.db"
+    args = ["ingest", "--catalog", str(catalog), "--events", str(events), "--db", str(db)]
+    code, out, err = run(args, capsys)
+    assert code == 0, err
+    code, out2, _ = run(args, capsys)  # idempotent
+    assert code == 0 and "events_added=0" in out2
+    user = json.loads(events.read_text().splitlines()[1].split(",")[0])
+    code, out, err = run(
+        [
+            "recommend",
+            "--db",
+            str(db),
+            "--user",
+            str(user),
+            "-k",
+            "3",
+            "--strategy",
+            "mean-of-items",
+            "--query",
+            "nail polish",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert out.count("why: similar to") == 3
+
+
+def test_evaluate_writes_json_markdown_and_report(files, tmp_path, capsys) -> None:
+    catalog, events = files
+    report = tmp_path / "report"
+    code, out, err = run(
+        [
+            "evaluate",
+            "--catalog",
+            str(catalog),
+            "--events",
+            str(events),
+            "-s",
+            "popularity,itemknn,mean-of-items,recent",
+            "--output",
+            str(tmp_path / "r.json"),
+            "--markdown",
+            str(tmp_path / "r.md"),
+            "--report",
+            str(report),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    result = json.loads((tmp_path / "r.json").read_text())
+    test = result["splits"]["test"]
+    assert test["users"] == 300
+    assert set(test["results"]) == {"popularity", "itemknn", "mean-of-items", "recent"}
+    for r in test["results"].values():
+        assert 0 <= r["NDCG@10"] <= r["Recall@10"] <= r["Recall@20"] <= 1
+        assert sum(b["users"] for b in r["by_history"].values()) == 300
+    assert result["protocol"]["history_items_excluded"] is True
+    assert "| mean-of-items |" in (tmp_path / "r.md").read_text()
+    for name in ("index.html", "ndcg_test.png", "ndcg_by_history_test.png"):
+        assert (report / name).stat().st_size > 1000
+    assert "ndcg_by_history_test.png" in (report / "index.html").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["recommend", "--all-users", "-k", "5", "-o", "x.jsonl"], "give the data once"),
+        (["evaluate", "--data", "/no/such/folder"], "/no/such/folder"),
+        (["recommend", "--data", "DATA", "--user", "1", "--strategy", "magic"], "unknown strategy"),
+        (["evaluate", "--data", "DATA", "--splits", "train"], "unknown split"),
+        (["recommend", "--data", "DATA", "--all-users"], "--output"),
+        (
+            ["recommend", "--data", "DATA", "--user", "1", "--price-min", "9", "--price-max", "1"],
+            "price_min",
+        ),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(args, message, files, capsys) -> None:
+    catalog, _ = files
+    args = [str(catalog.parent) if a == "DATA" else a for a in args]
+    code, out, err = run(args, capsys)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_events_file_names_file_line_and_column(files, tmp_path, capsys) -> None:
+    catalog, events = files
+    bad = tmp_path / "events.csv"
+    lines = events.read_text().splitlines()
+    lines[5] = lines[5].rsplit(",", 1)[0] + ",not-a-time"
+    bad.write_text("\n".join(lines) + "\n")
+    code, _, err = run(["evaluate", "--catalog", str(catalog), "--events", str(bad)], capsys)
+    assert code == 2
+    assert str(bad) in err and "line 6" in err and "timestamp" in err
+    assert "Traceback" not in err
+
+
+def test_help_lists_the_commands(capsys) -> None:
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0
+    for command in ("ingest", "embed", "recommend", "evaluate", "demo"):
+        assert command in out
