@@ -72,6 +72,7 @@ def test_auto_picks_the_best_on_validation(beauty_slice, encoder) -> None:
     assert rec.selection is not None and set(rec.selection) == {
         "itemknn",
         "mean-of-items",
+        "multi-interest",
         "popularity",
     }
     assert rec.strategy == max(rec.selection, key=rec.selection.get)

@@ -33,7 +33,7 @@ from promptrec.scorers.base import NotFittedError
 log = logging.getLogger("promptrec")
 
 # candidates for strategy="auto": cheap to score on a validation sample, no prompt encoding
-AUTO_CANDIDATES = ("itemknn", "mean-of-items", "popularity")
+AUTO_CANDIDATES = ("itemknn", "mean-of-items", "multi-interest", "popularity")
 AUTO_VALIDATION_USERS = 2000
 
 
@@ -100,7 +100,8 @@ class Recommender:
         self._item_template = item_template
         self._max_tokens = max_tokens
         self._scorer = scorer
-        self._space: TextSpace | None = None
+        # a trained scorer brings its own text space (encoder + item template): share it
+        self._space: TextSpace | None = getattr(scorer, "space", None)
         self._fitted: _Fitted | None = None
         self.selection: dict[str, float] | None = None
 
@@ -113,7 +114,9 @@ class Recommender:
     def _make(self, name: str) -> Scorer:
         if name in ("popularity", "itemknn"):
             return make_scorer(name)
-        options = {} if name == "mean-of-items" else {"max_tokens": self._max_tokens}
+        options = (
+            {} if name in ("mean-of-items", "multi-interest") else {"max_tokens": self._max_tokens}
+        )
         return make_scorer(name, self._text_space(), **options)
 
     def fit(self, data: Dataset, *, progress: bool = False) -> Recommender:

@@ -35,8 +35,8 @@ def evaluate(
         typer.Option(
             "--strategies",
             "-s",
-            help="Comma-separated: popularity, itemknn, mean-of-items, sectioned, recent, "
-            "profile, query (default: all).",
+            help="Comma-separated: popularity, itemknn, mean-of-items, multi-interest, "
+            "sectioned, recent, profile, query (default: all).",
         ),
     ] = "",
     splits: Annotated[
@@ -57,6 +57,14 @@ def evaluate(
         typer.Option(
             "--validation-users",
             help="Score a seeded sample of at most this many validation users (test: all).",
+        ),
+    ] = None,
+    model: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--model",
+            help="A model directory from `promptrec train --holdout-test` (repeatable); "
+            "scored on the test split.",
         ),
     ] = None,
     max_tokens: Annotated[
@@ -84,6 +92,7 @@ def evaluate(
         if s not in ("validation", "test"):
             raise ConfigError(f"--splits: unknown split '{s}' (use validation, test)")
     dataset = load_data(data, catalog, events, db, unknown_items=unknown_items, encoding=encoding)
+    models = _load_models(model or [], dataset)
     t0 = time.perf_counter()
     result = run_evaluation(
         dataset,
@@ -95,6 +104,7 @@ def evaluate(
         validation_users=validation_users,
         exclude_seen=not keep_seen,
         seed=seed,
+        models=models,
     )
     result.settings["wall_seconds"] = round(time.perf_counter() - t0, 1)
     for split in split_names:
@@ -112,3 +122,31 @@ def evaluate(
     if report is not None:
         page = write_report(result, report)
         echo(f"wrote {page}")
+
+
+def _load_models(paths: list[Path], dataset) -> dict:  # type: ignore[no-untyped-def]
+    """Load trained models, refusing any that was trained on this data's test targets."""
+    from promptrec.data.split import leave_last_out
+    from promptrec.train.trained import load_model, log_fingerprint
+
+    if not paths:
+        return {}
+    full = log_fingerprint(dataset)
+    honest = log_fingerprint(leave_last_out(dataset)["test"].fit)
+    models = {}
+    for path in paths:
+        scorer = load_model(path)
+        seen = scorer.info.get("train_log")
+        if seen == full:
+            raise ConfigError(
+                f"{path} was trained on this whole log, test targets included: train it with "
+                "`promptrec train --holdout-test` to evaluate it here"
+            )
+        if seen != honest:
+            typer.echo(
+                f"warning: {path} was trained on another log than this data minus its test "
+                "targets; its numbers are only as honest as that log",
+                err=True,
+            )
+        models[f"trained:{path.name}"] = scorer
+    return models

@@ -9,7 +9,7 @@ import traceback
 import click
 import typer
 
-from promptrec.cli import data_cmds, demo, evaluate, recommend
+from promptrec.cli import data_cmds, demo, evaluate, recommend, train
 
 app = typer.Typer(
     name="promptrec",
@@ -21,6 +21,7 @@ app = typer.Typer(
 app.command("ingest")(data_cmds.ingest)
 app.command("embed")(data_cmds.embed)
 app.command("recommend")(recommend.recommend)
+app.command("train")(train.train)
 app.command("evaluate")(evaluate.evaluate)
 app.command("demo")(demo.demo)
 

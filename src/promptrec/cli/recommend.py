@@ -48,10 +48,14 @@ def recommend(
         str,
         typer.Option(
             "--strategy",
-            help="auto (best on the data's validation split), mean-of-items, sectioned, "
-            "recent, profile, query, itemknn or popularity.",
+            help="auto (best on the data's validation split), mean-of-items, "
+            "multi-interest, sectioned, recent, profile, query, itemknn or popularity.",
         ),
     ] = "auto",
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="A model directory from `promptrec train` (else zero-shot)."),
+    ] = None,
     query: Annotated[str | None, typer.Option("--query", "-q", help="A live query.")] = None,
     category: Annotated[
         list[str] | None, typer.Option("--category", help="Only these categories (repeatable).")
@@ -85,9 +89,14 @@ def recommend(
         categories=category, price_min=price_min, price_max=price_max, allow=allow, deny=deny
     )
     dataset = load_data(data, catalog, events, db, unknown_items=unknown_items, encoding=encoding)
-    rec = Recommender(strategy, encoder=encoder, item_template=item_template).fit(
-        dataset, progress=True
-    )
+    if model is not None:
+        from promptrec.train.trained import load_model
+
+        rec = Recommender(scorer=load_model(model)).fit(dataset, progress=True)
+    else:
+        rec = Recommender(strategy, encoder=encoder, item_template=item_template).fit(
+            dataset, progress=True
+        )
     if rec.selection:
         chosen = ", ".join(f"{n} {v:.4f}" for n, v in rec.selection.items())
         typer.echo(f"strategy auto: validation NDCG@10 {chosen} -> {rec.strategy}", err=True)

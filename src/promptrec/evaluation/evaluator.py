@@ -148,6 +148,7 @@ def evaluate(
     exclude_seen: bool = True,
     seed: int = 0,
     progress: bool = True,
+    models: dict[str, Scorer] | None = None,
 ) -> EvaluationResult:
     """Evaluate built-in strategies and baselines under ``shared/EVALUATION.md``.
 
@@ -164,6 +165,8 @@ def evaluate(
         exclude_seen: exclude history items from the ranking.
         seed: the sampling seed.
         progress: show progress bars.
+        models: trained scorers by name, scored on the test split only (they were chosen and
+            stopped on validation targets, so a validation number would flatter them).
     """
     for name in strategies:
         if name not in SCORERS:
@@ -190,6 +193,14 @@ def evaluate(
                 "%s %s NDCG@10=%.4f (%.1fs)", split_name, name, res.metrics["NDCG@10"], res.seconds
             )
             results[split_name][name] = res
+        if split_name == "test":
+            for name, model in (models or {}).items():
+                res = evaluate_scorer(
+                    model, split, ks=ks, exclude_seen=exclude_seen, progress=progress
+                )
+                res.name = name
+                log.info("test %s NDCG@10=%.4f", name, res.metrics["NDCG@10"])
+                results[split_name][name] = res
     settings = {
         "strategies": list(strategies),
         "encoder": space.encoder.name if space else None,
@@ -198,8 +209,9 @@ def evaluate(
         "validation_users": validation_users,
         "exclude_seen": exclude_seen,
         "seed": seed,
+        "models": sorted(models or {}),
     }
     return EvaluationResult(data.name, data.n_items, n_users, results, settings)
 
 
-_NON_PROMPT = ("popularity", "itemknn", "mean-of-items")
+_NON_PROMPT = ("popularity", "itemknn", "mean-of-items", "multi-interest")

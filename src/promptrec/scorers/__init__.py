@@ -12,15 +12,21 @@ from promptrec.prompts.users import STRATEGIES
 from promptrec.scorers.base import NotFittedError, Scorer
 from promptrec.scorers.itemknn import ItemKNNScorer
 from promptrec.scorers.popularity import PopularityScorer
-from promptrec.scorers.text import MeanOfItemsScorer, PromptScorer, TextSpace
+from promptrec.scorers.text import (
+    MeanOfItemsScorer,
+    MultiInterestScorer,
+    PromptScorer,
+    TextSpace,
+)
 
 BASELINES = ("popularity", "itemknn", "mean-of-items")
-SCORERS = (*BASELINES, *STRATEGIES)
+SCORERS = (*BASELINES, *STRATEGIES, "multi-interest")
 
 __all__ = [
     "BASELINES",
     "ItemKNNScorer",
     "MeanOfItemsScorer",
+    "MultiInterestScorer",
     "NotFittedError",
     "PopularityScorer",
     "PromptScorer",
@@ -39,6 +45,8 @@ def make_scorer(name: str, space: TextSpace | None = None, **options: Any) -> Sc
         return ItemKNNScorer(**options)
     if name == "mean-of-items":
         return MeanOfItemsScorer(space or TextSpace(), **options)
+    if name == "multi-interest":
+        return MultiInterestScorer(space or TextSpace(), **options)
     if name in STRATEGIES:
         return PromptScorer(name, space or TextSpace(), **options)
     raise ConfigError(f"unknown strategy '{name}': choose from {list(SCORERS)}")

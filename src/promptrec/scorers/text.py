@@ -128,6 +128,79 @@ class MeanOfItemsScorer(_TextScorer):
         return {"name": self.name, "decay": self.decay, "max_items": self.max_items}
 
 
+class MultiInterestScorer(MeanOfItemsScorer):
+    """Several vectors per user, one per interest cluster; an item scores by the best match.
+
+    The history's item vectors are grouped by spherical k-means into at most ``interests``
+    clusters (fewer for short histories); each cluster's vector is its recency-weighted mean,
+    and an item's score is its highest cosine to any of them, minus ``cluster_penalty`` times
+    how small that cluster is, so that one stray item does not dominate.
+    """
+
+    name = "multi-interest"
+
+    def __init__(
+        self,
+        space: TextSpace | None = None,
+        *,
+        interests: int = 3,
+        min_items_per_interest: int = 3,
+        decay: float = 0.8,
+        max_items: int = 50,
+        iterations: int = 5,
+        cluster_penalty: float = 0.05,
+    ) -> None:
+        super().__init__(space, decay=decay, max_items=max_items)
+        self.interests = interests
+        self.min_items_per_interest = min_items_per_interest
+        self.iterations = iterations
+        self.cluster_penalty = cluster_penalty
+
+    def _centroids(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        vecs = self.item_vectors[items]
+        weights = self.decay ** np.arange(len(items) - 1, -1, -1, dtype=np.float32)
+        k = max(1, min(self.interests, len(items) // self.min_items_per_interest))
+        # deterministic init: the newest item, then the items least similar to chosen ones
+        chosen = [len(items) - 1]
+        for _ in range(k - 1):
+            sims = (vecs @ vecs[chosen].T).max(axis=1)
+            chosen.append(int(np.argmin(sims)))
+        cent = vecs[chosen]
+        for _ in range(self.iterations):
+            assign = np.argmax(vecs @ cent.T, axis=1)
+            cent = np.stack(
+                [
+                    weights[assign == c] @ vecs[assign == c] if (assign == c).any() else cent[c]
+                    for c in range(k)
+                ]
+            )
+            cent = normalise(cent)
+        assign = np.argmax(vecs @ cent.T, axis=1)
+        share = np.bincount(assign, weights=weights, minlength=k) / weights.sum()
+        return cent, share
+
+    def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:
+        out = np.empty((len(histories), self.item_vectors.shape[0]), dtype=np.float32)
+        plain = super()._score(histories)  # cold users and live queries: the mean-of-items path
+        for row, h in enumerate(histories):
+            items = h.items[-self.max_items :]
+            if len(items) < 2 * self.min_items_per_interest or h.query:
+                out[row] = plain[row]
+                continue
+            cent, share = self._centroids(items)
+            sims = cent @ self.item_vectors.T - self.cluster_penalty * (1 - share)[:, None]
+            out[row] = sims.max(axis=0)
+        return out
+
+    def config(self) -> dict[str, Any]:
+        return {
+            **super().config(),
+            "name": self.name,
+            "interests": self.interests,
+            "min_items_per_interest": self.min_items_per_interest,
+        }
+
+
 class PromptScorer(_TextScorer):
     """Users are encoded from a prompt built by a prompt strategy.
 

@@ -1,0 +1,99 @@
+"""``promptrec train``: fine-tune on the behaviour log and write a model directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from promptrec.cli.common import (
+    CatalogOpt,
+    DataOpt,
+    DbOpt,
+    EncoderOpt,
+    EncodingOpt,
+    EventsOpt,
+    TemplateOpt,
+    UnknownOpt,
+    echo,
+    load_data,
+    setup,
+)
+from promptrec.errors import ConfigError
+
+
+def train(
+    output: Annotated[Path, typer.Option("--output", "-o", help="The model directory to write.")],
+    data: DataOpt = None,
+    catalog: CatalogOpt = None,
+    events: EventsOpt = None,
+    db: DbOpt = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="A JSON file of training settings (see TrainConfig)."),
+    ] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="fast (default) or full.")] = None,
+    loss: Annotated[
+        str | None, typer.Option("--loss", help="softmax (default), sampled-softmax or bce.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="At most this many.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    holdout_test: Annotated[
+        bool,
+        typer.Option(
+            "--holdout-test",
+            help="Leave each user's last interaction out of training, so that "
+            "`promptrec evaluate --model` can score it honestly.",
+        ),
+    ] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume/--restart", help="Resume from the output's checkpoint.")
+    ] = True,
+    encoder: EncoderOpt = "default",
+    item_template: TemplateOpt = None,
+    unknown_items: UnknownOpt = "drop",
+    encoding: EncodingOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Train a two-tower model on the log (validation: each user's last interaction)."""
+    from pydantic import ValidationError
+
+    from promptrec.data.split import leave_last_out
+    from promptrec.train import TrainConfig
+    from promptrec.train.run import train_model
+
+    setup(verbose)
+    settings: dict = {}
+    if config is not None:
+        try:
+            settings = json.loads(config.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{config}: {exc}") from exc
+    for key, value in (
+        ("mode", mode),
+        ("loss", loss),
+        ("epochs", epochs),
+        ("seed", seed),
+        ("encoder", None if encoder == "default" else encoder),
+        ("item_template", item_template),
+    ):
+        if value is not None:
+            settings[key] = value
+    try:
+        cfg = TrainConfig(**settings)
+    except ValidationError as exc:
+        raise ConfigError(
+            "training settings: "
+            + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        ) from None
+    dataset = load_data(data, catalog, events, db, unknown_items=unknown_items, encoding=encoding)
+    if holdout_test:
+        dataset = leave_last_out(dataset)["test"].fit
+    scorer = train_model(dataset, cfg, output, resume=resume)
+    s = scorer.info.get("summary", {})
+    echo(
+        f"wrote {output}: best epoch {s.get('best_epoch')}, validation NDCG@10 "
+        f"{s.get('validation_ndcg10')}, {s.get('train_seconds')}s"
+    )

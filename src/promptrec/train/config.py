@@ -1,0 +1,75 @@
+"""Training settings, validated in one place (pydantic). Defaults were chosen on validation
+splits (see README, "Fine-tuning"), never on test and never per data set."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainConfig(BaseModel):
+    """Everything that defines a training run.
+
+    Attributes:
+        mode: ``fast`` (frozen language model, cached item text vectors, small trainable parts)
+            or ``full`` (the language model itself tuned on prompts, with LoRA).
+        loss: ``softmax`` (full-catalogue InfoNCE), ``sampled-softmax`` (popularity-sampled
+            negatives with logQ correction) or ``bce`` (the baseline: sigmoid(u . v) with
+            sampled negatives).
+        dim / layers / heads / max_len: the sequence user tower (history items used: the newest
+            ``max_len``).
+        dropout: dropout in both towers.
+        use_ids / id_min_count: hybrid item tower: items with at least this many training
+            interactions also get a learned id embedding.
+        lr / weight_decay / batch_size / warmup_steps / grad_clip: optimisation (AdamW,
+            linear warm-up then constant, gradient norm clipping).
+        epochs / patience: at most this many epochs; stop when validation NDCG@10 has not
+            improved for ``patience`` epochs; the best epoch's weights are kept.
+        similarity / temperature: cosine (unit vectors) or dot-product scores, divided by the
+            temperature in the loss.
+        num_negatives: sampled negatives per step (see :mod:`promptrec.train.losses`).
+        precision: ``auto`` uses bf16 autocast where the hardware does bf16 natively (a GPU, or
+            a CPU with AVX512-BF16/AMX), fp32 elsewhere.
+        validation_users: validate on a seeded sample of at most this many users.
+        refit: after early stopping, train again from scratch on the whole log (validation
+            targets included) for the best number of epochs.
+        max_minutes: wall-clock cap on the whole run (None: none).
+        seed: seeds torch, numpy and the sampling.
+        encoder / item_template: the frozen text encoder and the item template.
+        prompt_strategy / lora_r / lora_alpha / lora_dropout: full mode only (the user prompt
+            strategy the language model reads, and the LoRA settings).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["fast", "full"] = "fast"
+    loss: Literal["softmax", "sampled-softmax", "bce"] = "softmax"
+    dim: int = Field(64, ge=8, le=1024)
+    layers: int = Field(2, ge=1, le=8)
+    heads: int = Field(2, ge=1, le=16)
+    max_len: int = Field(50, ge=2, le=512)
+    dropout: float = Field(0.3, ge=0.0, lt=1.0)
+    use_ids: bool = True
+    id_min_count: int = Field(2, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(128, ge=1)
+    warmup_steps: int = Field(100, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    epochs: int = Field(200, ge=1)
+    patience: int = Field(5, ge=1)
+    similarity: Literal["cosine", "dot"] = "cosine"
+    temperature: float = Field(0.1, gt=0)
+    num_negatives: int = Field(256, ge=1)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    validation_users: int | None = Field(5000, ge=1)
+    refit: bool = True
+    max_minutes: float | None = Field(55.0, gt=0)
+    seed: int = 0
+    encoder: str = "default"
+    item_template: str | None = None
+    prompt_strategy: str = "recent"
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0)

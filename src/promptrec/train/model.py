@@ -1,0 +1,147 @@
+"""The fast-mode two-tower model: frozen text vectors in, small trainable parts on top.
+
+* **Item tower**: a projection adapter of the item's cached text vector (``Linear`` +
+  ``LayerNorm``), plus, for items with enough training interactions, a learned id embedding
+  (hybrid). An item never seen in training gets its vector from text alone.
+* **User tower**: a causal Transformer over the sequence of history item vectors (SASRec-style,
+  Kang & McAuley, ICDM 2018); the state after the newest item is the user vector. A live query
+  is encoded by the frozen language model, projected by the item tower's adapter and added.
+
+Scores are cosine similarities (or plain inner products with ``cosine=False``) of user and
+item vectors; training divides them by a temperature.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class ItemTower(nn.Module):
+    """Item vectors from text vectors (and optional id embeddings).
+
+    Args:
+        text_dim: size of the frozen text vectors.
+        dim: model size.
+        n_items: catalogue size (id embeddings, when ``use_ids``).
+        dropout: dropout on the projected text.
+        use_ids: add a learned id embedding (hybrid).
+    """
+
+    def __init__(
+        self, text_dim: int, dim: int, n_items: int, dropout: float, use_ids: bool
+    ) -> None:
+        super().__init__()
+        self.proj = nn.Linear(text_dim, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+        self.use_ids = use_ids
+        self.ids = nn.Embedding(n_items, dim) if use_ids else None
+        if self.ids is not None:
+            nn.init.normal_(self.ids.weight, std=0.02)
+
+    def forward(self, text: torch.Tensor, id_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``text`` ``[n, text_dim]`` (all items, in index order) -> ``[n, dim]``.
+
+        ``id_mask`` ``[n]`` (bool): items whose id embedding is used.
+        """
+        out = self.norm(self.proj(text))
+        if self.ids is not None:
+            ids = self.ids.weight[: text.shape[0]]
+            if id_mask is not None:
+                ids = ids * id_mask[:, None].to(ids.dtype)
+            out = out + ids
+        return self.dropout(out)
+
+    def project_query(self, text: torch.Tensor) -> torch.Tensor:
+        """A query's text vector in item space (no id part)."""
+        return self.norm(self.proj(text))
+
+
+class SequenceUserTower(nn.Module):
+    """A causal Transformer over history item vectors (right-padded sequences)."""
+
+    def __init__(self, dim: int, max_len: int, layers: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.position = nn.Embedding(max_len, dim)
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, dim * 2, dropout, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+        self.register_buffer(
+            "causal", torch.triu(torch.ones(max_len, max_len, dtype=torch.bool), diagonal=1)
+        )
+
+    def forward(self, seq: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """``seq`` ``[B, L, dim]`` item vectors, ``padding`` ``[B, L]`` (True = padding).
+
+        Returns the state after every position, ``[B, L, dim]``.
+        """
+        length = seq.shape[1]
+        pos = self.position(torch.arange(length, device=seq.device))
+        x = self.dropout(seq + pos[None])
+        x = self.encoder(x, mask=self.causal[:length, :length], src_key_padding_mask=padding)
+        return self.norm(x)
+
+
+class TwoTowerModel(nn.Module):
+    """Item tower + sequence user tower (see the module docstring)."""
+
+    def __init__(
+        self,
+        text_dim: int,
+        n_items: int,
+        *,
+        dim: int = 64,
+        max_len: int = 50,
+        layers: int = 2,
+        heads: int = 2,
+        dropout: float = 0.3,
+        use_ids: bool = True,
+        cosine: bool = True,
+    ) -> None:
+        super().__init__()
+        self.cosine = cosine
+        self.hparams = {
+            "text_dim": text_dim,
+            "n_items": n_items,
+            "dim": dim,
+            "max_len": max_len,
+            "layers": layers,
+            "heads": heads,
+            "dropout": dropout,
+            "use_ids": use_ids,
+            "cosine": cosine,
+        }
+        self.items = ItemTower(text_dim, dim, n_items, dropout, use_ids)
+        self.users = SequenceUserTower(dim, max_len, layers, heads, dropout)
+
+    def item_vectors(self, text: torch.Tensor, id_mask: torch.Tensor | None) -> torch.Tensor:
+        """Item vectors as the user tower reads them (inputs of the sequence)."""
+        return self.items(text, id_mask)
+
+    def scoring(self, vectors: torch.Tensor) -> torch.Tensor:
+        """User or item vectors as they are scored: unit length under cosine similarity."""
+        return torch.nn.functional.normalize(vectors, dim=-1) if self.cosine else vectors
+
+    def sequence_states(self, item_vecs: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
+        """``seqs`` ``[B, L]`` item indices, -1 = padding -> states ``[B, L, dim]``."""
+        padding = seqs < 0
+        x = item_vecs[seqs.clamp_min(0)] * (~padding)[..., None].to(item_vecs.dtype)
+        return self.users(x, padding)
+
+    def user_vectors(self, item_vecs: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
+        """The state after each sequence's last real item, ``[B, dim]`` (zeros when empty)."""
+        states = self.sequence_states(item_vecs, seqs)
+        lengths = (seqs >= 0).sum(1)
+        last = (lengths - 1).clamp_min(0)
+        out = states[torch.arange(len(seqs)), last]
+        return out * (lengths > 0)[:, None].to(out.dtype)
+
+    def config(self) -> dict[str, Any]:
+        return dict(self.hparams)

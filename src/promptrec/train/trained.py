@@ -1,0 +1,238 @@
+"""A trained model behind the scorer contract, and its directory format.
+
+A model directory holds:
+
+* ``config.json``: format version, promptrec version, the training config, the network's
+  shape, the encoder and item template, the catalogue fingerprint, validation history;
+* ``weights.safetensors``: the network;
+* ``item_ids.json``: the training catalogue's item ids (index order of the id embeddings) and
+  which items have an id embedding;
+* ``item_template.j2``: the item template used (so text is rendered the same way later).
+
+``recommend``, ``evaluate`` and the service load it with :meth:`TrainedScorer.load`; a
+catalogue that shares too few items with the training one, or a directory written by an
+incompatible version, is a :class:`~promptrec.errors.ModelError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from promptrec import __version__
+from promptrec.data.dataset import Dataset, UserHistory
+from promptrec.encoders import Encoder, load_encoder
+from promptrec.errors import ModelError
+from promptrec.prompts.templates import TEMPLATE_DIR
+from promptrec.scorers.base import Scorer
+from promptrec.scorers.popularity import item_counts
+from promptrec.scorers.text import TextSpace
+from promptrec.train.config import TrainConfig
+from promptrec.train.model import TwoTowerModel
+from promptrec.train.sequences import last_items
+
+log = logging.getLogger("promptrec")
+FORMAT_VERSION = 1
+MIN_ITEM_OVERLAP = 0.5
+
+
+def catalogue_fingerprint(data: Dataset) -> dict[str, Any]:
+    ids = "\n".join(map(str, data.item_ids)).encode()
+    return {"n_items": data.n_items, "item_ids_sha1": hashlib.sha1(ids).hexdigest()}
+
+
+def log_fingerprint(data: Dataset) -> str:
+    """A hash of the behaviour log a model was trained on (to catch evaluation leaks)."""
+    ev = data.events
+    h = hashlib.sha1()
+    for col in ("user_id", "item_id"):
+        h.update("\x00".join(ev[col].tolist()).encode())
+    h.update(ev["timestamp"].to_numpy().tobytes())
+    return h.hexdigest()
+
+
+class TrainedScorer(Scorer):
+    """Scores with a trained :class:`TwoTowerModel`.
+
+    :meth:`fit` does not train (see :class:`~promptrec.train.trainer.Trainer`): it binds the
+    model to a catalogue (text vectors for every item, id embeddings matched by item id, so new
+    items get text-only vectors) and a log (popularity for cold users).
+    """
+
+    name = "trained"
+
+    def __init__(
+        self,
+        model: TwoTowerModel,
+        config: TrainConfig,
+        train_item_ids: Sequence[str],
+        id_mask: np.ndarray,
+        space: TextSpace | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.config_ = config
+        self.train_item_ids = [str(i) for i in train_item_ids]
+        self.train_id_mask = np.asarray(id_mask, dtype=bool)
+        self.space = space or TextSpace(config.encoder, config.item_template)
+        self.info = info or {}
+        self._bound: object | None = None
+
+    # ------------------------------------------------------------------ binding to data
+    def fit(self, data: Dataset) -> TrainedScorer:
+        self.space.fit(data)
+        if self._bound is not data.items:
+            self._bind_catalogue(data)
+        self.popularity = item_counts(data)
+        self.data = data
+        return self
+
+    def _bind_catalogue(self, data: Dataset) -> None:
+        position = {iid: i for i, iid in enumerate(self.train_item_ids)}
+        rows = np.array([position.get(str(i), -1) for i in data.item_ids])
+        known = rows >= 0
+        overlap = known.sum() / max(len(self.train_item_ids), 1)
+        if overlap < MIN_ITEM_OVERLAP:
+            raise ModelError(
+                f"this model was trained on another catalogue: only {known.sum()} of its "
+                f"{len(self.train_item_ids)} items are in the given catalogue "
+                f"({data.n_items} items); train a model on this catalogue"
+            )
+        if (~known).any():
+            log.info(
+                "%d items are new to the model: their vectors come from text alone",
+                int((~known).sum()),
+            )
+        text = torch.from_numpy(self.space.vectors)
+        id_mask = np.zeros(data.n_items, dtype=bool)
+        id_mask[known] = self.train_id_mask[rows[known]]
+        with torch.no_grad():
+            vecs = self.model.items.norm(self.model.items.proj(text))
+            if self.model.items.ids is not None:
+                ids = self.model.items.ids.weight[torch.from_numpy(np.maximum(rows, 0))]
+                vecs = vecs + ids * torch.from_numpy(id_mask)[:, None].float()
+        self.input_vectors_ = vecs.contiguous()  # what the user tower reads
+        self.item_vectors_ = self.model.scoring(vecs).contiguous()  # what is scored
+        self._bound = data.items
+
+    @property
+    def item_vectors(self) -> np.ndarray:
+        return self.item_vectors_.numpy()
+
+    # ------------------------------------------------------------------ scoring
+    def user_vectors(self, histories: Sequence[UserHistory]) -> torch.Tensor:
+        seqs = torch.from_numpy(last_items(histories, self.model.users.max_len))
+        with torch.no_grad():
+            users = self.model.scoring(self.model.user_vectors(self.input_vectors_, seqs))
+            queries = [(row, h.query) for row, h in enumerate(histories) if h.query]
+            if queries:
+                qv = self.space.encoder.encode([q for _, q in queries], kind="query")
+                projected = self.model.scoring(self.model.items.project_query(torch.from_numpy(qv)))
+                rows = torch.tensor([r for r, _ in queries])
+                users[rows] = users[rows] + projected
+        return users
+
+    def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:
+        users = self.user_vectors(histories)
+        scores = (users @ self.item_vectors_.T).numpy()
+        cold = ~users.numpy().any(axis=1)
+        if cold.any():  # no history, no query: most popular first
+            scores[cold] = self.popularity / max(float(self.popularity.max()), 1.0)
+        return scores
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, **self.config_.model_dump(), **self.info.get("summary", {})}
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | Path, data: Dataset | None = None) -> Path:
+        from safetensors.torch import save_file
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        template = self.space.template_name if hasattr(self.space, "template_name") else None
+        config = {
+            "format_version": FORMAT_VERSION,
+            "promptrec_version": __version__,
+            "kind": "two-tower-fast",
+            "train_config": self.config_.model_dump(),
+            "model": self.model.config(),
+            "encoder": self.space.encoder.name,
+            "item_template": template,
+            "fingerprint": catalogue_fingerprint(data) if data is not None else None,
+            "train_log": log_fingerprint(data) if data is not None else None,
+            **self.info,
+        }
+        (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, str(out / "weights.safetensors"))
+        (out / "item_ids.json").write_text(
+            json.dumps({"item_ids": self.train_item_ids, "has_id": self.train_id_mask.tolist()})
+        )
+        if template:
+            src = Path(template) if Path(template).exists() else TEMPLATE_DIR / f"{template}.j2"
+            if src.exists():
+                (out / "item_template.j2").write_text(src.read_text())
+        return out
+
+    @classmethod
+    def load(cls, directory: str | Path, encoder: Encoder | None = None) -> TrainedScorer:
+        from safetensors.torch import load_file
+
+        path = Path(directory)
+        if not (path / "config.json").exists():
+            raise ModelError(
+                f"{path}: not a promptrec model (no config.json); train one with "
+                "`promptrec train --output DIR`"
+            )
+        config = json.loads((path / "config.json").read_text())
+        version = config.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ModelError(
+                f"{path}: model format {version} is not supported by promptrec {__version__} "
+                f"(format {FORMAT_VERSION}); retrain it or use the promptrec version "
+                f"{config.get('promptrec_version')} that wrote it"
+            )
+        train_config = TrainConfig(**config["train_config"])
+        model = TwoTowerModel(**config["model"])
+        try:
+            model.load_state_dict(load_file(str(path / "weights.safetensors")))
+        except (RuntimeError, OSError) as exc:
+            raise ModelError(f"{path}: weights do not match the model config: {exc}") from exc
+        ids = json.loads((path / "item_ids.json").read_text())
+        template = path / "item_template.j2"
+        enc = encoder or load_encoder(train_config.encoder)
+        if enc.name != config["encoder"]:
+            raise ModelError(f"{path}: trained with encoder {config['encoder']}, given {enc.name}")
+        space = TextSpace(enc, str(template) if template.exists() else train_config.item_template)
+        info = {k: config[k] for k in ("validation", "summary", "train_log") if k in config}
+        return cls(model, train_config, ids["item_ids"], np.array(ids["has_id"]), space, info)
+
+
+def load_model(directory: str | Path) -> Scorer:
+    """Load any model directory written by ``promptrec train`` (fast or full mode)."""
+    path = Path(directory)
+    config_file = path / "config.json"
+    if not config_file.exists():
+        raise ModelError(
+            f"{path}: not a promptrec model (no config.json); train one with "
+            "`promptrec train --output DIR`"
+        )
+    config = json.loads(config_file.read_text())
+    if config.get("kind") == "lm-full":
+        from promptrec.train.full import FullTunedScorer
+
+        if config.get("format_version") != FORMAT_VERSION:
+            raise ModelError(
+                f"{path}: model format {config.get('format_version')} is not "
+                f"supported by promptrec {__version__}"
+            )
+        return FullTunedScorer.load(path, config)
+    return TrainedScorer.load(path)

@@ -1,0 +1,335 @@
+"""Fast-mode training: early stopping on validation NDCG@10, checkpoints, refit.
+
+The validation split is taken from the given log by the protocol's rule: each user's last
+interaction (users with at least 3) is the validation target and is held out of training.
+Nothing else of the log is held out: test targets, when there are any, were removed by the
+caller (``leave_last_out(data)["test"].fit``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from promptrec.data.dataset import Dataset
+from promptrec.data.split import Split, leave_last_out
+from promptrec.encoders.sentence_transformer import cpu_has_native_bf16
+from promptrec.errors import ConfigError
+from promptrec.evaluation.metrics import ndcg_at
+from promptrec.retrieval.topk import target_ranks
+from promptrec.scorers.popularity import item_counts
+from promptrec.scorers.text import TextSpace
+from promptrec.train.config import TrainConfig
+from promptrec.train.losses import FullSoftmaxLoss, SampledBCELoss, SampledSoftmaxLoss
+from promptrec.train.model import TwoTowerModel
+from promptrec.train.sequences import last_items, training_windows
+from promptrec.train.trained import TrainedScorer
+
+log = logging.getLogger("promptrec")
+
+
+def length_batches(
+    lengths: np.ndarray, batch_size: int, gen: torch.Generator, pool: int = 50
+) -> list[np.ndarray]:
+    """Shuffled batches of row indices, each of similar lengths (less padding to compute).
+
+    Rows are shuffled, cut into pools of ``pool`` batches, sorted by length inside each pool,
+    batched, and the batches shuffled again: random order, little padding.
+    """
+    order = torch.randperm(len(lengths), generator=gen).numpy()
+    batches = []
+    step = batch_size * pool
+    for start in range(0, len(order), step):
+        chunk = order[start : start + step]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    perm = torch.randperm(len(batches), generator=gen).numpy()
+    return [batches[i] for i in perm]
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    loss: float
+    ndcg10: float | None
+    seconds: float
+
+
+@dataclass
+class TrainState:
+    history: list[EpochLog] = field(default_factory=list)
+    best_epoch: int = 0
+    best_ndcg10: float = -1.0
+
+
+class Trainer:
+    """Train a fast-mode two-tower model.
+
+    Args:
+        config: the settings (defaults are the validated ones).
+        space: a fitted-or-not :class:`TextSpace` to share item text vectors (optional).
+        checkpoint_dir: write a checkpoint after every epoch here, and resume from it.
+        progress: show progress bars (loss and validation NDCG@10).
+        device: ``cpu``, ``cuda``...; None picks a GPU when there is one.
+
+    Example::
+
+        scorer = Trainer(TrainConfig(loss="softmax")).fit(data)
+        scorer.save("model/", data)
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig | None = None,
+        *,
+        space: TextSpace | None = None,
+        checkpoint_dir: str | Path | None = None,
+        progress: bool = True,
+        device: str | None = None,
+    ) -> None:
+        self.config = config or TrainConfig()
+        if self.config.mode != "fast":
+            raise ConfigError("Trainer runs fast mode; use promptrec.train.full for mode='full'")
+        if self.config.dim % self.config.heads:
+            raise ConfigError(
+                f"dim {self.config.dim} must be a multiple of heads {self.config.heads}"
+            )
+        self.space = space or TextSpace(self.config.encoder, self.config.item_template)
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.progress = progress
+        self.state = TrainState()
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        precision = self.config.precision
+        if precision == "auto":
+            native = self.device.startswith("cuda") or cpu_has_native_bf16()
+            precision = "bf16" if native else "fp32"
+        self.precision = precision
+
+    def _autocast(self):  # type: ignore[no-untyped-def]
+        if self.precision != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16)
+
+    # ------------------------------------------------------------------ public
+    def fit(self, data: Dataset) -> TrainedScorer:
+        """Train on ``data`` with its own validation split; return the (refitted) scorer."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        self.space.fit(data, progress=self.progress)
+        val = leave_last_out(data)["test"]  # the log's last item per user = validation target
+        if not val.histories:
+            raise ConfigError("no user has 3 interactions: nothing to validate on")
+        val = val.sample(cfg.validation_users, cfg.seed)
+        model, id_mask = self._train(val.fit, val, epochs=cfg.epochs, start=t0)
+        best = self.state.best_epoch
+        summary: dict[str, Any] = {
+            "best_epoch": best,
+            "validation_ndcg10": round(self.state.best_ndcg10, 6),
+            "validation_users": len(val.histories),
+        }
+        if cfg.refit and best > 0:
+            log.info("refit on the whole log for %d epochs", best)
+            model, id_mask = self._train(data, None, epochs=best, start=time.perf_counter())
+        summary["train_seconds"] = round(time.perf_counter() - t0, 1)
+        summary["refit"] = bool(cfg.refit and best > 0)
+        info = {
+            "summary": summary,
+            "validation": [vars(e) for e in self.state.history],
+        }
+        scorer = TrainedScorer(model, cfg, list(data.item_ids), id_mask, self.space, info)
+        return scorer.fit(data)
+
+    # ------------------------------------------------------------------ internals
+    def _train(
+        self, data: Dataset, val: Split | None, *, epochs: int, start: float
+    ) -> tuple[TwoTowerModel, np.ndarray]:
+        cfg = self.config
+        gen = seed_everything(cfg.seed)
+        text = torch.from_numpy(self.space.vectors).to(self.device)
+        counts = item_counts(data)
+        id_mask_np = counts >= cfg.id_min_count
+        id_mask = torch.from_numpy(id_mask_np).to(self.device)
+        model = TwoTowerModel(
+            text.shape[1],
+            data.n_items,
+            dim=cfg.dim,
+            max_len=cfg.max_len,
+            layers=cfg.layers,
+            heads=cfg.heads,
+            dropout=cfg.dropout,
+            use_ids=cfg.use_ids,
+            cosine=cfg.similarity == "cosine",
+        )
+        model.to(self.device)
+        loss_fn = self._loss(torch.from_numpy(counts), gen).to(self.device)
+        inputs, targets = training_windows(data.histories(), cfg.max_len)
+        if len(inputs) == 0:
+            raise ConfigError("the log has no user with 2 interactions: nothing to train on")
+        optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        warmup = max(cfg.warmup_steps, 1)
+        sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min(1.0, (s + 1) / warmup))
+        first_epoch = 1
+        if val is not None:
+            self.state = TrainState()
+            first_epoch = self._resume(model, optim, sched)
+        best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if val is not None and self.state.best_epoch > 0 and self._best_path().exists():
+            best_weights = torch.load(self._best_path(), weights_only=True)
+        lengths = (inputs >= 0).sum(axis=1)
+        bar = tqdm(
+            range(first_epoch, epochs + 1),
+            disable=not self.progress,
+            desc="train" if val is not None else "refit",
+            unit="epoch",
+        )
+        for epoch in bar:
+            t_epoch = time.perf_counter()
+            model.train()
+            total, count = 0.0, 0
+            for rows in length_batches(lengths, cfg.batch_size, gen):
+                width = int(lengths[rows].max())  # trim the padding this batch does not need
+                inp = torch.from_numpy(inputs[rows, :width]).to(self.device)
+                tgt = torch.from_numpy(targets[rows, :width]).to(self.device)
+                with self._autocast():
+                    item_vecs = model.item_vectors(text, id_mask)
+                    states = model.sequence_states(item_vecs, inp)
+                    valid = tgt >= 0
+                    users = model.scoring(states[valid]) / cfg.temperature
+                    loss = loss_fn(users, tgt[valid], model.scoring(item_vecs))
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optim.step()
+                sched.step()
+                total += float(loss.detach()) * int(valid.sum())
+                count += int(valid.sum())
+            epoch_loss = total / max(count, 1)
+            ndcg = None
+            if val is not None:
+                ndcg = self.validate(model, text, id_mask, val)
+                if ndcg > self.state.best_ndcg10:
+                    self.state.best_ndcg10, self.state.best_epoch = ndcg, epoch
+                    best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    if self.checkpoint_dir is not None:
+                        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+                        torch.save(best_weights, self._best_path())
+            if val is not None:
+                self.state.history.append(
+                    EpochLog(
+                        epoch,
+                        round(epoch_loss, 5),
+                        round(ndcg or 0.0, 6),
+                        round(time.perf_counter() - t_epoch, 1),
+                    )
+                )
+            bar.set_postfix(
+                loss=f"{epoch_loss:.4f}",
+                **({"val_ndcg10": f"{ndcg:.4f}"} if ndcg is not None else {}),
+            )
+            if val is not None:
+                self._checkpoint(model, optim, sched, epoch)
+                if epoch - self.state.best_epoch >= cfg.patience:
+                    log.info(
+                        "early stop at epoch %d (best %d: NDCG@10 %.4f)",
+                        epoch,
+                        self.state.best_epoch,
+                        self.state.best_ndcg10,
+                    )
+                    break
+            if cfg.max_minutes and time.perf_counter() - start > cfg.max_minutes * 60:
+                log.warning("stopping: the %.0f-minute time cap was reached", cfg.max_minutes)
+                break
+        if val is not None:
+            model.load_state_dict(best_weights)
+        return model.cpu().eval(), id_mask_np
+
+    def validate(
+        self, model: TwoTowerModel, text: torch.Tensor, id_mask: torch.Tensor, val: Split
+    ) -> float:
+        """NDCG@10 on the validation users (full ranking, history excluded)."""
+        model.eval()
+        ranks = []
+        with torch.no_grad():
+            item_vecs = model.item_vectors(text, id_mask)
+            scored = model.scoring(item_vecs)
+            for start in range(0, len(val.histories), 1024):
+                hist = val.histories[start : start + 1024]
+                seqs = torch.from_numpy(last_items(hist, model.users.max_len)).to(self.device)
+                users = model.user_vectors(item_vecs, seqs)
+                scores = (users @ scored.T).float().cpu().numpy()
+                ranks.append(
+                    target_ranks(scores, val.targets[start : start + 1024], [h.items for h in hist])
+                )
+        return ndcg_at(np.concatenate(ranks), 10)
+
+    def _loss(self, counts: torch.Tensor, gen: torch.Generator) -> torch.nn.Module:
+        cfg = self.config
+        # the temperature is applied to the user vectors before the loss (see _train)
+        if cfg.loss == "softmax":
+            return FullSoftmaxLoss()
+        if cfg.loss == "sampled-softmax":
+            return SampledSoftmaxLoss(counts, cfg.num_negatives, generator=gen)
+        return SampledBCELoss(cfg.num_negatives, generator=gen)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _best_path(self) -> Path:
+        assert self.checkpoint_dir is not None
+        return self.checkpoint_dir / "best.pt"
+
+    def _checkpoint(self, model, optim, sched, epoch: int) -> None:  # type: ignore[no-untyped-def]
+        if self.checkpoint_dir is None:
+            return
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint_dir / "last.pt.tmp"
+        torch.save(
+            {
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optim": optim.state_dict(),
+                "sched": sched.state_dict(),
+                "state": {
+                    "best_epoch": self.state.best_epoch,
+                    "best_ndcg10": self.state.best_ndcg10,
+                    "history": [vars(e) for e in self.state.history],
+                },
+                "config": self.config.model_dump(),
+            },
+            tmp,
+        )
+        tmp.replace(self.checkpoint_dir / "last.pt")
+
+    def _resume(self, model, optim, sched) -> int:  # type: ignore[no-untyped-def]
+        if self.checkpoint_dir is None or not (self.checkpoint_dir / "last.pt").exists():
+            return 1
+        ckpt = torch.load(self.checkpoint_dir / "last.pt", weights_only=False)
+        if ckpt["config"] != self.config.model_dump():
+            raise ConfigError(
+                f"{self.checkpoint_dir}: the checkpoint was made with other settings; "
+                "use another --output or the same settings to resume"
+            )
+        model.load_state_dict(ckpt["model"])
+        optim.load_state_dict(ckpt["optim"])
+        sched.load_state_dict(ckpt["sched"])
+        st = ckpt["state"]
+        self.state = TrainState(
+            [EpochLog(**e) for e in st["history"]], st["best_epoch"], st["best_ndcg10"]
+        )
+        log.info("resuming after epoch %d (best %d)", ckpt["epoch"], st["best_epoch"])
+        return int(ckpt["epoch"]) + 1

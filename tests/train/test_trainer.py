@@ -1,0 +1,144 @@
+"""Fast-mode training on a real data slice: it learns, it saves and loads exactly, it resumes,
+and it refuses a model that does not fit the data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from promptrec.data.dataset import Dataset
+from promptrec.data.split import leave_last_out
+from promptrec.errors import ConfigError, ModelError
+from promptrec.scorers import TextSpace
+from promptrec.train import TrainConfig, Trainer
+from promptrec.train.trained import load_model
+
+SMALL = dict(
+    dim=32,
+    layers=1,
+    heads=2,
+    max_len=20,
+    epochs=6,
+    patience=10,
+    batch_size=64,
+    warmup_steps=5,
+    refit=False,
+    validation_users=300,
+)
+
+
+@pytest.fixture(scope="module")
+def trained(beauty_slice, encoder):
+    space = TextSpace(encoder)
+    trainer = Trainer(TrainConfig(**SMALL), space=space, progress=False)
+    data = leave_last_out(beauty_slice)["test"].fit
+    return trainer, trainer.fit(data), data
+
+
+def test_training_lowers_loss_and_changes_ranking(trained, encoder) -> None:
+    trainer, scorer, data = trained
+    losses = [e.loss for e in trainer.state.history]
+    assert losses[-1] < losses[0] * 0.9
+    # the trained ranking differs from an untrained model's
+    untrained = Trainer(
+        TrainConfig(**{**SMALL, "epochs": 1, "lr": 1e-9}), space=TextSpace(encoder), progress=False
+    ).fit(data)
+    hist = data.histories()[:20]
+    a = np.argsort(-scorer.score(hist), axis=1)[:, :10]
+    b = np.argsort(-untrained.score(hist), axis=1)[:, :10]
+    assert (a != b).any()
+    summary = scorer.info["summary"]
+    assert summary["best_epoch"] >= 1 and summary["validation_ndcg10"] >= 0
+
+
+def test_validation_ndcg_improves_over_training(trained) -> None:
+    trainer, _, _ = trained
+    ndcgs = [e.ndcg10 for e in trainer.state.history]
+    assert max(ndcgs) > ndcgs[0]
+
+
+def test_save_load_round_trip_gives_identical_scores(trained, tmp_path, encoder) -> None:
+    _, scorer, data = trained
+    scorer.save(tmp_path / "model", data)
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["format_version"] == 1 and config["fingerprint"]["n_items"] == data.n_items
+    assert (tmp_path / "model" / "item_template.j2").exists()
+    loaded = load_model(tmp_path / "model").fit(data)
+    hist = data.histories()[:50]
+    np.testing.assert_array_equal(scorer.score(hist), loaded.score(hist))
+
+
+def test_new_items_get_text_vectors_and_foreign_catalogues_fail(trained, tmp_path) -> None:
+    _, scorer, data = trained
+    scorer.save(tmp_path / "m", data)
+    new = pd.DataFrame(
+        [
+            {
+                "item_id": "new-1",
+                "title": "Brand new nail polish",
+                "brand": "X",
+                "categories": ["Beauty", "Nails"],
+                "price": 5.0,
+            }
+        ]
+    )
+    grown = Dataset(pd.concat([data.items, new]), data.events, "grown")
+    loaded = load_model(tmp_path / "m").fit(grown)
+    scores = loaded.score(grown.histories()[:5])
+    assert np.isfinite(scores[:, -1]).all() and scores.shape[1] == data.n_items + 1
+    foreign = Dataset(
+        new, pd.DataFrame({"user_id": ["u"], "item_id": ["new-1"], "timestamp": [1.0]}), "foreign"
+    )
+    with pytest.raises(ModelError, match="another catalogue"):
+        load_model(tmp_path / "m").fit(foreign)
+
+
+def test_incompatible_model_directory(tmp_path, trained) -> None:
+    _, scorer, data = trained
+    scorer.save(tmp_path / "m", data)
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config["format_version"] = 99
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="format 99"):
+        load_model(tmp_path / "m")
+    with pytest.raises(ModelError, match="not a promptrec model"):
+        load_model(tmp_path / "nothing")
+
+
+def test_resume_continues_from_the_checkpoint(beauty_slice, encoder, tmp_path) -> None:
+    data = leave_last_out(beauty_slice)["test"].fit
+    cfg = TrainConfig(**{**SMALL, "epochs": 2})
+    first = Trainer(cfg, space=TextSpace(encoder), checkpoint_dir=tmp_path, progress=False)
+    first.fit(data)
+    more = TrainConfig(**{**SMALL, "epochs": 2})
+    again = Trainer(more, space=TextSpace(encoder), checkpoint_dir=tmp_path, progress=False)
+    again.fit(data)
+    assert [e.epoch for e in again.state.history] == [1, 2]  # nothing left to do: resumed
+    other = Trainer(
+        TrainConfig(**{**SMALL, "dim": 16}),
+        space=TextSpace(encoder),
+        checkpoint_dir=tmp_path,
+        progress=False,
+    )
+    with pytest.raises(ConfigError, match="other settings"):
+        other.fit(data)
+
+
+def test_bad_settings_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="multiple of heads"):
+        Trainer(TrainConfig(dim=30, heads=4))
+    with pytest.raises(ValueError):
+        TrainConfig(loss="hinge")
+
+
+@pytest.mark.parametrize("loss", ["bce", "sampled-softmax"])
+def test_other_losses_train(loss, beauty_slice, encoder) -> None:
+    data = leave_last_out(beauty_slice)["test"].fit
+    cfg = TrainConfig(**{**SMALL, "epochs": 3, "loss": loss, "num_negatives": 32})
+    trainer = Trainer(cfg, space=TextSpace(encoder), progress=False)
+    trainer.fit(data)
+    losses = [e.loss for e in trainer.state.history]
+    assert losses[-1] < losses[0]
