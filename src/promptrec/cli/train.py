@@ -58,8 +58,6 @@ def train(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Train a two-tower model on the log (validation: each user's last interaction)."""
-    from pydantic import ValidationError
-
     from promptrec.data.split import leave_last_out
     from promptrec.train import TrainConfig
     from promptrec.train.run import train_model
@@ -81,13 +79,7 @@ def train(
     ):
         if value is not None:
             settings[key] = value
-    try:
-        cfg = TrainConfig(**settings)
-    except ValidationError as exc:
-        raise ConfigError(
-            "training settings: "
-            + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        ) from None
+    cfg = TrainConfig(**settings)  # a ValidationError is reported as a user error
     dataset = load_data(data, catalog, events, db, unknown_items=unknown_items, encoding=encoding)
     if holdout_test:
         dataset = leave_last_out(dataset)["test"].fit

@@ -52,7 +52,7 @@ class TrainConfig(BaseModel):
     dropout: float = Field(0.3, ge=0.0, lt=1.0)
     use_ids: bool = True
     id_min_count: int = Field(2, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(128, ge=1)
     warmup_steps: int = Field(100, ge=0)
@@ -60,11 +60,11 @@ class TrainConfig(BaseModel):
     epochs: int = Field(200, ge=1)
     patience: int = Field(5, ge=1)
     similarity: Literal["cosine", "dot"] = "cosine"
-    temperature: float = Field(0.1, gt=0)
+    temperature: float = Field(0.05, gt=0)
     num_negatives: int = Field(256, ge=1)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     validation_users: int | None = Field(5000, ge=1)
-    refit: bool = True
+    refit: bool = False
     max_minutes: float | None = Field(55.0, gt=0)
     seed: int = 0
     encoder: str = "default"
