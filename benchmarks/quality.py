@@ -78,8 +78,31 @@ def main() -> None:
     parser.add_argument("--data", default=",".join(DATASETS))
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--out", default=str(ROOT / "results"))
+    parser.add_argument(
+        "--zero-shot",
+        default=str(ROOT / "results"),
+        help="where benchmarks/zero_shot.sh wrote <data>.json",
+    )
+    parser.add_argument(
+        "--merge",
+        nargs="*",
+        default=None,
+        help="only merge these quality.json files into --out (no training)",
+    )
     args = parser.parse_args()
     out = Path(args.out)
+    if args.merge is not None:
+        merged: dict = {}
+        for f in args.merge:
+            for name, block in json.loads(Path(f).read_text()).items():
+                merged.setdefault(name, {"variants": {}})
+                merged[name]["variants"].update(block["variants"])
+                for key in ("peers", "zero_shot"):
+                    if key in block:
+                        merged[name][key] = block[key]
+        (out / "quality.json").write_text(json.dumps(merged, indent=2))
+        (out / "quality.md").write_text(markdown(merged))
+        return
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "quality.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
@@ -88,7 +111,7 @@ def main() -> None:
         split = leave_last_out(data)["test"]
         block = results.setdefault(name, {"variants": {}})
         block["peers"] = peers(name)
-        zero = out / f"{name}.json"
+        zero = Path(args.zero_shot) / f"{name}.json"
         if zero.exists():
             z = json.loads(zero.read_text())
             block["zero_shot"] = {

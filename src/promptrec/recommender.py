@@ -24,6 +24,7 @@ from promptrec.data.dataset import Dataset, UserHistory
 from promptrec.encoders import Encoder
 from promptrec.errors import ConfigError
 from promptrec.explain import Explanation, explain_items
+from promptrec.prompts.items import ItemPrompter
 from promptrec.prompts.users import UserPrompt
 from promptrec.retrieval.filters import Filters
 from promptrec.retrieval.topk import top_k
@@ -69,6 +70,7 @@ class _Fitted:
     data: Dataset
     scorer: Scorer
     histories: dict[str, UserHistory] = field(default_factory=dict)
+    labels: list[str] = field(default_factory=list)
 
 
 class Recommender:
@@ -114,10 +116,7 @@ class Recommender:
     def _make(self, name: str) -> Scorer:
         if name in ("popularity", "itemknn"):
             return make_scorer(name)
-        options = (
-            {} if name in ("mean-of-items", "multi-interest") else {"max_tokens": self._max_tokens}
-        )
-        return make_scorer(name, self._text_space(), **options)
+        return make_scorer(name, self._text_space(), max_tokens=self._max_tokens)
 
     def fit(self, data: Dataset, *, progress: bool = False) -> Recommender:
         """Fit on the whole log (choosing the strategy on its validation split when auto)."""
@@ -248,11 +247,9 @@ class Recommender:
 
     def _labels(self) -> list[str]:
         st = self._state()
-        if not hasattr(st, "labels"):
-            from promptrec.prompts.items import ItemPrompter
-
-            st.labels = ItemPrompter.labels(st.data.items)  # type: ignore[attr-defined]
-        return st.labels  # type: ignore[attr-defined]
+        if not st.labels:
+            st.labels = ItemPrompter.labels(st.data.items)
+        return st.labels
 
     def describe(self) -> dict[str, Any]:
         st = self._state()

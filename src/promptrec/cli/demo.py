@@ -63,8 +63,8 @@ def demo(
     names = ["popularity", "itemknn", "mean-of-items", "sectioned", "profile"]
     results = {}
     for name in names:
-        options = {"max_tokens": 128} if name in STRATEGIES else {}
-        results[name] = evaluate_scorer(make_scorer(name, space, **options), split, progress=False)
+        scorer = make_scorer(name, space, max_tokens=128)
+        results[name] = evaluate_scorer(scorer, split, progress=False)
     result = EvaluationResult(
         data.name,
         data.n_items,

@@ -184,8 +184,7 @@ def evaluate(
         n_users[split_name] = len(split.histories)
         results[split_name] = {}
         for name in strategies:
-            options = {"max_tokens": max_tokens} if name not in (*_NON_PROMPT,) else {}
-            scorer = make_scorer(name, space, **options)
+            scorer = make_scorer(name, space, max_tokens=max_tokens)
             res = evaluate_scorer(
                 scorer, split, ks=ks, exclude_seen=exclude_seen, progress=progress
             )
@@ -212,6 +211,3 @@ def evaluate(
         "models": sorted(models or {}),
     }
     return EvaluationResult(data.name, data.n_items, n_users, results, settings)
-
-
-_NON_PROMPT = ("popularity", "itemknn", "mean-of-items", "multi-interest")

@@ -37,8 +37,13 @@ __all__ = [
 ]
 
 
-def make_scorer(name: str, space: TextSpace | None = None, **options: Any) -> Scorer:
-    """A built-in scorer by name; text scorers share ``space`` (built on demand)."""
+def make_scorer(
+    name: str, space: TextSpace | None = None, *, max_tokens: int | None = None, **options: Any
+) -> Scorer:
+    """A built-in scorer by name; text scorers share ``space`` (built on demand).
+
+    ``max_tokens`` is the user prompt budget of the prompt strategies (others have no prompt).
+    """
     if name == "popularity":
         return PopularityScorer()
     if name == "itemknn":
@@ -48,5 +53,5 @@ def make_scorer(name: str, space: TextSpace | None = None, **options: Any) -> Sc
     if name == "multi-interest":
         return MultiInterestScorer(space or TextSpace(), **options)
     if name in STRATEGIES:
-        return PromptScorer(name, space or TextSpace(), **options)
+        return PromptScorer(name, space or TextSpace(), max_tokens=max_tokens, **options)
     raise ConfigError(f"unknown strategy '{name}': choose from {list(SCORERS)}")

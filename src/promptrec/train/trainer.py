@@ -177,7 +177,9 @@ class Trainer:
             cosine=cfg.similarity == "cosine",
         )
         model.to(self.device)
-        loss_fn = self._loss(torch.from_numpy(counts), gen).to(self.device)
+        # negatives are drawn on the training device, with their own seeded generator
+        loss_gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        loss_fn = self._loss(torch.from_numpy(counts).to(self.device), loss_gen)
         inputs, targets = training_windows(data.histories(), cfg.max_len)
         if len(inputs) == 0:
             raise ConfigError("the log has no user with 2 interactions: nothing to train on")
