@@ -54,7 +54,7 @@ class TunableEncoder(Encoder):
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         """Differentiable, normalised embeddings ``[len(texts), dim]``."""
-        feats = self.model.tokenize(list(texts))
+        feats = self.model.preprocess(list(texts))
         feats = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in feats.items()}
         out = self.model(feats)["sentence_embedding"]
         return F.normalize(out.float(), dim=-1)
