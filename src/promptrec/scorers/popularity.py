@@ -16,6 +16,16 @@ def item_counts(data: Dataset) -> np.ndarray:
     return np.bincount(idx, minlength=data.n_items).astype(np.float32)
 
 
+def popular_for_cold_users(
+    scores: np.ndarray, users: np.ndarray, popularity: np.ndarray
+) -> np.ndarray:
+    """Rows whose user vector is all zeros (no history, no query) get the most popular items."""
+    cold = ~users.any(axis=1)
+    if cold.any():
+        scores[cold] = popularity / max(float(popularity.max()), 1.0)
+    return scores
+
+
 class PopularityScorer(Scorer):
     """Scores every user alike by the item's interaction count in the fitted log."""
 

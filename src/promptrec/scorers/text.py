@@ -21,7 +21,7 @@ from promptrec.errors import ConfigError
 from promptrec.prompts.items import ItemPrompter
 from promptrec.prompts.users import PromptCatalog, PromptStrategy, UserPrompt, get_strategy
 from promptrec.scorers.base import Scorer
-from promptrec.scorers.popularity import item_counts
+from promptrec.scorers.popularity import item_counts, popular_for_cold_users
 
 
 class TextSpace:
@@ -75,11 +75,7 @@ class _TextScorer(Scorer):
 
     def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:
         users = self.user_vectors(histories)
-        scores = users @ self.item_vectors.T
-        cold = ~users.any(axis=1)
-        if cold.any():  # nothing known about the user: most popular first
-            scores[cold] = self.popularity / max(float(self.popularity.max()), 1.0)
-        return scores
+        return popular_for_cold_users(users @ self.item_vectors.T, users, self.popularity)
 
 
 class MeanOfItemsScorer(_TextScorer):

@@ -232,15 +232,15 @@ def _prefix(h: UserHistory, cut: int) -> UserHistory:
 def _in_batch_loss(
     users: torch.Tensor, items: torch.Tensor, targets: list[int], loss: str, temperature: float
 ) -> torch.Tensor:
-    logits = users @ items.T / temperature  # [B, B]; the diagonal holds the positives
+    scores = users @ items.T  # [B, B]; the diagonal holds the positives
     same = torch.tensor(targets)[:, None] == torch.tensor(targets)[None, :]
     eye = torch.eye(len(targets), dtype=torch.bool)
-    logits = logits.masked_fill(same & ~eye, float("-inf"))  # duplicates are not negatives
+    duplicate = same & ~eye  # another row's target equal to this row's: not a negative
     if loss == "softmax":
+        logits = (scores / temperature).masked_fill(duplicate, float("-inf"))
         return F.cross_entropy(logits, torch.arange(len(targets)))
-    labels = eye.float()
-    valid = (~(same & ~eye)).float()
-    raw = F.binary_cross_entropy_with_logits((users @ items.T), labels, reduction="none")
+    raw = F.binary_cross_entropy_with_logits(scores, eye.float(), reduction="none")
+    valid = (~duplicate).float()
     return (raw * valid).sum() / valid.sum()
 
 

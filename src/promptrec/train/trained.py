@@ -32,7 +32,7 @@ from promptrec.encoders import Encoder, load_encoder
 from promptrec.errors import ModelError
 from promptrec.prompts.templates import TEMPLATE_DIR
 from promptrec.scorers.base import Scorer
-from promptrec.scorers.popularity import item_counts
+from promptrec.scorers.popularity import item_counts, popular_for_cold_users
 from promptrec.scorers.text import TextSpace
 from promptrec.train.config import TrainConfig
 from promptrec.train.model import TwoTowerModel
@@ -115,7 +115,7 @@ class TrainedScorer(Scorer):
         id_mask = np.zeros(data.n_items, dtype=bool)
         id_mask[known] = self.train_id_mask[rows[known]]
         with torch.no_grad():
-            vecs = self.model.items.norm(self.model.items.proj(text))
+            vecs = self.model.items.project_query(text)  # the text part of the item tower
             if self.model.items.ids is not None:
                 ids = self.model.items.ids.weight[torch.from_numpy(np.maximum(rows, 0))]
                 vecs = vecs + ids * torch.from_numpy(id_mask)[:, None].float()
@@ -143,10 +143,7 @@ class TrainedScorer(Scorer):
     def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:
         users = self.user_vectors(histories)
         scores = (users @ self.item_vectors_.T).numpy()
-        cold = ~users.numpy().any(axis=1)
-        if cold.any():  # no history, no query: most popular first
-            scores[cold] = self.popularity / max(float(self.popularity.max()), 1.0)
-        return scores
+        return popular_for_cold_users(scores, users.numpy(), self.popularity)
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, **self.config_.model_dump(), **self.info.get("summary", {})}
@@ -187,19 +184,7 @@ class TrainedScorer(Scorer):
         from safetensors.torch import load_file
 
         path = Path(directory)
-        if not (path / "config.json").exists():
-            raise ModelError(
-                f"{path}: not a promptrec model (no config.json); train one with "
-                "`promptrec train --output DIR`"
-            )
-        config = json.loads((path / "config.json").read_text())
-        version = config.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ModelError(
-                f"{path}: model format {version} is not supported by promptrec {__version__} "
-                f"(format {FORMAT_VERSION}); retrain it or use the promptrec version "
-                f"{config.get('promptrec_version')} that wrote it"
-            )
+        config = read_model_config(path)
         train_config = TrainConfig(**config["train_config"])
         model = TwoTowerModel(**config["model"])
         try:
@@ -216,9 +201,8 @@ class TrainedScorer(Scorer):
         return cls(model, train_config, ids["item_ids"], np.array(ids["has_id"]), space, info)
 
 
-def load_model(directory: str | Path) -> Scorer:
-    """Load any model directory written by ``promptrec train`` (fast or full mode)."""
-    path = Path(directory)
+def read_model_config(path: Path) -> dict[str, Any]:
+    """A model directory's ``config.json``, checked to exist and to be of a readable format."""
     config_file = path / "config.json"
     if not config_file.exists():
         raise ModelError(
@@ -226,13 +210,22 @@ def load_model(directory: str | Path) -> Scorer:
             "`promptrec train --output DIR`"
         )
     config = json.loads(config_file.read_text())
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelError(
+            f"{path}: model format {version} is not supported by promptrec {__version__} "
+            f"(format {FORMAT_VERSION}); retrain it or use the promptrec version "
+            f"{config.get('promptrec_version')} that wrote it"
+        )
+    return config
+
+
+def load_model(directory: str | Path) -> Scorer:
+    """Load any model directory written by ``promptrec train`` (fast or full mode)."""
+    path = Path(directory)
+    config = read_model_config(path)
     if config.get("kind") == "lm-full":
         from promptrec.train.full import FullTunedScorer
 
-        if config.get("format_version") != FORMAT_VERSION:
-            raise ModelError(
-                f"{path}: model format {config.get('format_version')} is not "
-                f"supported by promptrec {__version__}"
-            )
         return FullTunedScorer.load(path, config)
     return TrainedScorer.load(path)
