@@ -1,11 +1,14 @@
 """Shared fixtures.
 
 The real data sets live in ``../shared/data`` beside the repository (never copied into it).
-Tests that need them fail, rather than skip, when they are missing: CI has them.
+Tests that need them fail, rather than skip, when they are missing: CI has them. So do the
+tests of the PostgreSQL store without a server (``PROMPTREC_TEST_POSTGRES_URL``; CI starts one).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -70,3 +73,56 @@ def beauty_slice(beauty):
     events = beauty.events[beauty.events["user_id"].isin(users)]
     items = beauty.items[beauty.items["item_id"].isin(set(events["item_id"]))]
     return Dataset(items, events, "amazon-beauty-slice")
+
+
+POSTGRES_URL_VARIABLE = "PROMPTREC_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The test PostgreSQL server, from ``PROMPTREC_TEST_POSTGRES_URL``.
+
+    Tests that need it fail, rather than skip, when it is not given or not reachable: CI
+    (``.ci/run``) installs and starts one on 127.0.0.1.
+    """
+    url = os.environ.get(POSTGRES_URL_VARIABLE)
+    how = (
+        f"set {POSTGRES_URL_VARIABLE}=postgresql://USER:PASSWORD@HOST:PORT/DATABASE (a database "
+        "the user owns); .ci/run installs and starts one: apt-get install postgresql, then "
+        "its role promptrec and database promptrec_test on 127.0.0.1:5432"
+    )
+    if not url:
+        pytest.fail(f"the PostgreSQL store tests need a server: {how}", pytrace=False)
+    try:
+        import psycopg
+    except ImportError:
+        pytest.fail("the PostgreSQL store tests need psycopg: pip install -e '.[dev]'")
+    try:
+        psycopg.connect(url, connect_timeout=5).close()
+    except psycopg.Error as exc:
+        from promptrec.data.store import redact_url
+
+        pytest.fail(
+            f"the PostgreSQL test server {redact_url(url)} cannot be reached "
+            f"({' '.join(str(exc).split())}): {how}",
+            pytrace=False,
+        )
+    return url
+
+
+@pytest.fixture
+def postgres_store_url(postgres_url: str) -> Iterator[str]:
+    """A URL of the test server whose ``search_path`` is a fresh, empty schema of its own,
+    dropped after the test: every test starts from an empty PostgreSQL store."""
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+
+    schema = f"promptrec_test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    joiner = "&" if "?" in postgres_url else "?"
+    yield f"{postgres_url}{joiner}options=-csearch_path%3D{schema}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))

@@ -29,8 +29,14 @@ CatalogOpt = Annotated[
 EventsOpt = Annotated[
     Path | None, typer.Option("--events", help="Behaviour log (CSV, Parquet or JSONL).")
 ]
+# a string, not a Path: a Path would turn postgresql://host/db into postgresql:/host/db
 DbOpt = Annotated[
-    Path | None, typer.Option("--db", help="A promptrec SQLite store made by `promptrec ingest`.")
+    str | None,
+    typer.Option(
+        "--db",
+        help="A promptrec store made by `promptrec ingest`: a SQLite file, or a "
+        "postgresql://USER:PASSWORD@HOST:PORT/DATABASE URL.",
+    ),
 ]
 UnknownOpt = Annotated[
     str,
@@ -65,21 +71,22 @@ def load_data(
     data: Path | None,
     catalog: Path | None,
     events: Path | None,
-    db: Path | None = None,
+    db: str | Path | None = None,
     *,
     unknown_items: str = "drop",
     encoding: str | None = None,
 ) -> Dataset:
-    """The dataset from exactly one source: --data, --catalog + --events, or --db."""
+    """The dataset from exactly one source: --data, --catalog + --events, or --db (a SQLite
+    file, which must exist, or a postgresql:// URL)."""
     given = [x is not None for x in (data, catalog or events, db)]
     if sum(given) != 1:
         raise ConfigError("give the data once: --data DIR, or --catalog F --events F, or --db F")
     if unknown_items not in ("drop", "error"):
         raise ConfigError(f"--unknown-items must be 'drop' or 'error', not '{unknown_items}'")
     if db is not None:
-        from promptrec.data.store import Store
+        from promptrec.data.store import Store, is_postgres_url
 
-        if not db.exists():
+        if not is_postgres_url(db) and not Path(db).exists():
             raise ConfigError(f"{db}: no such store; create it with `promptrec ingest`")
         with Store(db) as store:
             return store.dataset()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -29,9 +28,14 @@ def ingest(
     data: DataOpt = None,
     catalog: CatalogOpt = None,
     events: EventsOpt = None,
-    db: Annotated[Path, typer.Option("--db", help="The SQLite store to write.")] = Path(
-        "promptrec.db"
-    ),
+    db: Annotated[
+        str,
+        typer.Option(
+            "--db",
+            help="The store to write: a SQLite file (made when missing) or a "
+            "postgresql://USER:PASSWORD@HOST:PORT/DATABASE URL.",
+        ),
+    ] = "promptrec.db",
     unknown_items: UnknownOpt = "drop",
     encoding: EncodingOpt = None,
     verbose: Verbose = False,
@@ -45,8 +49,9 @@ def ingest(
     with Store(db) as store:
         report = store.ingest(dataset, source=source)
         counts = store.counts()
-    echo(f"{db}: {report}")
-    echo(f"{db} now holds " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    # the store's location, not --db: a URL's password is not printed
+    echo(f"{store.location}: {report}")
+    echo(f"{store.location} now holds " + ", ".join(f"{v} {k}" for k, v in counts.items()))
 
 
 def embed(

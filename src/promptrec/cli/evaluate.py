@@ -53,12 +53,13 @@ def evaluate(
         typer.Option("--report", help="Write plots (PNG) and an HTML page into this folder."),
     ] = None,
     validation_users: Annotated[
-        int | None,
+        int,
         typer.Option(
             "--validation-users",
-            help="Score a seeded sample of at most this many validation users (test: all).",
+            help="Score a seeded sample of at most this many validation users (0: all). "
+            "Validation only chooses settings; the test split always scores every user.",
         ),
-    ] = None,
+    ] = 5000,
     model: Annotated[
         list[Path] | None,
         typer.Option(
@@ -101,7 +102,7 @@ def evaluate(
         encoder=encoder,
         item_template=item_template,
         max_tokens=max_tokens,
-        validation_users=validation_users,
+        validation_users=validation_users or None,
         exclude_seen=not keep_seen,
         seed=seed,
         models=models,

@@ -9,7 +9,7 @@ import traceback
 import click
 import typer
 
-from promptrec.cli import data_cmds, demo, evaluate, recommend, train
+from promptrec.cli import data_cmds, demo, evaluate, recommend, serve, train
 
 app = typer.Typer(
     name="promptrec",
@@ -24,6 +24,7 @@ app.command("recommend")(recommend.recommend)
 app.command("train")(train.train)
 app.command("evaluate")(evaluate.evaluate)
 app.command("demo")(demo.demo)
+app.command("serve")(serve.serve)
 
 
 def main(argv: list[str] | None = None) -> None:

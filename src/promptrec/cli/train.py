@@ -25,7 +25,17 @@ from promptrec.errors import ConfigError
 
 
 def train(
-    output: Annotated[Path, typer.Option("--output", "-o", help="The model directory to write.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="The model directory to write.")
+    ] = None,
+    registry: Annotated[
+        Path | None,
+        typer.Option(
+            "--registry",
+            help="Write a new version into this model registry and activate it (a running "
+            "`promptrec serve --models DIR` swaps to it); instead of --output.",
+        ),
+    ] = None,
     data: DataOpt = None,
     catalog: CatalogOpt = None,
     events: EventsOpt = None,
@@ -80,10 +90,22 @@ def train(
         if value is not None:
             settings[key] = value
     cfg = TrainConfig(**settings)  # a ValidationError is reported as a user error
+    if (output is None) == (registry is None):
+        raise ConfigError("give one of --output DIR or --registry DIR")
+    models = None
+    if registry is not None:
+        from promptrec.service.registry import ModelRegistry
+
+        models = ModelRegistry(registry)
+        output = models.new_version()
+    assert output is not None
     dataset = load_data(data, catalog, events, db, unknown_items=unknown_items, encoding=encoding)
     if holdout_test:
         dataset = leave_last_out(dataset)["test"].fit
     scorer = train_model(dataset, cfg, output, resume=resume)
+    if models is not None:
+        models.activate(output.name)
+        echo(f"activated version {output.name} in {registry}")
     s = scorer.info.get("summary", {})
     echo(
         f"wrote {output}: best epoch {s.get('best_epoch')}, validation NDCG@10 "

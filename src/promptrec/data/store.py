@@ -1,9 +1,16 @@
-"""The embedded database: one SQLite file holding the catalogue, the behaviour log, a record of
-ingests and embedding metadata.
+"""The store: the catalogue, the behaviour log, a record of ingests and embedding metadata, in
+one SQLite file (embedded, the default) or in a PostgreSQL database (``Store("postgresql://...")``).
+
+Both backends run the same SQL, written once in the words the two share; the few that differ
+(placeholders, column types, how a write transaction takes its lock, time buckets) live in a
+small backend class per database (:class:`_SQLite`, :class:`_Postgres`).
 
 Writes are all-or-nothing: :meth:`Store.ingest` validates its whole input first, then writes it
-in one ``BEGIN IMMEDIATE`` transaction, so a failed ingest leaves the store as it was. The
-journal is WAL with ``synchronous=FULL``: an acknowledged write survives a power cut.
+in one transaction, so a failed ingest leaves the store as it was. Writers are serialised: SQLite
+takes its write lock at ``BEGIN IMMEDIATE``; PostgreSQL takes a transaction-scoped advisory lock
+named after the store's schema right after ``BEGIN``. The SQLite journal is WAL with
+``synchronous=FULL``: an acknowledged write survives a power cut (PostgreSQL commits durably with
+its default settings).
 
 Events are keyed by a hash of their content plus their occurrence number within the batch
 (see :func:`event_keys`), so re-ingesting the same file adds nothing while genuine repeats
@@ -15,11 +22,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,30 +37,39 @@ import pandas as pd
 
 from promptrec.data.dataset import Dataset
 from promptrec.data.readers import catalog_from_frame, events_from_frame, file_positions
-from promptrec.errors import DataError
+from promptrec.errors import ConfigError, DataError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: searches, impressions, attributions, idempotency (added on open)
 
+# Written once for both databases: {serial} is an auto-numbered primary key, {float} a 64-bit
+# float (PostgreSQL's REAL is 32 bits) and {item_order} the column that keeps the items'
+# first-insertion order where the database has no rowid.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS items(
     item_id TEXT PRIMARY KEY,
     fields TEXT NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at {float} NOT NULL{item_order}
 );
 CREATE TABLE IF NOT EXISTS events(
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id {serial},
     event_key TEXT UNIQUE NOT NULL,
     user_id TEXT NOT NULL,
     item_id TEXT NOT NULL REFERENCES items(item_id) ON DELETE CASCADE,
-    timestamp REAL NOT NULL,
+    timestamp {float} NOT NULL,
     event TEXT NOT NULL,
-    value REAL,
+    value {float},
     query TEXT
 );
 CREATE INDEX IF NOT EXISTS events_user ON events(user_id);
 CREATE INDEX IF NOT EXISTS events_item ON events(item_id);
-CREATE TABLE IF NOT EXISTS ingests(file_hash TEXT, path TEXT, kind TEXT, rows INTEGER, at REAL);
+CREATE TABLE IF NOT EXISTS ingests(
+    file_hash TEXT,
+    path TEXT,
+    kind TEXT,
+    rows INTEGER,
+    at {float}
+);
 CREATE TABLE IF NOT EXISTS embeddings(
     model TEXT NOT NULL,
     item_id TEXT NOT NULL,
@@ -60,9 +77,48 @@ CREATE TABLE IF NOT EXISTS embeddings(
     dim INTEGER NOT NULL,
     PRIMARY KEY(model, item_id)
 );
+CREATE TABLE IF NOT EXISTS searches(
+    id {serial},
+    user_id TEXT NOT NULL,
+    query TEXT NOT NULL,
+    timestamp {float} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS searches_user ON searches(user_id);
+CREATE TABLE IF NOT EXISTS impressions(
+    request_id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    arm TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    items TEXT NOT NULL,
+    at {float} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS impressions_user ON impressions(user_id, at);
+CREATE TABLE IF NOT EXISTS attributions(
+    event_key TEXT PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    at {float} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attributions_request ON attributions(request_id);
+CREATE TABLE IF NOT EXISTS idempotency(
+    key TEXT PRIMARY KEY,
+    response TEXT NOT NULL,
+    at {float} NOT NULL
+);
 """
 
 _EVENT_COLUMNS = "user_id, item_id, timestamp, event, value, query"
+_INSERT_EVENT = (
+    f"INSERT INTO events(event_key, {_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT(event_key) DO NOTHING"
+)
+_UPSERT_ITEM = (
+    "INSERT INTO items(item_id, fields, updated_at) VALUES (?, ?, ?) "
+    "ON CONFLICT(item_id) DO UPDATE SET fields=excluded.fields, updated_at=excluded.updated_at"
+)
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 @dataclass(frozen=True)
@@ -73,6 +129,37 @@ class IngestReport:
     items_updated: int = 0
     events_added: int = 0
     events_skipped_duplicate: int = 0
+
+
+@dataclass(frozen=True)
+class EventWrite:
+    """What one :meth:`Store.add_events` did.
+
+    Attributes:
+        added: events newly stored.
+        duplicates: events already stored (same key), skipped.
+        added_rows: positions (in the given frame) of the newly stored events.
+        replayed: True when the idempotency key was seen before: nothing was written and the
+            counts are those of the first request.
+    """
+
+    added: int
+    duplicates: int
+    added_rows: tuple[int, ...] = ()
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class Impression:
+    """One served list: who saw which items, from which arm and model."""
+
+    request_id: str
+    user_id: str
+    arm: str
+    model_version: str
+    strategy: str
+    items: tuple[str, ...]
+    at: float
 
 
 def event_keys(events: pd.DataFrame) -> list[str]:
@@ -161,14 +248,199 @@ def _source_hash(source: str | Path | None) -> str | None:
     return digest.hexdigest()
 
 
+def is_postgres_url(target: object) -> bool:
+    """True for a ``postgresql://`` or ``postgres://`` URL (a string): a PostgreSQL store."""
+    return isinstance(target, str) and target.startswith(_POSTGRES_SCHEMES)
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password (in the user part or a ``password=`` parameter) as ``***``."""
+    url = re.sub(r"^([a-z]+://[^:@/?#]*):[^@/?#]*@", r"\1:***@", url)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+class _Backend:
+    """One database connection, and what the store's SQL needs said differently there.
+
+    The store writes its SQL once, with ``?`` placeholders and the schema's ``{serial}``,
+    ``{float}`` and ``{item_order}`` words; a backend translates the placeholders
+    (:meth:`sql`), fills in the words (:attr:`schema_words`), opens and closes write
+    transactions (:meth:`begin`) and says how to cut time into buckets (:meth:`bucket`).
+    """
+
+    #: what the schema's ``{serial}``, ``{float}`` and ``{item_order}`` stand for
+    schema_words: Mapping[str, str]
+    #: the items column that orders them by first insertion
+    item_order: str
+    #: where the store is, for messages: the file, or the URL without its password
+    location: str
+    #: the default name of :meth:`Store.dataset`
+    name: str
+    #: the database driver's base exception
+    errors: type[Exception]
+    _conn: Any = None
+
+    def open_error(self, exc: BaseException) -> ConfigError:
+        """A one-line error naming the store (never its password: :attr:`location` has none,
+        and the drivers' messages name no password) and what went wrong; closes the
+        connection."""
+        if self._conn is not None:
+            with suppress(Exception):
+                self._conn.close()
+        return ConfigError(f"cannot open the store {self.location}: {_one_line(exc)}")
+
+    def sql(self, text: str) -> str:
+        return text
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run one statement; the cursor has ``rowcount``, ``fetchone`` and ``fetchall``."""
+        return self._conn.execute(self.sql(sql), params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Run one statement per row; returns the number of rows changed in all."""
+        raise NotImplementedError
+
+    def begin(self) -> None:
+        """Start a write transaction, waiting for any other writer of the store to finish."""
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        self._conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self._conn.execute("ROLLBACK")
+
+    def bucket(self, expr: str, seconds: float) -> str:
+        """SQL for ``expr`` (seconds) rounded down to a multiple of ``seconds``."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class _SQLite(_Backend):
+    schema_words = {
+        "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
+        "float": "REAL",
+        "item_order": "",
+    }
+    item_order = "rowid"
+    errors = sqlite3.Error
+
+    def __init__(self, path: Path) -> None:
+        self.location = str(path)
+        self.name = path.stem
+        if str(path) != ":memory:":
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = sqlite3.connect(
+                str(path), timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            raise self.open_error(exc) from exc
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        return max(self._conn.executemany(sql, rows).rowcount, 0)
+
+    def begin(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def bucket(self, expr: str, seconds: float) -> str:
+        return f"CAST({expr} / {seconds!r} AS INTEGER) * {seconds!r}"
+
+
+class _Postgres(_Backend):
+    schema_words = {
+        "serial": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+        "float": "DOUBLE PRECISION",
+        "item_order": ",\n    seq BIGINT GENERATED ALWAYS AS IDENTITY",
+    }
+    item_order = "seq"
+
+    def __init__(self, url: str) -> None:
+        self.location = redact_url(url)
+        try:
+            import psycopg
+        except ImportError as exc:
+            raise ConfigError(
+                f"the store {self.location} is a PostgreSQL database, which needs psycopg: "
+                "pip install 'psycopg[binary]'"
+            ) from exc
+        self.errors = psycopg.Error
+        try:
+            params = psycopg.conninfo.conninfo_to_dict(url)
+        except psycopg.Error:
+            # libpq's message may quote a piece of the URL, the password included: not shown
+            raise ConfigError(f"{self.location}: not a valid PostgreSQL URL") from None
+        options: dict[str, Any] = {"autocommit": True}
+        if "connect_timeout" not in params:
+            options["connect_timeout"] = 10
+        try:
+            self._conn = psycopg.connect(url, **options)
+            schema = self._conn.execute("SELECT current_schema()").fetchone()[0]
+        except psycopg.Error as exc:
+            raise self.open_error(exc) from exc
+        self.name = self._conn.info.dbname
+        if schema is None:
+            self._conn.close()
+            raise ConfigError(
+                f"cannot open the store {self.location}: no schema to make its tables in "
+                "(none of the schemas in its search_path exists)"
+            )
+        # one advisory lock per store (database and schema), taken by every write transaction
+        digest = hashlib.sha1(f"promptrec.store:{self.name}.{schema}".encode()).digest()
+        self._lock_key = int.from_bytes(digest[:8], "big", signed=True)
+
+    def sql(self, text: str) -> str:
+        return text.replace("?", "%s")
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        with self._conn.cursor() as cur:
+            cur.executemany(self.sql(sql), rows)
+            return max(cur.rowcount, 0)
+
+    def begin(self) -> None:
+        self._conn.execute("BEGIN")
+        self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+
+    def bucket(self, expr: str, seconds: float) -> str:
+        return f"TRUNC({expr} / {seconds!r}) * {seconds!r}"
+
+
+def _open(target: str | Path) -> _Backend:
+    if is_postgres_url(target):
+        return _Postgres(str(target))
+    if re.match(r"postgres(ql)?:/(?!/)", str(target)):
+        raise ConfigError(
+            f"{target}: this looks like a PostgreSQL URL whose '//' was collapsed by turning it "
+            "into a file path; pass the URL as a string"
+        )
+    return _SQLite(Path(target))
+
+
 class Store:
-    """A catalogue and behaviour log in one SQLite file.
+    """A catalogue and behaviour log in one SQLite file or a PostgreSQL database.
 
     Args:
-        path: the database file (created with its folder when missing).
+        path: the database file (created with its folder when missing), or a
+            ``postgresql://`` (or ``postgres://``) URL: the tables are made, when missing, in
+            the first schema of the connection's ``search_path`` (``public`` by default; give
+            another with ``?options=-csearch_path%3DNAME``). A PostgreSQL store needs psycopg.
+
+    Attributes:
+        path: the SQLite file, or None for a PostgreSQL store.
+        location: the file, or the URL without its password (for messages).
 
     Raises:
-        DataError: the file was written by a newer promptrec (a newer schema version).
+        DataError: the store was written by a newer promptrec (a newer schema version).
+        ConfigError: the store cannot be opened or reached (one line, never the password).
 
     Example:
         >>> with Store("data.db") as store:  # doctest: +SKIP
@@ -177,37 +449,45 @@ class Store:
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = _open(path)
+        self.path = None if isinstance(self._db, _Postgres) else Path(path)
+        self.location = self._db.location
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(
-            str(path), timeout=30.0, isolation_level=None, check_same_thread=False
-        )
-        self._conn.execute("PRAGMA journal_mode=WAL").fetchone()
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        with self._write() as conn:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
-            found = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        try:
+            with self._write() as db:
+                for statement in _SCHEMA.format_map(db.schema_words).split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(
+                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
+                    "ON CONFLICT(key) DO NOTHING",
+                    (str(SCHEMA_VERSION),),
+                )
+                found = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if int(found[0]) < SCHEMA_VERSION:  # an older store: its new tables were made
+                    db.execute(
+                        "UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                        (str(SCHEMA_VERSION),),
+                    )
+        except self._db.errors as exc:
+            raise self._db.open_error(exc) from exc
         if int(found[0]) > SCHEMA_VERSION:
-            self._conn.close()
+            self._db.close()
             raise DataError(
                 f"store schema version {found[0]} is newer than this promptrec supports "
                 f"({SCHEMA_VERSION}); upgrade promptrec",
-                file=str(self.path),
+                file=self.location,
             )
 
     # ------------------------------------------------------------------ lifecycle
 
+    @property
+    def backend(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return "postgresql" if isinstance(self._db, _Postgres) else "sqlite"
+
     def close(self) -> None:
-        self._conn.close()
+        self._db.close()
 
     def __enter__(self) -> Store:
         return self
@@ -216,23 +496,29 @@ class Store:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Store({str(self.path)!r})"
+        return f"Store({self.location!r})"
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> Iterator[_Backend]:
         """One write transaction: committed on success, rolled back on any exception."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
+                self._db.begin()
+                yield self._db
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                # a broken connection cannot roll back; the first error is the one to see
+                with suppress(Exception):
+                    self._db.rollback()
                 raise
-            self._conn.execute("COMMIT")
+            self._db.commit()
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
 
     def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         with self._lock:
-            return self._conn.execute(sql, params).fetchone()[0]
+            return self._db.execute(sql, params).fetchone()[0]
 
     # ------------------------------------------------------------------ writes
 
@@ -289,17 +575,12 @@ class Store:
             event_rows = self._event_rows(events)
         file_hash = _source_hash(source)
 
-        with self._write() as conn:
-            before = conn.execute("SELECT COUNT(*) FROM items").fetchone()[0]
-            conn.executemany(
-                "INSERT INTO items(item_id, fields, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(item_id) DO UPDATE SET fields=excluded.fields, "
-                "updated_at=excluded.updated_at",
-                item_rows,
-            )
-            added_items = conn.execute("SELECT COUNT(*) FROM items").fetchone()[0] - before
-            added_events = self._insert_events(conn, event_rows)
-            conn.execute(
+        with self._write() as db:
+            before = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+            db.executemany(_UPSERT_ITEM, item_rows)
+            added_items = db.execute("SELECT COUNT(*) FROM items").fetchone()[0] - before
+            added_events = self._insert_events(db, event_rows)
+            db.execute(
                 "INSERT INTO ingests(file_hash, path, kind, rows, at) VALUES (?, ?, ?, ?, ?)",
                 (file_hash, src, kind, len(item_rows) + len(event_rows), time.time()),
             )
@@ -310,21 +591,84 @@ class Store:
             events_skipped_duplicate=len(event_rows) - added_events,
         )
 
-    def add_events(self, events: pd.DataFrame) -> int:
-        """Add events (raw or normalised columns; see :func:`~promptrec.data.readers.read_events`).
+    def add_events(
+        self,
+        events: pd.DataFrame,
+        *,
+        searches: Sequence[tuple[str, str, float]] = (),
+        attributions: Mapping[int, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> EventWrite:
+        """Add events (raw or normalised columns; see :func:`~promptrec.data.readers.read_events`)
+        in one transaction, with searches that led to no item and click attributions.
 
-        Returns:
-            How many were new (events already stored, by key, are skipped).
+        Args:
+            events: the events (may be empty when only ``searches`` are given).
+            searches: ``(user_id, query, timestamp)`` of searches with no item.
+            attributions: ``row -> request_id`` of the served list an event answers; written
+                only for events that are new.
+            idempotency_key: a key of the client's choosing: a retried request with the same
+                key writes nothing and gets the first request's counts back.
 
         Raises:
             DataError: invalid events or an item not in the store; nothing is written then.
         """
         src = events.attrs.get("source")
-        events = events_from_frame(events)
-        self._check_known_items(events, pd.Index([], dtype="str"), src)
-        rows = self._event_rows(events)
-        with self._write() as conn:
-            return self._insert_events(conn, rows)
+        rows: list[tuple] = []
+        if len(events):
+            events = events_from_frame(events)
+            self._check_known_items(events, pd.Index([], dtype="str"), src)
+            rows = self._event_rows(events)
+        attributions = attributions or {}
+        with self._write() as db:
+            if idempotency_key is not None:
+                seen = db.execute(
+                    "SELECT response FROM idempotency WHERE key = ?", (idempotency_key,)
+                ).fetchone()
+                if seen is not None:
+                    first = json.loads(seen[0])
+                    return EventWrite(first["added"], first["duplicates"], (), replayed=True)
+            added_rows = [
+                pos for pos, row in enumerate(rows) if db.execute(_INSERT_EVENT, row).rowcount
+            ]
+            db.executemany(
+                "INSERT INTO searches(user_id, query, timestamp) VALUES (?, ?, ?)",
+                [(str(u), str(q), float(t)) for u, q, t in searches],
+            )
+            now = time.time()
+            db.executemany(
+                "INSERT INTO attributions(event_key, request_id, item_id, event, at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(event_key) DO NOTHING",
+                [
+                    (rows[pos][0], str(attributions[pos]), rows[pos][2], rows[pos][4], now)
+                    for pos in added_rows
+                    if pos in attributions
+                ],
+            )
+            result = EventWrite(len(added_rows), len(rows) - len(added_rows), tuple(added_rows))
+            if idempotency_key is not None:
+                db.execute(
+                    "INSERT INTO idempotency(key, response, at) VALUES (?, ?, ?)",
+                    (
+                        idempotency_key,
+                        json.dumps({"added": result.added, "duplicates": result.duplicates}),
+                        now,
+                    ),
+                )
+        return result
+
+    def record_impressions(self, impressions: Sequence[Impression]) -> None:
+        """Store served lists (a retried request id is ignored)."""
+        rows = [
+            (i.request_id, i.user_id, i.arm, i.model_version, i.strategy, json.dumps(i.items), i.at)
+            for i in impressions
+        ]
+        with self._write() as db:
+            db.executemany(
+                "INSERT INTO impressions(request_id, user_id, arm, model_version, strategy, "
+                "items, at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(request_id) DO NOTHING",
+                rows,
+            )
 
     def upsert_item(self, item_id: str, fields: Mapping[str, Any]) -> bool:
         """Add an item or replace its fields. Returns True when it was new."""
@@ -332,27 +676,36 @@ class Store:
         if not item_id:
             raise DataError("empty item_id", column="item_id", expected="a non-empty id")
         fields = {k: v for k, v in fields.items() if k != "item_id"}
-        with self._write() as conn:
-            existed = conn.execute("SELECT 1 FROM items WHERE item_id = ?", (item_id,)).fetchone()
-            conn.execute(
-                "INSERT INTO items(item_id, fields, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(item_id) DO UPDATE SET fields=excluded.fields, "
-                "updated_at=excluded.updated_at",
-                (item_id, _fields_json(fields), time.time()),
-            )
+        with self._write() as db:
+            existed = db.execute("SELECT 1 FROM items WHERE item_id = ?", (item_id,)).fetchone()
+            db.execute(_UPSERT_ITEM, (item_id, _fields_json(fields), time.time()))
         return existed is None
 
     def delete_item(self, item_id: str) -> bool:
         """Remove an item, its events and its embedding records. Returns True if it existed."""
-        with self._write() as conn:
-            conn.execute("DELETE FROM embeddings WHERE item_id = ?", (str(item_id),))
-            removed = conn.execute("DELETE FROM items WHERE item_id = ?", (str(item_id),))
+        with self._write() as db:
+            db.execute("DELETE FROM embeddings WHERE item_id = ?", (str(item_id),))
+            removed = db.execute("DELETE FROM items WHERE item_id = ?", (str(item_id),))
             return removed.rowcount > 0
 
-    def delete_user(self, user_id: str) -> int:
-        """Remove every event of a user. Returns how many were removed."""
-        with self._write() as conn:
-            return conn.execute("DELETE FROM events WHERE user_id = ?", (str(user_id),)).rowcount
+    def delete_user(self, user_id: str) -> dict[str, int]:
+        """Forget a user: events, searches, served lists and their attributions, in one
+        transaction. Returns how many rows of each were removed."""
+        uid = str(user_id)
+        with self._write() as db:
+            attributions = db.execute(
+                "DELETE FROM attributions WHERE request_id IN "
+                "(SELECT request_id FROM impressions WHERE user_id = ?)",
+                (uid,),
+            ).rowcount
+            return {
+                "events": db.execute("DELETE FROM events WHERE user_id = ?", (uid,)).rowcount,
+                "searches": db.execute("DELETE FROM searches WHERE user_id = ?", (uid,)).rowcount,
+                "impressions": db.execute(
+                    "DELETE FROM impressions WHERE user_id = ?", (uid,)
+                ).rowcount,
+                "attributions": attributions,
+            }
 
     def record_embeddings(
         self, model: str, item_ids: Sequence[str], text_hashes: Sequence[str], dim: int
@@ -365,8 +718,8 @@ class Store:
         rows = [
             (model, str(i), str(h), int(dim)) for i, h in zip(item_ids, text_hashes, strict=True)
         ]
-        with self._write() as conn:
-            conn.executemany(
+        with self._write() as db:
+            db.executemany(
                 "INSERT INTO embeddings(model, item_id, text_hash, dim) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(model, item_id) DO UPDATE SET text_hash=excluded.text_hash, "
                 "dim=excluded.dim",
@@ -377,24 +730,103 @@ class Store:
 
     def embedding_hashes(self, model: str) -> dict[str, str]:
         """``item_id -> text_hash`` of the embeddings recorded for ``model``."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT item_id, text_hash FROM embeddings WHERE model = ?", (model,)
-            ).fetchall()
+        rows = self._read("SELECT item_id, text_hash FROM embeddings WHERE model = ?", (model,))
         return dict(rows)
+
+    def meta(self, key: str) -> str | None:
+        """A stored setting (None when unset)."""
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str, *, overwrite: bool = True) -> None:
+        """Store a setting; with ``overwrite=False`` an existing value is kept."""
+        then = "DO UPDATE SET value=excluded.value" if overwrite else "DO NOTHING"
+        with self._write() as db:
+            db.execute(
+                f"INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) {then}",
+                (key, str(value)),
+            )
+
+    def searches(self, user_id: str | None = None) -> list[tuple[str, str, float]]:
+        """``(user_id, query, timestamp)`` of searches with no item, oldest first."""
+        sql = "SELECT user_id, query, timestamp FROM searches"
+        params: tuple = ()
+        if user_id is not None:
+            sql, params = sql + " WHERE user_id = ?", (str(user_id),)
+        return [tuple(r) for r in self._read(sql + " ORDER BY id", params)]
+
+    def impressions(self, user_id: str, *, limit: int = 20) -> list[Impression]:
+        """A user's most recent served lists, newest first."""
+        rows = self._read(
+            "SELECT request_id, user_id, arm, model_version, strategy, items, at "
+            "FROM impressions WHERE user_id = ? ORDER BY at DESC LIMIT ?",
+            (str(user_id), int(limit)),
+        )
+        return [Impression(*r[:5], tuple(json.loads(r[5])), r[6]) for r in rows]
+
+    def impression(self, request_id: str) -> Impression | None:
+        """One served list by its request id (None when unknown)."""
+        rows = self._read(
+            "SELECT request_id, user_id, arm, model_version, strategy, items, at "
+            "FROM impressions WHERE request_id = ?",
+            (str(request_id),),
+        )
+        return Impression(*rows[0][:5], tuple(json.loads(rows[0][5])), rows[0][6]) if rows else None
+
+    def online_stats(self, *, bucket_seconds: float | None = None) -> list[dict[str, Any]]:
+        """Served lists and the events attributed to them per arm, model version and strategy
+        (and per time bucket of ``bucket_seconds`` when given): ``impressions``, ``clicks``,
+        ``carts``, ``purchases``, ``ctr`` (clicked lists / lists) and ``conversion``
+        (lists with a purchase / lists)."""
+        when = self._db.bucket("i.at", float(bucket_seconds)) if bucket_seconds else "NULL"
+        sql = f"""
+            SELECT i.arm, i.model_version, i.strategy, {when} AS bucket,
+                   COUNT(*) AS impressions,
+                   SUM(CASE WHEN a.clicks > 0 THEN 1 ELSE 0 END),
+                   SUM(CASE WHEN a.carts > 0 THEN 1 ELSE 0 END),
+                   SUM(CASE WHEN a.purchases > 0 THEN 1 ELSE 0 END)
+            FROM impressions i LEFT JOIN (
+                SELECT request_id,
+                       SUM(CASE WHEN event = 'click' THEN 1 ELSE 0 END) AS clicks,
+                       SUM(CASE WHEN event = 'cart' THEN 1 ELSE 0 END) AS carts,
+                       SUM(CASE WHEN event = 'purchase' THEN 1 ELSE 0 END) AS purchases
+                FROM attributions GROUP BY request_id
+            ) a ON a.request_id = i.request_id
+            GROUP BY i.arm, i.model_version, i.strategy, bucket
+        """
+        # sorted here, not in SQL: the same order (by code point) whatever the database collation
+        rows = sorted(
+            self._read(sql),
+            key=lambda r: (r[3] is not None, r[3] or 0.0, r[0], r[1], r[2]),
+        )
+        out = []
+        for arm, version, strategy, at, shown, clicked, carted, bought in rows:
+            clicked, carted, bought = int(clicked or 0), int(carted or 0), int(bought or 0)
+            at = None if at is None else float(at)
+            out.append(
+                {
+                    "arm": arm,
+                    "model_version": version,
+                    "strategy": strategy,
+                    "bucket": at,
+                    "impressions": int(shown),
+                    "clicks": clicked,
+                    "carts": carted,
+                    "purchases": bought,
+                    "ctr": clicked / shown if shown else 0.0,
+                    "conversion": bought / shown if shown else 0.0,
+                }
+            )
+        return out
 
     def dataset(self, name: str | None = None) -> Dataset:
         """Everything in the store as a :class:`Dataset`: items and events in insertion order."""
         with self._lock:
-            items = self._conn.execute(
-                "SELECT item_id, fields FROM items ORDER BY rowid"
-            ).fetchall()
-            events = self._conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY id"
-            ).fetchall()
+            items = self._read(f"SELECT item_id, fields FROM items ORDER BY {self._db.item_order}")
+            events = self._read(f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY id")
         frame = pd.DataFrame(events, columns=_EVENT_COLUMNS.split(", "))
         frame["value"] = frame["value"].astype("float64")
-        return Dataset(_items_frame(items), frame, name=name or self.path.stem)
+        return Dataset(_items_frame(items), frame, name=name or self._db.name)
 
     def counts(self) -> dict[str, int]:
         """Numbers of items, events, distinct users, ingests and embedding records."""
@@ -404,6 +836,8 @@ class Store:
             "users": self._scalar("SELECT COUNT(DISTINCT user_id) FROM events"),
             "ingests": self._scalar("SELECT COUNT(*) FROM ingests"),
             "embeddings": self._scalar("SELECT COUNT(*) FROM embeddings"),
+            "searches": self._scalar("SELECT COUNT(*) FROM searches"),
+            "impressions": self._scalar("SELECT COUNT(*) FROM impressions"),
         }
 
     # ------------------------------------------------------------------ helpers
@@ -411,8 +845,7 @@ class Store:
     def _check_known_items(
         self, events: pd.DataFrame, batch_ids: pd.Index, source: str | None
     ) -> None:
-        with self._lock:
-            stored = [r[0] for r in self._conn.execute("SELECT item_id FROM items")]
+        stored = [r[0] for r in self._read("SELECT item_id FROM items")]
         known = batch_ids.append(pd.Index(stored, dtype="str"))
         unknown = ~events["item_id"].isin(known).to_numpy()
         if unknown.any():
@@ -445,14 +878,17 @@ class Store:
         )
 
     @staticmethod
-    def _insert_events(conn: sqlite3.Connection, rows: list[tuple]) -> int:
-        before = conn.total_changes
-        conn.executemany(
-            f"INSERT OR IGNORE INTO events(event_key, {_EVENT_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        return conn.total_changes - before
+    def _insert_events(db: _Backend, rows: list[tuple]) -> int:
+        """Insert events (those already stored, by key, are skipped); returns how many were new."""
+        return db.executemany(_INSERT_EVENT, rows)
 
 
-__all__ = ["IngestReport", "Store", "event_keys"]
+__all__ = [
+    "EventWrite",
+    "Impression",
+    "IngestReport",
+    "Store",
+    "event_keys",
+    "is_postgres_url",
+    "redact_url",
+]

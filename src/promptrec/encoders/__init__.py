@@ -37,9 +37,11 @@ def load_encoder(
     *,
     cache: bool = True,
     cache_dir: str | Path | None = None,
+    cache_queries: bool = True,
     **options: Any,
 ) -> Encoder:
-    """Build an encoder from a short spec (see the module docstring), cached on disk by default."""
+    """Build an encoder from a short spec (see the module docstring), cached on disk by default
+    (``cache_queries=False`` caches item texts only)."""
     spec = spec or DEFAULT_ENCODER
     encoder: Encoder
     if spec in ("default", "minilm"):
@@ -58,4 +60,4 @@ def load_encoder(
         from promptrec.encoders.sentence_transformer import SentenceTransformerEncoder
 
         encoder = SentenceTransformerEncoder(spec, **options)
-    return CachedEncoder(encoder, cache_dir) if cache else encoder
+    return CachedEncoder(encoder, cache_dir, cache_queries=cache_queries) if cache else encoder

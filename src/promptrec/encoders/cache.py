@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,10 +32,21 @@ def text_hash(text: str) -> str:
 
 
 class CachedEncoder(Encoder):
-    """Wraps an encoder; vectors come from the cache when present, else from the encoder."""
+    """Wraps an encoder; vectors come from the cache when present, else from the encoder.
 
-    def __init__(self, encoder: Encoder, cache_dir: str | Path | None = None) -> None:
+    Args:
+        encoder: the encoder to wrap.
+        cache_dir: the cache folder (default: ``PROMPTREC_CACHE_DIR`` or ``~/.cache/promptrec``).
+        cache_queries: also cache query texts (user prompts, live queries). The service turns
+            it off: what users type is not kept on disk, and no request writes to the cache.
+    """
+
+    def __init__(
+        self, encoder: Encoder, cache_dir: str | Path | None = None, *, cache_queries: bool = True
+    ) -> None:
         self.encoder = encoder
+        self.cache_queries = cache_queries
+        self._lock = threading.Lock()
         self.name = encoder.name
         self.max_tokens = encoder.max_tokens
         path = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -75,6 +87,16 @@ class CachedEncoder(Encoder):
         kind: TextKind = "document",
         batch_size: int = 64,
         show_progress: bool = False,
+    ) -> np.ndarray:
+        if kind == "query" and not self.cache_queries:
+            return self.encoder.encode(
+                texts, kind=kind, batch_size=batch_size, show_progress=show_progress
+            )
+        with self._lock:  # one connection, shared by a threaded server's requests
+            return self._encode_cached(texts, kind, batch_size, show_progress)
+
+    def _encode_cached(
+        self, texts: Sequence[str], kind: TextKind, batch_size: int, show_progress: bool
     ) -> np.ndarray:
         keys = [self._key(t, kind) for t in texts]
         found = self._lookup(list(dict.fromkeys(keys)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -91,6 +92,9 @@ class SentenceTransformerEncoder(Encoder):
         label = "default:all-MiniLM-L6-v2" if model is None else str(model)
         self.name = f"st:{label}:{self.precision}:{self.max_tokens}"
         self._tokenizer = self.model.tokenizer
+        # a fast tokenizer is not re-entrant ("Already borrowed" when two threads pad or
+        # truncate at once): one call at a time, so a threaded server can share the encoder
+        self._lock = threading.Lock()
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         import torch
@@ -109,7 +113,7 @@ class SentenceTransformerEncoder(Encoder):
     ) -> np.ndarray:
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        with self._autocast():
+        with self._lock, self._autocast():
             vectors = self.model.encode(
                 list(texts),
                 batch_size=batch_size,
@@ -120,8 +124,6 @@ class SentenceTransformerEncoder(Encoder):
         return normalise(vectors)
 
     def count_tokens(self, text: str) -> int:
-        return len(
-            self._tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)[
-                "input_ids"
-            ]
-        )
+        with self._lock:
+            ids = self._tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)
+        return len(ids["input_ids"])

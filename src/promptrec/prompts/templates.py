@@ -8,6 +8,7 @@ from pathlib import Path
 import jinja2
 
 from promptrec.errors import ConfigError
+from promptrec.privacy import redact
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
@@ -38,5 +39,7 @@ def load_template(name_or_path: str) -> jinja2.Template:
 
 
 def render(template: jinja2.Template, **context: object) -> str:
-    """Render and collapse whitespace (templates are written for people, prompts for models)."""
-    return " ".join(template.render(**context).split())
+    """Render, collapse whitespace (templates are written for people, prompts for models) and
+    redact personal data (emails, phone numbers, street addresses): every item text and user
+    prompt passes here before it reaches an encoder."""
+    return redact(" ".join(template.render(**context).split()))

@@ -79,6 +79,7 @@ class _Facets:
     def __init__(self, categories: list[set[str]], prices: np.ndarray) -> None:
         self.categories = categories
         self.prices = prices
+        self.all_categories: frozenset[str] = frozenset().union(*categories)
 
 
 _FACETS: dict[int, tuple[object, _Facets]] = {}
@@ -104,5 +105,7 @@ def item_facets(data: Dataset) -> _Facets:
         if f["price"] is not None:
             prices[i] = f["price"]
     facets = _Facets(categories, prices)
+    while len(_FACETS) >= 8:  # a long-running service rebuilds catalogues: keep the newest
+        del _FACETS[next(iter(_FACETS))]
     _FACETS[id(data.items)] = (data.items, facets)
     return facets

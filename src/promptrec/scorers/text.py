@@ -206,6 +206,10 @@ class PromptScorer(_TextScorer):
         max_tokens: the prompt's token budget; None uses the encoder's limit.
     """
 
+    # Prompts are encoded a batch of users at a time; the encoder sorts each batch by length, so
+    # larger batches pad less (2048 encodes 15% faster than 256 on amazon-beauty prompts).
+    batch_size = 2048
+
     def __init__(
         self,
         strategy: PromptStrategy | str = "sectioned",

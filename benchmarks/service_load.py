@@ -1,0 +1,236 @@
+"""Load benchmark of `promptrec serve` on loopback with the amazon-beauty catalogue (12k items).
+
+Starts the server as a child process (one uvicorn worker), then drives it with a light asyncio
+HTTP/1.1 client (keep-alive connections, no HTTP library overhead) in three phases:
+
+1. known users at a fixed arrival rate (open loop): latency p50/p95/p99 at that rate;
+2. known users with a live query (the query is encoded per request), at a fixed rate;
+3. known users, closed loop with several connections: the sustained throughput.
+
+Give it the machine alone (2 cores: the client takes a share of them). Writes
+``results/service_load.json`` and ``.md``::
+
+    python benchmarks/service_load.py --data ../shared/data/amazon-beauty
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+import numpy as np
+
+from promptrec.service.process import LiveServer
+
+QUERIES = [
+    "red nail polish",
+    "moisturizer for dry skin",
+    "shampoo for curly hair",
+    "vanilla perfume",
+    "waterproof mascara",
+    "sunscreen spf 50",
+    "anti aging night cream",
+    "hair dryer",
+    "lip balm",
+    "makeup brush set",
+]
+
+
+MODIFIERS = ["gentle", "travel size", "for men", "organic", "long lasting", "cheap", "gift set"]
+
+
+def query(i: int) -> str:
+    """The i-th distinct live query: a base query, a modifier and a number of items."""
+    base = QUERIES[i % len(QUERIES)]
+    modifier = MODIFIERS[(i // len(QUERIES)) % len(MODIFIERS)]
+    return f"{base} {modifier} pack of {i // (len(QUERIES) * len(MODIFIERS)) + 1}"
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    async def get(self, path: str) -> int:
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+        await self.writer.drain()
+        status_line = await self.reader.readline()
+        length = 0
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        await self.reader.readexactly(length)
+        return int(status_line.split()[1])
+
+
+async def open_loop(
+    host: str, port: int, paths: list[str], rate: float, seconds: float, pool: int = 16
+) -> dict:
+    """Requests arrive at ``rate`` per second whatever the server does; latency includes
+    queueing (coordinated omission avoided: each request is timed from its scheduled start)."""
+    conns = [Connection(host, port) for _ in range(pool)]
+    for c in conns:
+        await c.open()
+    free: asyncio.Queue[Connection] = asyncio.Queue()
+    for c in conns:
+        free.put_nowait(c)
+    latencies: list[float] = []
+    errors = 0
+    start = time.perf_counter()
+    n = int(rate * seconds)
+
+    async def one(i: int) -> None:
+        nonlocal errors
+        scheduled = start + i / rate
+        conn = await free.get()
+        try:
+            status = await conn.get(paths[i % len(paths)])
+            if status != 200:
+                errors += 1
+        finally:
+            free.put_nowait(conn)
+        latencies.append(time.perf_counter() - scheduled)
+
+    tasks = []
+    for i in range(n):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    wall = time.perf_counter() - start
+    for c in conns:
+        c.writer.close()
+    return summarise(latencies, errors, wall, target_rate=rate)
+
+
+async def closed_loop(host: str, port: int, paths: list[str], seconds: float, conns: int) -> dict:
+    """``conns`` connections each sending the next request as soon as the last is answered."""
+    latencies: list[float] = []
+    errors = 0
+    end = time.perf_counter() + seconds
+    counter = iter(range(10**9))
+
+    async def worker() -> None:
+        nonlocal errors
+        conn = Connection(host, port)
+        await conn.open()
+        while time.perf_counter() < end:
+            t = time.perf_counter()
+            if await conn.get(paths[next(counter) % len(paths)]) != 200:
+                errors += 1
+            latencies.append(time.perf_counter() - t)
+        conn.writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(conns)))
+    return summarise(latencies, errors, time.perf_counter() - start, connections=conns)
+
+
+def summarise(latencies: list[float], errors: int, wall: float, **extra: float) -> dict:
+    ms = np.array(latencies) * 1000
+    return {
+        **extra,
+        "requests": len(latencies),
+        "errors": errors,
+        "seconds": round(wall, 1),
+        "rate": round(len(latencies) / wall, 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p95_ms": round(float(np.percentile(ms, 95)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "max_ms": round(float(ms.max()), 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/amazon-beauty"))
+    parser.add_argument("--output", type=Path, default=Path("results/service_load"))
+    parser.add_argument("--rate", type=float, default=200.0, help="known-user arrival rate")
+    parser.add_argument("--query-rate", type=float, default=50.0, help="live-query rate")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--strategy", default="mean-of-items")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="promptrec-load-"))
+    server = LiveServer(
+        ["--db", str(work / "store.db"), "--data", str(args.data), "--strategy", args.strategy],
+        work / "server.log",
+    )
+    started = time.perf_counter()
+    server.start(timeout=900)
+    startup = time.perf_counter() - started
+    try:
+        users = httpx.get(f"{server.url}/users", params={"limit": 1000}).json()["users"]
+        random.Random(0).shuffle(users)
+        known = [f"/recommend?{urlencode({'user_id': u, 'k': 10})}" for u in users]
+        # every query distinct (the service does not cache query vectors, so each is encoded)
+        queried = [
+            f"/recommend?{urlencode({'user_id': u, 'k': 10, 'q': query(i)})}"
+            for i, u in enumerate(users * 3)
+        ]
+        host, port = "127.0.0.1", server.port
+        asyncio.run(closed_loop(host, port, known + queried, 5, 2))  # warm-up
+        results = {
+            "known_users": asyncio.run(open_loop(host, port, known, args.rate, args.seconds)),
+            "live_query": asyncio.run(
+                open_loop(host, port, queried, args.query_rate, args.seconds)
+            ),
+            "throughput": asyncio.run(
+                closed_loop(host, port, known, args.seconds, args.connections)
+            ),
+        }
+        items = httpx.get(f"{server.url}/health").json()["items"]
+    finally:
+        server.stop()
+    report = {
+        "data": str(args.data),
+        "items": items,
+        "strategy": args.strategy,
+        "startup_seconds": round(startup, 1),
+        "cpu": os.cpu_count(),
+        "server": "promptrec serve, one uvicorn worker, torch 1 thread",
+        "results": results,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        f"Load on `promptrec serve` ({items} items, strategy {args.strategy}, "
+        f"{os.cpu_count()} cores shared by server and client)",
+        "",
+        "| phase | load | requests | errors | achieved req/s | p50 ms | p95 ms | p99 ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        load = (
+            f"{r['target_rate']:.0f} req/s open loop"
+            if "target_rate" in r
+            else f"{r['connections']} connections closed loop"
+        )
+        lines.append(
+            f"| {name} | {load} | {r['requests']} | {r['errors']} | {r['rate']} | "
+            f"{r['p50_ms']} | {r['p95_ms']} | {r['p99_ms']} |"
+        )
+    args.output.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

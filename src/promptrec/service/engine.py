@@ -1,0 +1,592 @@
+"""The serving engine: live histories, A/B arms, atomic model swaps, impressions and feedback.
+
+Everything a request reads is in one immutable :class:`Snapshot` (catalogue, log at build time,
+one fitted :class:`~promptrec.recommender.Recommender` per arm). Catalogue changes and model
+swaps build a new snapshot beside the old one and replace the reference: a request in flight
+finishes on the snapshot it started with, so a swap drops nothing.
+
+Behaviour events do not rebuild anything: they are committed to the store, then appended to
+:class:`LiveLog`, from which every request rebuilds the user's history (and so the prompt). The
+next recommendation reflects them with no retraining.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import threading
+import time
+import uuid
+from collections import OrderedDict, defaultdict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from promptrec.data.dataset import Dataset, UserHistory
+from promptrec.data.store import EventWrite, Impression, Store
+from promptrec.encoders import CachedEncoder, load_encoder
+from promptrec.errors import ConfigError, DataError, ModelError
+from promptrec.recommender import Recommendation, Recommender
+from promptrec.retrieval.filters import Filters
+from promptrec.scorers import SCORERS, TextSpace, make_scorer
+from promptrec.service.registry import ModelRegistry
+
+log = logging.getLogger("promptrec.service")
+
+FEEDBACK_EVENTS = ("click", "cart", "purchase")  # attributed to the list they answer
+ATTRIBUTION_WINDOW = 3600.0  # a click without request id counts for a list shown this recently
+SEARCH_CONTEXT = 1800.0  # a search this recent is the live query when the request has none
+REGISTRY = "registry"
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    """One arm of an A/B test.
+
+    Attributes:
+        name: the arm's name (reported in responses and metrics).
+        source: a strategy name (``mean-of-items``, ``sectioned``...), a trained model folder,
+            or ``"registry"``: the registry's active model, swapped when a new one is activated.
+        weight: share of users (relative to the other arms).
+    """
+
+    name: str
+    source: str
+    weight: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str, weight: float = 1.0) -> ArmSpec:
+        """``NAME=SOURCE`` (or just ``SOURCE``, named after itself)."""
+        name, _, source = text.partition("=") if "=" in text else (text, "", text)
+        if not name or not source:
+            raise ConfigError(f"arm '{text}': expected NAME=SOURCE")
+        return cls(name.strip(), source.strip(), weight)
+
+
+@dataclass(frozen=True)
+class ServedArm:
+    name: str
+    recommender: Recommender
+    model_version: str
+    strategy: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What requests read: immutable once built."""
+
+    data: Dataset
+    arms: dict[str, ServedArm]
+    built_at: float
+    generation: int
+
+
+@dataclass(frozen=True)
+class Served:
+    """One served list and where it came from."""
+
+    request_id: str
+    arm: str
+    model_version: str
+    strategy: str
+    recommendation: Recommendation
+    query: str | None
+    cold_start: bool
+
+
+class _Entry(NamedTuple):
+    """One event of a live history (a tuple of atoms: the garbage collector skips it)."""
+
+    item_id: str
+    timestamp: float
+    event: str
+    value: float
+    query: str | None
+
+
+class LiveLog:
+    """Every user's behaviour by item id, kept current as events arrive (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, list[_Entry]] = defaultdict(list)
+        self._searches: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def load(self, data: Dataset, searches: Sequence[tuple[str, str, float]]) -> None:
+        events: dict[str, list[_Entry]] = defaultdict(list)
+        ids = data.item_ids
+        for h in data.histories():
+            events[h.user_id] = [
+                _Entry(str(ids[i]), float(t), e, float(v), q)
+                for i, t, e, v, q in zip(
+                    h.items, h.timestamps, h.events, h.values, h.queries, strict=True
+                )
+            ]
+        latest = {u: (q, t) for u, q, t in searches}
+        with self._lock:
+            self._events, self._searches = events, latest
+
+    def add(self, events: pd.DataFrame, searches: Sequence[tuple[str, str, float]]) -> None:
+        rows = events[["user_id", "item_id", "timestamp", "event", "value", "query"]]
+        with self._lock:
+            for user, item, stamp, kind, value, query in rows.itertuples(index=False):
+                entry = _Entry(item, float(stamp), kind, float(value), query)
+                history = self._events[user]
+                if history and history[-1].timestamp > entry.timestamp:  # late arrival
+                    pos = len(history)
+                    while pos and history[pos - 1].timestamp > entry.timestamp:
+                        pos -= 1
+                    history.insert(pos, entry)
+                else:
+                    history.append(entry)
+            for user, query, stamp in searches:
+                if user not in self._searches or self._searches[user][1] <= stamp:
+                    self._searches[user] = (query, stamp)
+
+    def forget(self, user_id: str) -> bool:
+        with self._lock:
+            had = self._events.pop(user_id, None) is not None
+            return self._searches.pop(user_id, None) is not None or had
+
+    def knows(self, user_id: str) -> bool:
+        with self._lock:
+            return user_id in self._events or user_id in self._searches
+
+    def users(self, limit: int) -> list[str]:
+        """The users with the longest histories first (for pickers and benchmarks)."""
+        with self._lock:
+            ranked = sorted(self._events.items(), key=lambda kv: -len(kv[1]))
+        return [u for u, _ in ranked[:limit]]
+
+    def history(self, user_id: str, data: Dataset, now: float) -> UserHistory:
+        """The user's history as indices into ``data`` (deleted items skipped), with a recent
+        search as its query."""
+        index = data.item_index
+        with self._lock:
+            entries = [e for e in self._events.get(user_id, ()) if e.item_id in index]
+            search = self._searches.get(user_id)
+        query = search[0] if search and now - search[1] <= SEARCH_CONTEXT else None
+        return UserHistory(
+            user_id,
+            np.fromiter((index[e.item_id] for e in entries), np.int64, len(entries)),
+            tuple(e.event for e in entries),
+            np.array([e.value for e in entries], dtype=np.float64),
+            np.array([e.timestamp for e in entries], dtype=np.float64),
+            tuple(e.query for e in entries),
+            query,
+        )
+
+
+class _ImpressionLog:
+    """Served lists, written to the store in batches by a background thread (a crash loses at
+    most the last ``interval`` seconds of impressions; events are never buffered)."""
+
+    def __init__(self, store: Store, interval: float = 0.25) -> None:
+        self.store = store
+        self.interval = interval
+        self._pending: list[Impression] = []
+        self._recent: OrderedDict[str, deque[Impression]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="impressions", daemon=True)
+        self._thread.start()
+
+    def add(self, impression: Impression) -> None:
+        with self._lock:
+            self._pending.append(impression)
+            recent = self._recent.setdefault(impression.user_id, deque(maxlen=20))
+            recent.appendleft(impression)
+            self._recent.move_to_end(impression.user_id)
+            while len(self._recent) > 100_000:
+                self._recent.popitem(last=False)
+
+    def find(self, request_id: str) -> Impression | None:
+        with self._lock:
+            for recent in self._recent.values():
+                for imp in recent:
+                    if imp.request_id == request_id:
+                        return imp
+        return self.store.impression(request_id)
+
+    def latest_with(self, user_id: str, item_id: str, now: float) -> Impression | None:
+        with self._lock:
+            recent = list(self._recent.get(user_id, ()))
+        if not recent:
+            recent = self.store.impressions(user_id)
+        for imp in recent:
+            if now - imp.at <= ATTRIBUTION_WINDOW and item_id in imp.items:
+                return imp
+        return None
+
+    def forget(self, user_id: str) -> None:
+        with self._lock:
+            self._recent.pop(user_id, None)
+            self._pending = [i for i in self._pending if i.user_id != user_id]
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if batch:
+            try:
+                self.store.record_impressions(batch)
+            except Exception:  # keep serving; the next flush retries
+                log.exception("could not store %d impressions", len(batch))
+                with self._lock:
+                    self._pending = batch + self._pending
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.flush()
+
+
+@dataclass
+class EngineConfig:
+    """How the engine serves (see ``promptrec serve --help``)."""
+
+    arms: list[ArmSpec] = field(default_factory=lambda: [ArmSpec("main", "mean-of-items")])
+    registry: Path | None = None
+    encoder: str = "default"
+    item_template: str | None = None
+    salt: str = ""
+    poll_seconds: float = 2.0
+
+
+class Engine:
+    """Serve recommendations from a :class:`Store`, with A/B arms and a model registry."""
+
+    def __init__(self, store: Store, config: EngineConfig | None = None) -> None:
+        self.store = store
+        self.config = config or EngineConfig()
+        if not self.config.arms:
+            raise ConfigError("give at least one arm")
+        names = [a.name for a in self.config.arms]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"arm names must differ: {names}")
+        self.registry = ModelRegistry(self.config.registry) if self.config.registry else None
+        for arm in self.config.arms:
+            self._check_source(arm)
+        self.salt = self.config.salt or self._stored_secret("ab_salt")
+        self.log_key = self._stored_secret("log_key").encode()
+        self.live = LiveLog()
+        self.impressions = _ImpressionLog(store)
+        self._spaces: dict[tuple[str, str | None], TextSpace] = {}
+        self._models: dict[str, Any] = {}  # loaded model folders, by resolved path
+        self._registry_version: str | None = None
+        self._registry_stamp = self.registry.stamp() if self.registry else 0.0
+        self._build_lock = threading.Lock()
+        self._counter_lock = threading.Lock()
+        self._requested = 0
+        self._snapshot: Snapshot | None = None
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+        self.rebuild()
+        self.live.load(self.snapshot.data, store.searches())
+
+    # ------------------------------------------------------------------ lifecycle
+    def start_polling(self) -> None:
+        """Watch the registry's pointer and swap models when it changes (cron retraining)."""
+        if self.registry is None or self._poller is not None:
+            return
+        self._poller = threading.Thread(target=self._poll, name="registry", daemon=True)
+        self._poller.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.impressions.close()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.config.poll_seconds):
+            try:
+                stamp = self.registry.stamp()  # type: ignore[union-attr]
+                if stamp != self._registry_stamp:
+                    self._registry_stamp = stamp
+                    if self.registry.active != self._registry_version:  # type: ignore[union-attr]
+                        self.rebuild()
+            except Exception:  # a bad model must not stop the service: keep the current one
+                log.exception("model swap failed; still serving %s", self._registry_version)
+
+    def _stored_secret(self, key: str) -> str:
+        value = self.store.meta(key)
+        if value is None:
+            value = secrets.token_hex(16)
+            self.store.set_meta(key, value, overwrite=False)
+            value = self.store.meta(key)
+        return str(value)
+
+    # ------------------------------------------------------------------ building
+    @property
+    def snapshot(self) -> Snapshot:
+        assert self._snapshot is not None
+        return self._snapshot
+
+    def _check_source(self, arm: ArmSpec) -> None:
+        if arm.source == REGISTRY:
+            if self.registry is None:
+                raise ConfigError(f"arm '{arm.name}' serves the registry: give --models DIR")
+        elif arm.source not in SCORERS and not Path(arm.source).is_dir():
+            raise ConfigError(
+                f"arm '{arm.name}': '{arm.source}' is neither a strategy {list(SCORERS)}, "
+                "a model folder, nor 'registry'"
+            )
+
+    def _space(self) -> TextSpace:
+        key = (self.config.encoder, self.config.item_template)
+        if key not in self._spaces:
+            encoder = load_encoder(self.config.encoder, cache_queries=False)
+            self._spaces[key] = TextSpace(encoder, self.config.item_template)
+        return self._spaces[key]
+
+    def _model(self, path: Path) -> Any:
+        from promptrec.train.trained import load_model
+
+        key = str(path.resolve())
+        if key not in self._models:
+            model = load_model(path)
+            encoder = getattr(getattr(model, "space", None), "encoder", None)
+            if isinstance(encoder, CachedEncoder):
+                encoder.cache_queries = False  # what users type is not kept on disk
+            self._models[key] = model
+        return self._models[key]
+
+    def _serve_arm(self, arm: ArmSpec, data: Dataset, version: str | None) -> ServedArm:
+        if arm.source in SCORERS:
+            scorer = make_scorer(arm.source, self._space())
+            rec = Recommender(scorer=scorer).fit(data)
+            return ServedArm(arm.name, rec, "zero-shot", arm.source)
+        path = self.registry.path(version) if arm.source == REGISTRY else Path(arm.source)  # type: ignore[union-attr]
+        scorer = self._model(path)
+        rec = Recommender(scorer=scorer).fit(data)
+        return ServedArm(arm.name, rec, path.name, scorer.name)
+
+    def rebuild(self, *, version: str | None = None) -> Snapshot:
+        """Build a snapshot from the store (and the registry's active model, or ``version``)
+        and swap it in. Concurrent calls coalesce: a call waits for the build that covers it."""
+        with self._counter_lock:
+            self._requested += 1
+            wanted = self._requested
+        with self._build_lock:
+            current = self._snapshot
+            if version is None and current is not None and current.generation >= wanted:
+                return current
+            with self._counter_lock:
+                generation = self._requested  # every request so far wrote before this read
+            started = time.perf_counter()
+            data = self.store.dataset()
+            if data.n_items == 0:
+                raise DataError("the store has no items: ingest a catalogue first", file=None)
+            if self.registry is not None:
+                version = version or self.registry.active
+            arms = {a.name: self._serve_arm(a, data, version) for a in self.config.arms}
+            snap = Snapshot(data, arms, time.time(), generation)
+            self._snapshot = snap  # the atomic swap: one reference assignment
+            if self.registry is not None:
+                self._registry_version = version
+            keep = {str(self.registry.path(version).resolve())} if version else set()
+            folders = [Path(a.source) for a in self.config.arms if a.source not in SCORERS]
+            keep |= {str(f.resolve()) for f in folders if f.is_dir()}
+            for key in list(self._models):  # drop models no arm serves any more
+                if key not in keep:
+                    del self._models[key]
+            log.info(
+                "serving %d items, %d events, arms %s (built in %.1fs)",
+                data.n_items,
+                len(data.events),
+                {a.name: f"{a.strategy}@{a.model_version}" for a in arms.values()},
+                time.perf_counter() - started,
+            )
+            return snap
+
+    def activate(self, version: str) -> str:
+        """Activate a registry version and swap to it (raises before swapping if it fails)."""
+        if self.registry is None:
+            raise ConfigError("no model registry: start the service with --models DIR")
+        self.registry.path(version)
+        self.rebuild(version=version)  # load first: a broken model never becomes active
+        self.registry.activate(version)
+        self._registry_stamp = self.registry.stamp()
+        return version
+
+    def rollback(self) -> str:
+        if self.registry is None:
+            raise ConfigError("no model registry: start the service with --models DIR")
+        pointer = self.registry._pointer()
+        if not pointer["history"]:
+            raise ModelError(f"{self.registry.root}: no earlier version to roll back to")
+        previous = pointer["history"][-1]
+        self.rebuild(version=previous)
+        self.registry.rollback()
+        self._registry_stamp = self.registry.stamp()
+        return previous
+
+    # ------------------------------------------------------------------ serving
+    def arm_for(self, user_id: str) -> str:
+        """The user's arm: a stable hash of the salted id, split by the arms' weights."""
+        arms = self.config.arms
+        if len(arms) == 1:
+            return arms[0].name
+        digest = hashlib.sha256(f"{self.salt}:{user_id}".encode()).digest()
+        point = int.from_bytes(digest[:8], "big") / 2**64 * sum(a.weight for a in arms)
+        for arm in arms:
+            point -= arm.weight
+            if point < 0:
+                return arm.name
+        return arms[-1].name
+
+    def recommend(
+        self,
+        user_id: str,
+        *,
+        k: int = 10,
+        query: str | None = None,
+        filters: Filters | None = None,
+        explain: bool = False,
+        keep_seen: bool = False,
+    ) -> Served:
+        snap = self.snapshot
+        now = time.time()
+        arm = snap.arms[self.arm_for(user_id)]
+        history = self.live.history(user_id, snap.data, now)
+        if query is not None:
+            history = history.with_query(query)
+        [rec] = arm.recommender.recommend_histories(
+            [history], k, filters=filters, exclude_seen=not keep_seen, explain=explain
+        )
+        request_id = uuid.uuid4().hex
+        self.impressions.add(
+            Impression(
+                request_id,
+                user_id,
+                arm.name,
+                arm.model_version,
+                arm.strategy,
+                tuple(rec.item_ids),
+                now,
+            )
+        )
+        cold = len(history) == 0 and not history.query
+        return Served(
+            request_id, arm.name, arm.model_version, arm.strategy, rec, history.query, cold
+        )
+
+    def add_events(
+        self,
+        events: pd.DataFrame,
+        searches: Sequence[tuple[str, str, float]] = (),
+        request_ids: Sequence[str | None] = (),
+        *,
+        idempotency_key: str | None = None,
+    ) -> tuple[EventWrite, int]:
+        """Commit events (and searches) to the store, then make them live.
+
+        ``request_ids[row]`` names the served list an event answers (None: the user's latest
+        list with that item, within an hour). Returns the write and how many were attributed.
+
+        Raises:
+            DataError: an unknown item or request id (nothing is written then).
+        """
+        attributions: dict[int, str] = {}
+        now = time.time()
+        for row, (user, item, kind) in enumerate(
+            zip(events["user_id"], events["item_id"], events["event"], strict=True)
+        ):
+            rid = request_ids[row] if row < len(request_ids) else None
+            if rid is not None:
+                imp = self.impressions.find(rid)
+                if imp is None or imp.user_id != str(user):
+                    raise DataError(
+                        f"events[{row}]: unknown request_id '{rid}' for user '{user}'",
+                        column="request_id",
+                        expected="the request_id of a list served to this user",
+                    )
+                if kind in FEEDBACK_EVENTS and str(item) in imp.items:
+                    attributions[row] = rid
+            elif kind in FEEDBACK_EVENTS:
+                imp = self.impressions.latest_with(str(user), str(item), now)
+                if imp is not None:
+                    attributions[row] = imp.request_id
+        self.impressions.flush()  # attributions refer to stored lists
+        result = self.store.add_events(
+            events, searches=searches, attributions=attributions, idempotency_key=idempotency_key
+        )
+        if not result.replayed:
+            added = events.iloc[list(result.added_rows)]
+            from promptrec.data.readers import events_from_frame
+
+            self.live.add(events_from_frame(added) if len(added) else added, searches)
+        attributed = sum(1 for row in result.added_rows if row in attributions)
+        return result, attributed
+
+    def upsert_item(self, item_id: str, fields: dict[str, Any]) -> bool:
+        """Store an item and make it recommendable (its vector from its text) before returning."""
+        created = self.store.upsert_item(item_id, fields)
+        self.rebuild()
+        return created
+
+    def delete_item(self, item_id: str) -> bool:
+        removed = self.store.delete_item(item_id)
+        if removed:
+            self.rebuild()
+        return removed
+
+    def forget_user(self, user_id: str) -> dict[str, int] | None:
+        """Forget a user everywhere (store, live history, recent lists); None if unknown."""
+        self.impressions.forget(user_id)
+        counts = self.store.delete_user(user_id)
+        known = self.live.forget(user_id)
+        if not known and not any(counts.values()):
+            return None
+        return counts
+
+    def item(self, item_id: str) -> dict[str, Any] | None:
+        snap = self.snapshot
+        pos = snap.data.item_index.get(str(item_id))
+        if pos is None:
+            return None
+        record = snap.data.items.iloc[pos].to_dict()
+        return {k: _plain(v) for k, v in record.items()}
+
+    def describe(self) -> dict[str, Any]:
+        snap = self.snapshot
+        return {
+            "items": snap.data.n_items,
+            "events_at_build": len(snap.data.events),
+            "built_at": snap.built_at,
+            "arms": [
+                {
+                    "name": a.name,
+                    "source": spec.source,
+                    "weight": spec.weight,
+                    "model_version": snap.arms[a.name].model_version,
+                    "strategy": snap.arms[a.name].strategy,
+                }
+                for spec in self.config.arms
+                for a in [snap.arms[spec.name]]
+            ],
+            "registry": None
+            if self.registry is None
+            else {
+                "root": str(self.registry.root),
+                "active": self._registry_version,
+                "versions": self.registry.versions(),
+            },
+        }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or (isinstance(value, float) and value != value) or value is pd.NA:
+        return None
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_plain(v) for v in value]
+    return value
