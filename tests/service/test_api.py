@@ -369,3 +369,23 @@ def test_bad_arm_sources_are_config_errors(store, spec, make_client) -> None:
 
     with pytest.raises(ConfigError, match="neither a strategy"):
         make_client(store, [ArmSpec.parse(spec)])
+
+
+def test_a_prompt_strategy_rebuilds_the_prompt_from_fresh_events(store, make_client) -> None:
+    engine, client = make_client(store, [ArmSpec("prompts", "sectioned")])
+    user = a_user(client)
+    before = client.get("/recommend", params={"user_id": user, "explain": True}).json()
+    assert before["strategy"] == "sectioned" and before["prompt"]
+    item = before["items"][0]
+    client.post(
+        "/events",
+        json={"events": [{"user_id": user, "item_id": item["item_id"], "event": "purchase"}]},
+        headers=AUTH,
+    )
+    after = client.get("/recommend", params={"user_id": user, "explain": True}).json()
+    assert after["prompt"] != before["prompt"]
+    assert "purchase" in after["prompt"].lower() and item["title"][:30] in after["prompt"]
+    assert item["item_id"] not in [i["item_id"] for i in after["items"]]
+    plain = client.get("/recommend", params={"user_id": user}).json()
+    assert plain["prompt"] is None  # the prompt is shown with explain only
+    engine.close()

