@@ -284,8 +284,9 @@ def test_forget_user_removes_everything(client, store) -> None:
     for table in ("events", "searches", "impressions"):
         assert store._scalar(f"SELECT COUNT(*) FROM {table} WHERE user_id = ?", (user,)) == 0
     assert client.get(f"/users/{user}/history").status_code == 404
-    assert client.get("/recommend", params={"user_id": user}).json()["cold_start"]
     assert client.delete(f"/users/{user}", headers=AUTH).status_code == 404
+    # served again, the user starts afresh (a new list is a new impression, forgettable too)
+    assert client.get("/recommend", params={"user_id": user}).json()["cold_start"]
 
 
 def test_metrics_count_requests_and_online_ctr_per_arm(store, make_client) -> None:
