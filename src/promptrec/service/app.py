@@ -88,15 +88,16 @@ def create_app(
         seconds = time.perf_counter() - started
         route = getattr(request.scope.get("route"), "path", "unmatched")
         metrics.observe(route, request.method, response.status_code, seconds)
-        user = request.path_params.get("user_id") or request.query_params.get("user_id")
-        log.debug(
-            "%s %s %d %.1fms user=%s",
-            request.method,
-            route,
-            response.status_code,
-            seconds * 1000,
-            pseudonym(user, engine.log_key) if user else "-",
-        )
+        if log.isEnabledFor(logging.DEBUG):  # the pseudonym's HMAC only when it is logged
+            user = request.path_params.get("user_id") or request.query_params.get("user_id")
+            log.debug(
+                "%s %s %d %.1fms user=%s",
+                request.method,
+                route,
+                response.status_code,
+                seconds * 1000,
+                pseudonym(user, engine.log_key) if user else "-",
+            )
         return response
 
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)

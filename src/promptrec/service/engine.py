@@ -30,7 +30,7 @@ import pandas as pd
 from promptrec.data.dataset import Dataset, UserHistory
 from promptrec.data.store import EventWrite, Impression, Store
 from promptrec.encoders import CachedEncoder, load_encoder
-from promptrec.errors import ConfigError, DataError, ModelError
+from promptrec.errors import ConfigError, DataError
 from promptrec.recommender import Recommendation, Recommender
 from promptrec.retrieval.filters import Filters
 from promptrec.scorers import SCORERS, TextSpace, make_scorer
@@ -205,12 +205,13 @@ class _ImpressionLog:
             while len(self._recent) > 100_000:
                 self._recent.popitem(last=False)
 
-    def find(self, request_id: str) -> Impression | None:
+    def find(self, request_id: str, user_id: str) -> Impression | None:
+        """The list ``request_id``: among the user's recent lists, else in the store (whoever
+        it was served to: the caller checks that)."""
         with self._lock:
-            for recent in self._recent.values():
-                for imp in recent:
-                    if imp.request_id == request_id:
-                        return imp
+            for imp in self._recent.get(user_id, ()):
+                if imp.request_id == request_id:
+                    return imp
         return self.store.impression(request_id)
 
     def latest_with(self, user_id: str, item_id: str, now: float) -> Impression | None:
@@ -419,11 +420,8 @@ class Engine:
     def rollback(self) -> str:
         if self.registry is None:
             raise ConfigError("no model registry: start the service with --models DIR")
-        pointer = self.registry._pointer()
-        if not pointer["history"]:
-            raise ModelError(f"{self.registry.root}: no earlier version to roll back to")
-        previous = pointer["history"][-1]
-        self.rebuild(version=previous)
+        previous = self.registry.previous()
+        self.rebuild(version=previous)  # load first: a broken model never becomes active
         self.registry.rollback()
         self._registry_stamp = self.registry.stamp()
         return previous
@@ -501,7 +499,7 @@ class Engine:
         ):
             rid = request_ids[row] if row < len(request_ids) else None
             if rid is not None:
-                imp = self.impressions.find(rid)
+                imp = self.impressions.find(rid, str(user))
                 if imp is None or imp.user_id != str(user):
                     raise DataError(
                         f"events[{row}]: unknown request_id '{rid}' for user '{user}'",

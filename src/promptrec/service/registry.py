@@ -81,14 +81,22 @@ class ModelRegistry:
             history.append(current)
         self._write({"active": version, "history": history[-20:]})
 
-    def rollback(self) -> str:
-        """Reactivate the version that was active before; returns it."""
-        pointer = self._pointer()
-        history = [v for v in pointer["history"] if (self.root / v / "config.json").is_file()]
+    def _history(self) -> list[str]:
+        """Earlier active versions that still exist, oldest first."""
+        history = self._pointer()["history"]
+        return [v for v in history if (self.root / v / "config.json").is_file()]
+
+    def previous(self) -> str:
+        """The version :meth:`rollback` would reactivate."""
+        history = self._history()
         if not history:
             raise ModelError(f"{self.root}: no earlier version to roll back to")
-        previous = history.pop()
-        self._write({"active": previous, "history": history})
+        return history[-1]
+
+    def rollback(self) -> str:
+        """Reactivate the version that was active before; returns it."""
+        previous = self.previous()
+        self._write({"active": previous, "history": self._history()[:-1]})
         return previous
 
     def stamp(self) -> float:
