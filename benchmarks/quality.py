@@ -50,6 +50,16 @@ VARIANTS: dict[str, dict] = {
         "temperature": 0.05,
         "validation_users": 1000,
     },
+    # full mode: prefix tuning (16 learned soft-prompt tokens; the language model frozen)
+    "full-prefix": {
+        "mode": "full",
+        "peft_method": "prefix",
+        "epochs": 3,
+        "batch_size": 32,
+        "lr": 5e-3,
+        "temperature": 0.05,
+        "validation_users": 1000,
+    },
 }
 METRICS = ("NDCG@10", "Recall@10", "MRR@10")
 

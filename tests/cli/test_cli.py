@@ -8,18 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from promptrec.cli.main import main
-
-
-def run(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 @pytest.fixture(scope="module")
 def files(beauty_slice, tmp_path_factory) -> tuple[Path, Path]:
@@ -38,10 +26,10 @@ def files(beauty_slice, tmp_path_factory) -> tuple[Path, Path]:
     return catalog, events
 
 
-def test_all_users_export(files, beauty_slice, tmp_path, capsys) -> None:
+def test_all_users_export(files, beauty_slice, tmp_path, cli) -> None:
     catalog, events = files
     out = tmp_path / "preds.jsonl"
-    code, stdout, err = run(
+    code, stdout, err = cli(
         [
             "recommend",
             "--catalog",
@@ -54,7 +42,6 @@ def test_all_users_export(files, beauty_slice, tmp_path, capsys) -> None:
             "--output",
             str(out),
         ],
-        capsys,
     )
     assert code == 0, err
     lines = [json.loads(line) for line in out.read_text().splitlines()]
@@ -71,16 +58,16 @@ def test_all_users_export(files, beauty_slice, tmp_path, capsys) -> None:
     assert "strategy auto" in err  # the choice is made on validation and reported
 
 
-def test_ingest_then_recommend_from_the_store(files, tmp_path, capsys) -> None:
+def test_ingest_then_recommend_from_the_store(files, tmp_path, cli) -> None:
     catalog, events = files
     db = tmp_path / "store.db"
     args = ["ingest", "--catalog", str(catalog), "--events", str(events), "--db", str(db)]
-    code, out, err = run(args, capsys)
+    code, out, err = cli(args)
     assert code == 0, err
-    code, out2, _ = run(args, capsys)  # idempotent
+    code, out2, _ = cli(args)  # idempotent
     assert code == 0 and "events_added=0" in out2
     user = json.loads(events.read_text().splitlines()[1].split(",")[0])
-    code, out, err = run(
+    code, out, err = cli(
         [
             "recommend",
             "--db",
@@ -94,16 +81,15 @@ def test_ingest_then_recommend_from_the_store(files, tmp_path, capsys) -> None:
             "--query",
             "nail polish",
         ],
-        capsys,
     )
     assert code == 0, err
     assert out.count("why: similar to") == 3
 
 
-def test_evaluate_writes_json_markdown_and_report(files, tmp_path, capsys) -> None:
+def test_evaluate_writes_json_markdown_and_report(files, tmp_path, cli) -> None:
     catalog, events = files
     report = tmp_path / "report"
-    code, out, err = run(
+    code, out, err = cli(
         [
             "evaluate",
             "--catalog",
@@ -119,7 +105,6 @@ def test_evaluate_writes_json_markdown_and_report(files, tmp_path, capsys) -> No
             "--report",
             str(report),
         ],
-        capsys,
     )
     assert code == 0, err
     result = json.loads((tmp_path / "r.json").read_text())
@@ -150,42 +135,52 @@ def test_evaluate_writes_json_markdown_and_report(files, tmp_path, capsys) -> No
         ),
     ],
 )
-def test_user_errors_exit_2_with_one_line(args, message, files, capsys) -> None:
+def test_user_errors_exit_2_with_one_line(args, message, files, cli) -> None:
     catalog, _ = files
     args = [str(catalog.parent) if a == "DATA" else a for a in args]
-    code, out, err = run(args, capsys)
+    code, out, err = cli(args)
     assert code == 2
     assert message in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-def test_bad_events_file_names_file_line_and_column(files, tmp_path, capsys) -> None:
+def test_bad_events_file_names_file_line_and_column(files, tmp_path, cli) -> None:
     catalog, events = files
     bad = tmp_path / "events.csv"
     lines = events.read_text().splitlines()
     lines[5] = lines[5].rsplit(",", 1)[0] + ",not-a-time"
     bad.write_text("\n".join(lines) + "\n")
-    code, _, err = run(["evaluate", "--catalog", str(catalog), "--events", str(bad)], capsys)
+    code, _, err = cli(["evaluate", "--catalog", str(catalog), "--events", str(bad)])
     assert code == 2
     assert str(bad) in err and "line 6" in err and "timestamp" in err
     assert "Traceback" not in err
 
 
-def test_help_lists_the_commands(capsys) -> None:
-    code, out, _ = run(["--help"], capsys)
+def test_usage_errors_exit_2_with_a_message_and_no_traceback(cli) -> None:
+    code, _, err = cli(["recommend", "--users", "1"])
+    assert code == 2 and "No such option: --users" in err and "--user" in err
+    code, _, err = cli(["train", "--epochs", "many"])
+    assert code == 2 and "--epochs" in err
+    code, out, err = cli([])  # no command: the help (typer prints it), as a usage error
+    assert code == 2 and "Commands" in out + err
+    assert "Traceback" not in err
+
+
+def test_help_lists_the_commands(cli) -> None:
+    code, out, _ = cli(["--help"])
     assert code == 0
     for command in ("ingest", "embed", "recommend", "evaluate", "demo"):
         assert command in out
 
 
-def test_train_then_recommend_with_the_model(files, tmp_path, capsys) -> None:
+def test_train_then_recommend_with_the_model(files, tmp_path, cli) -> None:
     catalog, events = files
     model = tmp_path / "model"
     config = tmp_path / "small.json"
     config.write_text(
         json.dumps({"dim": 32, "layers": 1, "max_len": 20, "patience": 2, "validation_users": 300})
     )
-    code, out, err = run(
+    code, out, err = cli(
         [
             "train",
             "--catalog",
@@ -199,12 +194,11 @@ def test_train_then_recommend_with_the_model(files, tmp_path, capsys) -> None:
             "--epochs",
             "3",
         ],
-        capsys,
     )
     assert code == 0, err
     assert "validation NDCG@10" in out and (model / "weights.safetensors").exists()
     preds = tmp_path / "preds.jsonl"
-    code, out, err = run(
+    code, out, err = cli(
         [
             "recommend",
             "--catalog",
@@ -219,14 +213,13 @@ def test_train_then_recommend_with_the_model(files, tmp_path, capsys) -> None:
             "--model",
             str(model),
         ],
-        capsys,
     )
     assert code == 0, err
     lines = [json.loads(line) for line in preds.read_text().splitlines()]
     assert len(lines) == 300 and all(len(line["items"]) == 20 for line in lines)
     assert "strategy trained" in out
     # evaluating this model on the same log would score targets it trained on: refused
-    code, _, err = run(
+    code, _, err = cli(
         [
             "evaluate",
             "--catalog",
@@ -238,14 +231,13 @@ def test_train_then_recommend_with_the_model(files, tmp_path, capsys) -> None:
             "-s",
             "popularity",
         ],
-        capsys,
     )
     assert code == 2 and "holdout-test" in err
 
 
-def test_train_rejects_bad_settings(files, tmp_path, capsys) -> None:
+def test_train_rejects_bad_settings(files, tmp_path, cli) -> None:
     catalog, events = files
-    code, _, err = run(
+    code, _, err = cli(
         [
             "train",
             "--catalog",
@@ -257,6 +249,5 @@ def test_train_rejects_bad_settings(files, tmp_path, capsys) -> None:
             "--loss",
             "hinge",
         ],
-        capsys,
     )
     assert code == 2 and "loss" in err and "Traceback" not in err

@@ -10,20 +10,9 @@ import pandas as pd
 import pytest
 
 from promptrec.cli.common import load_data
-from promptrec.cli.main import main
 from promptrec.data.loaders import load_dataset
 from promptrec.data.store import redact_url
 from promptrec.errors import ConfigError
-
-
-def run(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
@@ -42,13 +31,13 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("postgres_store_url")
 
 
-def test_ingest_then_load_data_from_the_store(db: str, files, capsys) -> None:
+def test_ingest_then_load_data_from_the_store(db: str, files, cli) -> None:
     catalog, events = files
     args = ["ingest", "--catalog", str(catalog), "--events", str(events), "--db", db]
-    code, out, err = run(args, capsys)
+    code, out, err = cli(args)
     assert code == 0, err
     assert "events_added=3" in out and redact_url(db) in out
-    code, out, err = run(args, capsys)  # idempotent
+    code, out, err = cli(args)  # idempotent
     assert code == 0 and "events_added=0" in out
     if db.startswith("postgresql://"):
         assert ":promptrec@" not in out  # the test server's password
@@ -58,12 +47,10 @@ def test_ingest_then_load_data_from_the_store(db: str, files, capsys) -> None:
     assert stored.items["item_id"].tolist() == ["a", "b"]
 
 
-def test_unreachable_postgres_url_exits_2_with_one_line(files, capsys) -> None:
+def test_unreachable_postgres_url_exits_2_with_one_line(files, cli) -> None:
     catalog, events = files
     url = "postgresql://promptrec:s3cret@127.0.0.1:1/shop"
-    code, _, err = run(
-        ["ingest", "--catalog", str(catalog), "--events", str(events), "--db", url], capsys
-    )
+    code, _, err = cli(["ingest", "--catalog", str(catalog), "--events", str(events), "--db", url])
     assert code == 2
     assert "postgresql://promptrec:***@127.0.0.1:1/shop" in err and "s3cret" not in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -84,10 +71,10 @@ def test_missing_sqlite_store_is_not_created_by_a_read(tmp_path: Path) -> None:
     [["recommend", "--user", "u1"], ["embed"]],
     ids=["recommend", "embed"],
 )
-def test_db_option_takes_a_url_as_it_is(args, capsys) -> None:
+def test_db_option_takes_a_url_as_it_is(args, cli) -> None:
     """The URL reaches the store whole (a Path would have made postgresql:/ of it)."""
     url = "postgresql://promptrec:s3cret@127.0.0.1:1/shop"
-    code, _, err = run([*args, "--db", url], capsys)
+    code, _, err = cli([*args, "--db", url])
     assert code == 2
     assert "cannot open the store postgresql://promptrec:***@127.0.0.1:1/shop" in err
     assert "s3cret" not in err and len(err.strip().splitlines()) == 1

@@ -6,8 +6,8 @@ import os
 import sys
 import traceback
 
-import click
 import typer
+from typer._click.exceptions import ClickException
 
 from promptrec.cli import data_cmds, demo, evaluate, recommend, serve, train
 
@@ -37,12 +37,12 @@ def main(argv: list[str] | None = None) -> None:
     verbose = "-v" in (argv or sys.argv) or "--verbose" in (argv or sys.argv)
     try:
         app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(1)
-    except click.ClickException as exc:  # usage errors: bad option, missing argument
+    except ClickException as exc:  # usage errors: bad option, missing argument, no command
         exc.show()
         sys.exit(2)
     except (PromptrecError, ValidationError, FileNotFoundError, IsADirectoryError) as exc:

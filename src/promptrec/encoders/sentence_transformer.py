@@ -8,7 +8,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -82,16 +82,21 @@ class SentenceTransformerEncoder(Encoder):
             ) from exc
         if max_tokens is not None:
             self.model.max_seq_length = max_tokens
-        self.device = device
         if precision == "auto":
             native = device.startswith("cuda") or cpu_has_native_bf16()
             precision = "bf16" if native else "fp32"
-        self.precision: Precision = precision
-        self.dim = int(self.model.get_embedding_dimension())
-        self.max_tokens = int(self.model.max_seq_length)
         label = "default:all-MiniLM-L6-v2" if model is None else str(model)
+        self._adopt(self.model, device, precision)
         self.name = f"st:{label}:{self.precision}:{self.max_tokens}"
-        self._tokenizer = self.model.tokenizer
+
+    def _adopt(self, model: Any, device: str, precision: Precision) -> None:
+        """Encode with this loaded ``SentenceTransformer`` model."""
+        self.model = model
+        self.device = device
+        self.precision: Precision = precision
+        self.dim = int(model.get_embedding_dimension())
+        self.max_tokens = int(model.max_seq_length)
+        self._tokenizer = model.tokenizer
         # a fast tokenizer is not re-entrant ("Already borrowed" when two threads pad or
         # truncate at once): one call at a time, so a threaded server can share the encoder
         self._lock = threading.Lock()

@@ -1,14 +1,21 @@
-"""Full mode: tune the language model itself on prompts, with LoRA (``peft``).
+"""Full mode: tune the language model itself on prompts, through ``peft``.
+
+Two peft methods (``TrainConfig.peft_method``): LoRA, or prefix tuning (learned soft-prompt
+tokens: a key and a value vector per token in every attention layer, the model's own weights
+frozen). Prefix tuning keeps each text's own token positions, so the encoder's mean pooling
+reads the same tokens as before; prompt tuning of the input embeddings would prepend tokens
+that the pooling's attention mask does not know about, and is not offered.
 
 The user tower is the language model reading the user's prompt (the configured prompt
-strategy), the item tower the same model reading the item's text; both share the LoRA-adapted
+strategy), the item tower the same model reading the item's text; both share the tuned
 weights. Training pairs are (prompt of a history prefix, the next item); the loss is in-batch
 softmax (InfoNCE) with a temperature, or BCE against the other in-batch items. Early stopping on
 validation NDCG@10 (full ranking: the whole catalogue is re-encoded for each validation).
 
 It runs on CPU for small data and on a GPU when one is present (picked automatically, bf16
-autocast there). The result is saved as a merged sentence-transformers model inside the model
-directory, so it loads like any encoder.
+autocast there). A checkpoint of the tuned parameters is written after every epoch and an
+interrupted run resumes from it. LoRA is saved merged into a plain sentence-transformers model
+(it loads like any encoder); a prefix is saved as a peft adapter beside the base encoder.
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +37,8 @@ from tqdm.auto import tqdm
 from promptrec import __version__
 from promptrec.data.dataset import Dataset, UserHistory
 from promptrec.data.split import leave_last_out
-from promptrec.encoders.base import Encoder, TextKind, normalise
+from promptrec.encoders.base import Encoder
+from promptrec.encoders.sentence_transformer import SentenceTransformerEncoder, default_model_path
 from promptrec.errors import ConfigError
 from promptrec.evaluation.metrics import ndcg_at
 from promptrec.prompts.users import PromptCatalog, get_strategy
@@ -36,69 +46,50 @@ from promptrec.retrieval.topk import target_ranks
 from promptrec.scorers.text import PromptScorer, TextSpace
 from promptrec.train.config import TrainConfig
 from promptrec.train.trained import FORMAT_VERSION, catalogue_fingerprint, log_fingerprint
-from promptrec.train.trainer import seed_everything
+from promptrec.train.trainer import load_checkpoint, save_checkpoint, seed_everything
 
 log = logging.getLogger("promptrec")
 PROMPT_TOKENS = 128
+ADAPTER_DIR = "prefix"  # the peft adapter of a prefix-tuned model, inside the model directory
+# peft drops BERT's token type ids (all zero for one-segment texts) and passes the prefix as
+# `past_key_values`; both warn on every call, and neither is the user's to act on
+warnings.filterwarnings("ignore", message="Token type ids are not supported for parameter")
+warnings.filterwarnings(
+    "ignore", message=r"`past_key_values` is deprecated", category=FutureWarning
+)
+warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated")
 
 
-class TunableEncoder(Encoder):
-    """A sentence-transformers model whose weights may be training (LoRA-wrapped)."""
+class TunableEncoder(SentenceTransformerEncoder):
+    """A sentence-transformers model whose weights may be training (peft-wrapped).
+
+    ``encode`` is the plain encoder's (sentence-transformers' length-sorted batches, no grad,
+    eval mode), so a trained model scores exactly as it will once saved and loaded; ``forward``
+    is the differentiable path for training. fp32 on CPU, bf16 autocast on a GPU.
+    """
 
     def __init__(self, model: Any, name: str, device: str) -> None:
-        self.model = model
+        self._adopt(model, device, "bf16" if device.startswith("cuda") else "fp32")
         self.name = name
-        self.device = device
-        self.dim = int(model.get_embedding_dimension())
-        self.max_tokens = int(model.max_seq_length)
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         """Differentiable, normalised embeddings ``[len(texts), dim]``."""
         feats = self.model.preprocess(list(texts))
         feats = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in feats.items()}
-        out = self.model(feats)["sentence_embedding"]
+        with self._autocast():
+            out = self.model(feats)["sentence_embedding"]
         return F.normalize(out.float(), dim=-1)
-
-    def encode(
-        self,
-        texts: Sequence[str],
-        *,
-        kind: TextKind = "document",
-        batch_size: int = 64,
-        show_progress: bool = False,
-    ) -> np.ndarray:
-        was_training = self.model.training
-        self.model.eval()
-        parts = []
-        with torch.no_grad(), _autocast(self.device):
-            for start in tqdm(
-                range(0, len(texts), batch_size), disable=not show_progress, desc="encoding"
-            ):
-                parts.append(self.forward(texts[start : start + batch_size]).cpu().numpy())
-        self.model.train(was_training)
-        if not parts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return normalise(np.concatenate(parts))
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.model.tokenizer(text, truncation=False, verbose=False)["input_ids"])
-
-
-def _autocast(device: str):  # type: ignore[no-untyped-def]
-    import contextlib
-
-    if device.startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 class FullTrainer:
-    """LoRA-tune the language model on (prompt, next item) pairs.
+    """Tune the language model (LoRA or prefix tuning) on (prompt, next item) pairs.
 
     Args:
-        config: settings (``mode="full"``; ``lora_*``, ``loss`` of ``softmax`` (in-batch) or
-            ``bce``, ``temperature``, ``prompt_strategy``...).
-        checkpoint_dir: where the best adapter is kept during training.
+        config: settings (``mode="full"``; ``peft_method``, ``lora_*`` or ``prefix_tokens``,
+            ``loss`` of ``softmax`` (in-batch) or ``bce``, ``temperature``,
+            ``prompt_strategy``...).
+        checkpoint_dir: a checkpoint of the tuned parameters after every epoch, resumed from
+            when present (``last.pt``).
     """
 
     def __init__(
@@ -117,11 +108,11 @@ class FullTrainer:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     def _model(self) -> TunableEncoder:
-        from peft import LoraConfig, get_peft_model
+        import transformers
+        from peft import LoraConfig, PrefixTuningConfig, TaskType, get_peft_model
         from sentence_transformers import SentenceTransformer
 
-        from promptrec.encoders.sentence_transformer import default_model_path
-
+        transformers.utils.logging.disable_progress_bar()  # "Loading weights", "Writing shards"
         cfg = self.config
         path = default_model_path() if cfg.encoder in ("default", "minilm") else cfg.encoder
         try:
@@ -129,14 +120,22 @@ class FullTrainer:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"full mode needs a sentence-transformers model: {exc}") from exc
         st.max_seq_length = min(st.max_seq_length, PROMPT_TOKENS)
-        lora = LoraConfig(
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            target_modules=["query", "value"],
-        )
-        st[0].model = get_peft_model(st[0].model, lora)
-        return TunableEncoder(st, f"full:{cfg.encoder}", self.device)
+        if cfg.peft_method == "prefix":
+            method: Any = PrefixTuningConfig(
+                task_type=TaskType.FEATURE_EXTRACTION, num_virtual_tokens=cfg.prefix_tokens
+            )
+        else:
+            method = LoraConfig(
+                r=cfg.lora_r,
+                lora_alpha=cfg.lora_alpha,
+                lora_dropout=cfg.lora_dropout,
+                target_modules=["query", "value"],
+            )
+        try:
+            st[0].model = get_peft_model(st[0].model, method)
+        except ValueError as exc:  # e.g. no `query`/`value` modules in this architecture
+            raise ConfigError(f"cannot apply {cfg.peft_method} to '{path}': {exc}") from exc
+        return TunableEncoder(st, f"full:{cfg.encoder}:{cfg.peft_method}", self.device)
 
     def fit(self, data: Dataset) -> FullTunedScorer:
         cfg = self.config
@@ -153,11 +152,21 @@ class FullTrainer:
             raise ConfigError("full mode needs users with at least 3 interactions")
         params = [p for p in enc.model.parameters() if p.requires_grad]
         optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        best, best_epoch, history = -1.0, 0, []
-        best_state = {k: v.detach().clone() for k, v in enc.model.state_dict().items()}
         rng = np.random.default_rng(cfg.seed)
+        run = _Progress(best=-1.0, best_epoch=0, history=[], best_state=_tuned(enc.model))
+        first_epoch = self._resume(enc.model, optim, rng, run)
+        if first_epoch == 1:
+            # epoch 0, the untuned model, competes too: tuning is kept only where validation
+            # shows that it helps (LoRA starts exactly at the zero-shot model)
+            run.best = self._validate(enc, texts, strategy, catalog, val)
+            run.history.append({"epoch": 0, "loss": None, "ndcg10": round(run.best, 6)})
         for epoch in tqdm(
-            range(1, cfg.epochs + 1), disable=not self.progress, desc="train", unit="epoch"
+            range(first_epoch, cfg.epochs + 1),
+            initial=first_epoch - 1,
+            total=cfg.epochs,
+            disable=not self.progress,
+            desc="train",
+            unit="epoch",
         ):
             enc.model.train()
             order = rng.permutation(len(train_hist))
@@ -167,13 +176,14 @@ class FullTrainer:
                 # one random next-item target per user per epoch
                 cuts = [int(rng.integers(1, len(h))) for h in batch]
                 prompts = [
-                    strategy.build(_prefix(h, c), catalog, enc.count_tokens, PROMPT_TOKENS).text
+                    strategy.build(
+                        _history_before(h, c), catalog, enc.count_tokens, PROMPT_TOKENS
+                    ).text
                     for h, c in zip(batch, cuts, strict=True)
                 ]
                 targets = [int(h.items[c]) for h, c in zip(batch, cuts, strict=True)]
-                with _autocast(self.device):
-                    users = enc.forward(prompts)
-                    items = enc.forward([texts[t] for t in targets])
+                users = enc.forward(prompts)
+                items = enc.forward([texts[t] for t in targets])
                 loss = _in_batch_loss(users, items, targets, cfg.loss, cfg.temperature)
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
@@ -182,30 +192,68 @@ class FullTrainer:
                 optim.step()
                 losses.append(float(loss.detach()))
             ndcg = self._validate(enc, texts, strategy, catalog, val)
-            history.append(
+            run.history.append(
                 {"epoch": epoch, "loss": round(float(np.mean(losses)), 5), "ndcg10": round(ndcg, 6)}
             )
-            if ndcg > best:
-                best, best_epoch = ndcg, epoch
-                best_state = {k: v.detach().clone() for k, v in enc.model.state_dict().items()}
-            elif epoch - best_epoch >= cfg.patience:
+            if ndcg > run.best:
+                run.best, run.best_epoch, run.best_state = ndcg, epoch, _tuned(enc.model)
+            self._checkpoint(enc.model, optim, rng, run, epoch)
+            if epoch - run.best_epoch >= cfg.patience:
                 break
             if cfg.max_minutes and time.perf_counter() - t0 > cfg.max_minutes * 60:
                 log.warning("stopping: the %.0f-minute time cap was reached", cfg.max_minutes)
                 break
-        enc.model.load_state_dict(best_state)
-        st = enc.model
-        st[0].model = st[0].model.merge_and_unload()  # plain weights: loads without peft
-        enc.model = st
+        if run.best_epoch == 0:
+            log.warning(
+                "tuning did not improve validation NDCG@10 on the untuned model (%.4f): the "
+                "untuned model is kept",
+                run.best,
+            )
+        enc.model.load_state_dict(run.best_state, strict=False)
+        if cfg.peft_method == "lora":
+            st = enc.model
+            st[0].model = st[0].model.merge_and_unload()  # plain weights: loads without peft
+        enc.model.eval()
         summary = {
-            "best_epoch": best_epoch,
-            "validation_ndcg10": round(best, 6),
+            "best_epoch": run.best_epoch,
+            "validation_ndcg10": round(run.best, 6),
             "validation_users": len(val.histories),
             "train_seconds": round(time.perf_counter() - t0, 1),
             "refit": False,
         }
-        scorer = FullTunedScorer(enc, cfg, {"summary": summary, "validation": history})
+        scorer = FullTunedScorer(enc, cfg, {"summary": summary, "validation": run.history})
         return scorer.fit(data)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint(self, model, optim, rng, run: _Progress, epoch: int) -> None:  # type: ignore[no-untyped-def]
+        if self.checkpoint_dir is None:
+            return
+        save_checkpoint(
+            self.checkpoint_dir,
+            self.config,
+            {
+                "epoch": epoch,
+                "tuned": _tuned(model),
+                "optim": optim.state_dict(),
+                "rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "run": vars(run),
+            },
+        )
+
+    def _resume(self, model, optim, rng, run: _Progress) -> int:  # type: ignore[no-untyped-def]
+        ckpt = load_checkpoint(self.checkpoint_dir, self.config)
+        if ckpt is None:
+            return 1
+        model.load_state_dict(ckpt["tuned"], strict=False)
+        optim.load_state_dict(ckpt["optim"])
+        rng.bit_generator.state = ckpt["rng"]
+        torch.set_rng_state(ckpt["torch_rng"])
+        vars(run).update(ckpt["run"])
+        log.info("resuming after epoch %d (best %d)", ckpt["epoch"], run.best_epoch)
+        if ckpt["epoch"] - run.best_epoch >= self.config.patience:
+            return self.config.epochs + 1  # it had stopped early: nothing left to train
+        return int(ckpt["epoch"]) + 1
 
     def _validate(self, enc, texts, strategy, catalog, val) -> float:  # type: ignore[no-untyped-def]
         items = enc.encode(texts, batch_size=128)
@@ -217,7 +265,22 @@ class FullTrainer:
         return ndcg_at(ranks, 10)
 
 
-def _prefix(h: UserHistory, cut: int) -> UserHistory:
+@dataclass
+class _Progress:
+    """Where early stopping stands: best validation NDCG@10, its epoch and tuned weights."""
+
+    best: float
+    best_epoch: int
+    history: list[dict[str, Any]]
+    best_state: dict[str, torch.Tensor]
+
+
+def _tuned(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the parameters being tuned (the LoRA matrices or the prefix), by name."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _history_before(h: UserHistory, cut: int) -> UserHistory:
     """The history before position ``cut`` (the target)."""
     return UserHistory(
         h.user_id,
@@ -260,8 +323,18 @@ class FullTunedScorer(PromptScorer):
     def save(self, directory: str | Path, data: Dataset | None = None) -> Path:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        enc = self.space.encoder
-        enc.model.save(str(out / "encoder"))  # type: ignore[attr-defined]
+        st = self.space.encoder.model  # type: ignore[attr-defined]
+        tuned = st[0].model
+        if self.config_.peft_method == "prefix":
+            # the base encoder as it was, and the prefix as a peft adapter beside it
+            st[0].model = tuned.get_base_model()
+            try:
+                st.save(str(out / "encoder"))
+            finally:
+                st[0].model = tuned
+            tuned.save_pretrained(str(out / ADAPTER_DIR))
+        else:
+            st.save(str(out / "encoder"))
         config = {
             "format_version": FORMAT_VERSION,
             "promptrec_version": __version__,
@@ -281,5 +354,14 @@ class FullTunedScorer(PromptScorer):
         cfg = TrainConfig(**config["train_config"])
         # fp32 as in training, so that a saved model scores exactly as the trained one
         enc = load_encoder(str(Path(directory) / "encoder"), cache=False, precision="fp32")
+        if cfg.peft_method == "prefix":
+            from peft import PeftModel
+
+            adapter = Path(directory) / ADAPTER_DIR
+            if not (adapter / "adapter_config.json").exists():
+                raise ConfigError(f"{directory}: a prefix-tuned model needs its '{ADAPTER_DIR}/'")
+            st = enc.model  # type: ignore[attr-defined]
+            st[0].model = PeftModel.from_pretrained(st[0].model, str(adapter)).eval()
+            enc.name += f":{ADAPTER_DIR}"
         info = {k: config[k] for k in ("validation", "summary", "train_log") if k in config}
         return cls(enc, cfg, info)

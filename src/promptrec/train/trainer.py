@@ -298,9 +298,9 @@ class Trainer:
     def _checkpoint(self, model, optim, sched, epoch: int) -> None:  # type: ignore[no-untyped-def]
         if self.checkpoint_dir is None:
             return
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint_dir / "last.pt.tmp"
-        torch.save(
+        save_checkpoint(
+            self.checkpoint_dir,
+            self.config,
             {
                 "epoch": epoch,
                 "model": model.state_dict(),
@@ -311,21 +311,13 @@ class Trainer:
                     "best_ndcg10": self.state.best_ndcg10,
                     "history": [vars(e) for e in self.state.history],
                 },
-                "config": self.config.model_dump(),
             },
-            tmp,
         )
-        tmp.replace(self.checkpoint_dir / "last.pt")
 
     def _resume(self, model, optim, sched) -> int:  # type: ignore[no-untyped-def]
-        if self.checkpoint_dir is None or not (self.checkpoint_dir / "last.pt").exists():
+        ckpt = load_checkpoint(self.checkpoint_dir, self.config)
+        if ckpt is None:
             return 1
-        ckpt = torch.load(self.checkpoint_dir / "last.pt", weights_only=False)
-        if ckpt["config"] != self.config.model_dump():
-            raise ConfigError(
-                f"{self.checkpoint_dir}: the checkpoint was made with other settings; "
-                "use another --output or the same settings to resume"
-            )
         model.load_state_dict(ckpt["model"])
         optim.load_state_dict(ckpt["optim"])
         sched.load_state_dict(ckpt["sched"])
@@ -335,3 +327,26 @@ class Trainer:
         )
         log.info("resuming after epoch %d (best %d)", ckpt["epoch"], st["best_epoch"])
         return int(ckpt["epoch"]) + 1
+
+
+def save_checkpoint(directory: Path, config: TrainConfig, state: dict[str, Any]) -> None:
+    """Write ``directory/last.pt`` (with the settings it was made with) atomically: a crash
+    mid-write leaves the previous checkpoint whole."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / "last.pt.tmp"
+    torch.save({**state, "config": config.model_dump()}, tmp)
+    tmp.replace(directory / "last.pt")
+
+
+def load_checkpoint(directory: Path | None, config: TrainConfig) -> dict[str, Any] | None:
+    """The checkpoint in ``directory`` (None when there is none); one made with other settings
+    is a :class:`ConfigError`."""
+    if directory is None or not (directory / "last.pt").exists():
+        return None
+    ckpt = torch.load(directory / "last.pt", weights_only=False)
+    if ckpt["config"] != config.model_dump():
+        raise ConfigError(
+            f"{directory}: the checkpoint was made with other settings; "
+            "use another --output or the same settings to resume"
+        )
+    return ckpt
