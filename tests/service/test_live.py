@@ -5,6 +5,7 @@ no request under load."""
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 
@@ -149,6 +150,37 @@ def test_train_registry_activate_and_rollback(registry, store, make_client) -> N
     assert bad.status_code == 409 and "no model version 'v9'" in bad.json()["detail"]
     assert registry.active == v2
     engine.close()
+
+
+def test_a_version_that_fails_to_load_is_reported_not_served(registry, store, make_client) -> None:
+    from promptrec.service.engine import ArmSpec
+
+    v1, v2 = registry.versions()
+    registry.activate(v2)
+    engine, client = make_client(store, [ArmSpec("main", "registry")], registry=registry.root)
+    broken = registry.root / "99991231-235959"  # what a cron run that wrote garbage leaves
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"format_version": 99}))
+    try:
+        registry.activate(broken.name)
+        engine.poll_registry()
+        info = client.get("/model").json()["registry"]
+        assert info["active"] == v2 and info["pointer"] == broken.name
+        assert info["load_error"]["version"] == broken.name
+        assert "format 99" in info["load_error"]["error"]
+        assert client.get("/recommend", params={"user_id": "x"}).json()["model_version"] == v2
+        # a catalogue change rebuilds with the version served, not the broken pointer
+        r = client.put("/items/fresh-1", json={"title": "Fresh rose hand cream"}, headers=AUTH)
+        assert r.status_code == 200
+        assert client.get("/recommend", params={"user_id": "x"}).json()["model_version"] == v2
+        registry.activate(v1)  # the next cron run fixes it
+        engine.poll_registry()
+        info = client.get("/model").json()["registry"]
+        assert info["active"] == v1 and info["load_error"] is None
+    finally:
+        shutil.rmtree(broken)
+        registry.activate(v2)
+        engine.close()
 
 
 def test_hot_swap_under_load_drops_no_request(registry, slice_files, tmp_path) -> None:

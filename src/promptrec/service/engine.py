@@ -282,7 +282,8 @@ class Engine:
         self.impressions = _ImpressionLog(store)
         self._spaces: dict[tuple[str, str | None], TextSpace] = {}
         self._models: dict[str, Any] = {}  # loaded model folders, by resolved path
-        self._registry_version: str | None = None
+        self._registry_version: str | None = None  # the version served
+        self._registry_error: dict[str, Any] | None = None  # the pointer's, if it failed to load
         self._registry_stamp = self.registry.stamp() if self.registry else 0.0
         self._build_lock = threading.Lock()
         self._counter_lock = threading.Lock()
@@ -308,13 +309,32 @@ class Engine:
     def _poll(self) -> None:
         while not self._stop.wait(self.config.poll_seconds):
             try:
-                stamp = self.registry.stamp()  # type: ignore[union-attr]
-                if stamp != self._registry_stamp:
-                    self._registry_stamp = stamp
-                    if self.registry.active != self._registry_version:  # type: ignore[union-attr]
-                        self.rebuild()
-            except Exception:  # a bad model must not stop the service: keep the current one
-                log.exception("model swap failed; still serving %s", self._registry_version)
+                self.poll_registry()
+            except Exception:  # the poller must outlive a broken registry folder
+                log.exception("reading the model registry failed")
+
+    def poll_registry(self) -> None:
+        """Swap to the registry's active version if its pointer moved (what the poller runs).
+
+        A version that fails to load is not served: the current model stays, and ``/model``
+        reports the failure (``registry.load_error``) until a good version is activated.
+        """
+        assert self.registry is not None
+        stamp = self.registry.stamp()
+        if stamp == self._registry_stamp:
+            return
+        self._registry_stamp = stamp
+        wanted = self.registry.active
+        if wanted != self._registry_version:
+            try:
+                self.rebuild(version=wanted)
+            except Exception as exc:  # a bad model must not stop the service
+                self._registry_error = {"version": wanted, "error": str(exc), "at": time.time()}
+                log.exception(
+                    "model swap to %s failed; still serving %s", wanted, self._registry_version
+                )
+                return
+        self._registry_error = None
 
     def _stored_secret(self, key: str) -> str:
         value = self.store.meta(key)
@@ -386,7 +406,8 @@ class Engine:
             if data.n_items == 0:
                 raise DataError("the store has no items: ingest a catalogue first", file=None)
             if self.registry is not None:
-                version = version or self.registry.active
+                # a catalogue change keeps the version served; only a swap changes it
+                version = version or self._registry_version or self.registry.active
             arms = {a.name: self._serve_arm(a, data, version) for a in self.config.arms}
             snap = Snapshot(data, arms, time.time(), generation)
             self._snapshot = snap  # the atomic swap: one reference assignment
@@ -415,6 +436,7 @@ class Engine:
         self.rebuild(version=version)  # load first: a broken model never becomes active
         self.registry.activate(version)
         self._registry_stamp = self.registry.stamp()
+        self._registry_error = None
         return version
 
     def rollback(self) -> str:
@@ -424,6 +446,7 @@ class Engine:
         self.rebuild(version=previous)  # load first: a broken model never becomes active
         self.registry.rollback()
         self._registry_stamp = self.registry.stamp()
+        self._registry_error = None
         return previous
 
     # ------------------------------------------------------------------ serving
@@ -575,6 +598,8 @@ class Engine:
             else {
                 "root": str(self.registry.root),
                 "active": self._registry_version,
+                "pointer": self.registry.active,
+                "load_error": self._registry_error,
                 "versions": self.registry.versions(),
             },
         }
