@@ -166,6 +166,19 @@ def test_usage_errors_exit_2_with_a_message_and_no_traceback(cli) -> None:
     assert "Traceback" not in err
 
 
+def test_an_interrupted_command_exits_130(files, tmp_path, cli, monkeypatch) -> None:
+    import promptrec.train.run
+
+    def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(promptrec.train.run, "train_model", interrupted)
+    catalog, events = files
+    args = ["train", "--catalog", str(catalog), "--events", str(events)]
+    code, _, err = cli([*args, "--output", str(tmp_path / "m")])
+    assert code == 130 and "interrupted" in err and "Traceback" not in err
+
+
 def test_help_lists_the_commands(cli) -> None:
     code, out, _ = cli(["--help"])
     assert code == 0

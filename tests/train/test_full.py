@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from promptrec.data.dataset import Dataset
-from promptrec.errors import ConfigError
+from promptrec.errors import ConfigError, ModelError
 from promptrec.train import TrainConfig
 from promptrec.train.full import FullTrainer
 from promptrec.train.trained import load_model
@@ -98,16 +98,21 @@ def test_prefix_tuning_tunes_soft_tokens_only_and_round_trips(tiny, tmp_path, mo
     loaded = load_model(tmp_path / "m").fit(tiny)
     np.testing.assert_allclose(loaded.score(hist), trained_scores, atol=1e-5)
 
-    (tmp_path / "m" / "prefix" / "adapter_config.json").unlink()
-    with pytest.raises(ConfigError, match="prefix"):
+    (tmp_path / "m" / "prefix" / "adapter_model.safetensors").unlink()
+    with pytest.raises(ModelError, match="prefix-tuned model needs"):
         load_model(tmp_path / "m")
 
 
-def test_tuning_that_does_not_help_keeps_the_untuned_model(tiny, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    "method", [{"lora_r": 4, "lr": 5e-3}, {k: v for k, v in PREFIX.items() if k != "epochs"}]
+)
+def test_tuning_that_does_not_help_keeps_the_untuned_model(
+    tiny, tmp_path, monkeypatch, method
+) -> None:
     from promptrec.encoders.sentence_transformer import SentenceTransformerEncoder
     from promptrec.scorers import PromptScorer, TextSpace
 
-    cfg = TrainConfig(mode="full", epochs=3, batch_size=16, lr=5e-3, patience=1, lora_r=4)
+    cfg = TrainConfig(**{"mode": "full", "batch_size": 16, **method, "epochs": 3, "patience": 1})
     _scripted_validation(monkeypatch, [0.3, 0.2, 0.1])  # epoch 0 best; stops after epoch 1
     scorer = FullTrainer(cfg, progress=False).fit(tiny)
     assert scorer.info["summary"]["best_epoch"] == 0
@@ -118,8 +123,12 @@ def test_tuning_that_does_not_help_keeps_the_untuned_model(tiny, monkeypatch) ->
         TextSpace(SentenceTransformerEncoder(precision="fp32", max_tokens=128)),
         max_tokens=128,
     ).fit(tiny)
-    # LoRA starts exactly at the language model: the result is the zero-shot strategy
+    # the untuned model is the language model itself: no LoRA update, no (random) prefix
     np.testing.assert_allclose(scorer.score(hist), zero_shot.score(hist), atol=1e-5)
+    scorer.save(tmp_path / "m", tiny)
+    assert not (tmp_path / "m" / "prefix").exists()
+    loaded = load_model(tmp_path / "m").fit(tiny)
+    np.testing.assert_allclose(loaded.score(hist), zero_shot.score(hist), atol=1e-5)
 
 
 def test_full_mode_resumes_an_interrupted_run(tiny, tmp_path, monkeypatch) -> None:
@@ -151,3 +160,6 @@ def test_full_mode_resumes_an_interrupted_run(tiny, tmp_path, monkeypatch) -> No
     other = TrainConfig(**{**cfg.model_dump(), "prefix_tokens": 8})
     with pytest.raises(ConfigError, match="other settings"):
         FullTrainer(other, checkpoint_dir=tmp_path / "b", progress=False).fit(tiny)
+    fewer = Dataset(tiny.items, tiny.events.iloc[1:], "t")  # the log changed since
+    with pytest.raises(ConfigError, match="another log"):
+        FullTrainer(cfg, checkpoint_dir=tmp_path / "b", progress=False).fit(fewer)

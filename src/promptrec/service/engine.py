@@ -286,6 +286,9 @@ class Engine:
         self._registry_error: dict[str, Any] | None = None  # the pointer's, if it failed to load
         self._registry_stamp = self.registry.stamp() if self.registry else 0.0
         self._build_lock = threading.Lock()
+        # one model swap at a time (poller, activate, rollback): each reads the pointer and
+        # builds inside it, so a slower swap never lands on top of a newer one
+        self._swap_lock = threading.Lock()
         self._counter_lock = threading.Lock()
         self._requested = 0
         self._snapshot: Snapshot | None = None
@@ -320,21 +323,26 @@ class Engine:
         reports the failure (``registry.load_error``) until a good version is activated.
         """
         assert self.registry is not None
-        stamp = self.registry.stamp()
-        if stamp == self._registry_stamp:
-            return
-        self._registry_stamp = stamp
-        wanted = self.registry.active
-        if wanted != self._registry_version:
-            try:
-                self.rebuild(version=wanted)
-            except Exception as exc:  # a bad model must not stop the service
-                self._registry_error = {"version": wanted, "error": str(exc), "at": time.time()}
-                log.exception(
-                    "model swap to %s failed; still serving %s", wanted, self._registry_version
-                )
+        with self._swap_lock:
+            stamp = self.registry.stamp()
+            if stamp == self._registry_stamp:
                 return
-        self._registry_error = None
+            self._registry_stamp = stamp
+            wanted = self.registry.active
+            if wanted != self._registry_version:
+                try:
+                    self.rebuild(version=wanted)
+                except Exception as exc:  # a bad model must not stop the service
+                    self._registry_error = {
+                        "version": wanted,
+                        "error": str(exc),
+                        "at": time.time(),
+                    }
+                    log.exception(
+                        "model swap to %s failed; still serving %s", wanted, self._registry_version
+                    )
+                    return
+            self._registry_error = None
 
     def _stored_secret(self, key: str) -> str:
         value = self.store.meta(key)
@@ -433,20 +441,22 @@ class Engine:
         if self.registry is None:
             raise ConfigError("no model registry: start the service with --models DIR")
         self.registry.path(version)
-        self.rebuild(version=version)  # load first: a broken model never becomes active
-        self.registry.activate(version)
-        self._registry_stamp = self.registry.stamp()
-        self._registry_error = None
+        with self._swap_lock:
+            self.rebuild(version=version)  # load first: a broken model never becomes active
+            self.registry.activate(version)
+            self._registry_stamp = self.registry.stamp()
+            self._registry_error = None
         return version
 
     def rollback(self) -> str:
         if self.registry is None:
             raise ConfigError("no model registry: start the service with --models DIR")
-        previous = self.registry.previous()
-        self.rebuild(version=previous)  # load first: a broken model never becomes active
-        self.registry.rollback()
-        self._registry_stamp = self.registry.stamp()
-        self._registry_error = None
+        with self._swap_lock:
+            previous = self.registry.previous()
+            self.rebuild(version=previous)  # load first: a broken model never becomes active
+            self.registry.rollback()
+            self._registry_stamp = self.registry.stamp()
+            self._registry_error = None
         return previous
 
     # ------------------------------------------------------------------ serving

@@ -2,8 +2,9 @@
 
 Two peft methods (``TrainConfig.peft_method``): LoRA, or prefix tuning (learned soft-prompt
 tokens: a key and a value vector per token in every attention layer, the model's own weights
-frozen). Prefix tuning keeps each text's own token positions, so the encoder's mean pooling
-reads the same tokens as before; prompt tuning of the input embeddings would prepend tokens
+frozen). Prefix tuning adds keys and values, not tokens, so each text's output keeps its own
+length and the encoder's mean pooling and attention mask stay valid (BERT shifts the position
+ids by the prefix length); prompt tuning of the input embeddings would prepend output tokens
 that the pooling's attention mask does not know about, and is not offered.
 
 The user tower is the language model reading the user's prompt (the configured prompt
@@ -14,12 +15,15 @@ validation NDCG@10 (full ranking: the whole catalogue is re-encoded for each val
 
 It runs on CPU for small data and on a GPU when one is present (picked automatically, bf16
 autocast there). A checkpoint of the tuned parameters is written after every epoch and an
-interrupted run resumes from it. LoRA is saved merged into a plain sentence-transformers model
-(it loads like any encoder); a prefix is saved as a peft adapter beside the base encoder.
+interrupted run resumes from it. Epoch 0, the language model untouched (no LoRA update, no
+prefix), is validated too and kept when no tuned epoch beats it. LoRA is saved merged into a
+plain sentence-transformers model (it loads like any encoder); a prefix is saved as a peft
+adapter beside the base encoder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -39,7 +43,7 @@ from promptrec.data.dataset import Dataset, UserHistory
 from promptrec.data.split import leave_last_out
 from promptrec.encoders.base import Encoder
 from promptrec.encoders.sentence_transformer import SentenceTransformerEncoder, default_model_path
-from promptrec.errors import ConfigError
+from promptrec.errors import ConfigError, ModelError
 from promptrec.evaluation.metrics import ndcg_at
 from promptrec.prompts.users import PromptCatalog, get_strategy
 from promptrec.retrieval.topk import target_ranks
@@ -140,6 +144,7 @@ class FullTrainer:
     def fit(self, data: Dataset) -> FullTunedScorer:
         cfg = self.config
         t0 = time.perf_counter()
+        self._data_key = log_fingerprint(data)  # a checkpoint resumes only on the same log
         seed_everything(cfg.seed)
         enc = self._model()
         space = TextSpace(enc, cfg.item_template)
@@ -153,12 +158,13 @@ class FullTrainer:
         params = [p for p in enc.model.parameters() if p.requires_grad]
         optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         rng = np.random.default_rng(cfg.seed)
-        run = _Progress(best=-1.0, best_epoch=0, history=[], best_state=_tuned(enc.model))
+        run = _Progress(best=-1.0, best_epoch=0, history=[], best_state=None)
         first_epoch = self._resume(enc.model, optim, rng, run)
         if first_epoch == 1:
-            # epoch 0, the untuned model, competes too: tuning is kept only where validation
-            # shows that it helps (LoRA starts exactly at the zero-shot model)
-            run.best = self._validate(enc, texts, strategy, catalog, val)
+            # epoch 0, the language model untouched, competes too: tuning is kept only where
+            # validation shows that it helps
+            with _without_adapter(enc):
+                run.best = self._validate(enc, texts, strategy, catalog, val)
             run.history.append({"epoch": 0, "loss": None, "ndcg10": round(run.best, 6)})
         for epoch in tqdm(
             range(first_epoch, cfg.epochs + 1),
@@ -203,17 +209,20 @@ class FullTrainer:
             if cfg.max_minutes and time.perf_counter() - t0 > cfg.max_minutes * 60:
                 log.warning("stopping: the %.0f-minute time cap was reached", cfg.max_minutes)
                 break
-        if run.best_epoch == 0:
+        st = enc.model
+        if run.best_state is None:
             log.warning(
                 "tuning did not improve validation NDCG@10 on the untuned model (%.4f): the "
                 "untuned model is kept",
                 run.best,
             )
-        enc.model.load_state_dict(run.best_state, strict=False)
-        if cfg.peft_method == "lora":
-            st = enc.model
-            st[0].model = st[0].model.merge_and_unload()  # plain weights: loads without peft
-        enc.model.eval()
+            st[0].model = _untuned_base(st[0].model)
+        else:
+            st.load_state_dict(run.best_state, strict=False)
+            if cfg.peft_method == "lora":
+                st[0].model = st[0].model.merge_and_unload()  # plain weights: no peft to load
+        st.eval()
+        enc.precision = "fp32"  # score as the saved model will once loaded (fp32)
         summary = {
             "best_epoch": run.best_epoch,
             "validation_ndcg10": round(run.best, 6),
@@ -231,24 +240,28 @@ class FullTrainer:
         save_checkpoint(
             self.checkpoint_dir,
             self.config,
+            self._data_key,
             {
                 "epoch": epoch,
                 "tuned": _tuned(model),
                 "optim": optim.state_dict(),
                 "rng": rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "run": vars(run),
             },
         )
 
     def _resume(self, model, optim, rng, run: _Progress) -> int:  # type: ignore[no-untyped-def]
-        ckpt = load_checkpoint(self.checkpoint_dir, self.config)
+        ckpt = load_checkpoint(self.checkpoint_dir, self.config, self._data_key)
         if ckpt is None:
             return 1
         model.load_state_dict(ckpt["tuned"], strict=False)
         optim.load_state_dict(ckpt["optim"])
         rng.bit_generator.state = ckpt["rng"]
         torch.set_rng_state(ckpt["torch_rng"])
+        if ckpt.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
         vars(run).update(ckpt["run"])
         log.info("resuming after epoch %d (best %d)", ckpt["epoch"], run.best_epoch)
         if ckpt["epoch"] - run.best_epoch >= self.config.patience:
@@ -272,7 +285,28 @@ class _Progress:
     best: float
     best_epoch: int
     history: list[dict[str, Any]]
-    best_state: dict[str, torch.Tensor]
+    best_state: dict[str, torch.Tensor] | None  # None: the untuned model (epoch 0)
+
+
+@contextlib.contextmanager
+def _without_adapter(enc: TunableEncoder):  # type: ignore[no-untyped-def]
+    """The language model as it was, for a while (LoRA starts there anyway: its update is 0)."""
+    tuned = enc.model[0].model
+    if not hasattr(tuned, "get_base_model") or not tuned.peft_config["default"].is_prompt_learning:
+        yield
+        return
+    enc.model[0].model = tuned.get_base_model()  # prompt learning wraps without injecting
+    try:
+        yield
+    finally:
+        enc.model[0].model = tuned
+
+
+def _untuned_base(tuned: Any) -> Any:
+    """The language model without its peft adapter (LoRA layers removed unmerged)."""
+    if tuned.peft_config["default"].is_prompt_learning:
+        return tuned.get_base_model()
+    return tuned.unload()
 
 
 def _tuned(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -296,12 +330,13 @@ def _in_batch_loss(
     users: torch.Tensor, items: torch.Tensor, targets: list[int], loss: str, temperature: float
 ) -> torch.Tensor:
     scores = users @ items.T  # [B, B]; the diagonal holds the positives
-    same = torch.tensor(targets)[:, None] == torch.tensor(targets)[None, :]
-    eye = torch.eye(len(targets), dtype=torch.bool)
+    ids = torch.tensor(targets, device=scores.device)
+    same = ids[:, None] == ids[None, :]
+    eye = torch.eye(len(targets), dtype=torch.bool, device=scores.device)
     duplicate = same & ~eye  # another row's target equal to this row's: not a negative
     if loss == "softmax":
         logits = (scores / temperature).masked_fill(duplicate, float("-inf"))
-        return F.cross_entropy(logits, torch.arange(len(targets)))
+        return F.cross_entropy(logits, torch.arange(len(targets), device=scores.device))
     raw = F.binary_cross_entropy_with_logits(scores, eye.float(), reduction="none")
     valid = (~duplicate).float()
     return (raw * valid).sum() / valid.sum()
@@ -325,7 +360,8 @@ class FullTunedScorer(PromptScorer):
         out.mkdir(parents=True, exist_ok=True)
         st = self.space.encoder.model  # type: ignore[attr-defined]
         tuned = st[0].model
-        if self.config_.peft_method == "prefix":
+        adapter = hasattr(tuned, "get_base_model")  # a prefix (LoRA is merged, epoch 0 bare)
+        if adapter:
             # the base encoder as it was, and the prefix as a peft adapter beside it
             st[0].model = tuned.get_base_model()
             try:
@@ -340,6 +376,7 @@ class FullTunedScorer(PromptScorer):
             "promptrec_version": __version__,
             "kind": "lm-full",
             "train_config": self.config_.model_dump(),
+            "peft_adapter": ADAPTER_DIR if adapter else None,
             "fingerprint": catalogue_fingerprint(data) if data is not None else None,
             "train_log": log_fingerprint(data) if data is not None else None,
             **self.info,
@@ -354,14 +391,18 @@ class FullTunedScorer(PromptScorer):
         cfg = TrainConfig(**config["train_config"])
         # fp32 as in training, so that a saved model scores exactly as the trained one
         enc = load_encoder(str(Path(directory) / "encoder"), cache=False, precision="fp32")
-        if cfg.peft_method == "prefix":
+        if config.get("peft_adapter"):
             from peft import PeftModel
 
-            adapter = Path(directory) / ADAPTER_DIR
-            if not (adapter / "adapter_config.json").exists():
-                raise ConfigError(f"{directory}: a prefix-tuned model needs its '{ADAPTER_DIR}/'")
+            adapter = Path(directory) / str(config["peft_adapter"])
+            files = ("adapter_config.json", "adapter_model.safetensors")
+            if not all((adapter / f).is_file() for f in files):
+                raise ModelError(f"{adapter}: a prefix-tuned model needs {' and '.join(files)}")
             st = enc.model  # type: ignore[attr-defined]
-            st[0].model = PeftModel.from_pretrained(st[0].model, str(adapter)).eval()
-            enc.name += f":{ADAPTER_DIR}"
+            try:
+                st[0].model = PeftModel.from_pretrained(st[0].model, str(adapter)).eval()
+            except (OSError, ValueError, RuntimeError) as exc:  # damaged or for another model
+                raise ModelError(f"{adapter}: cannot load the prefix: {exc}") from exc
+            enc.name += f":{adapter.name}"
         info = {k: config[k] for k in ("validation", "summary", "train_log") if k in config}
         return cls(enc, cfg, info)

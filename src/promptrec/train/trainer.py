@@ -32,7 +32,7 @@ from promptrec.train.config import TrainConfig
 from promptrec.train.losses import FullSoftmaxLoss, SampledBCELoss, SampledSoftmaxLoss
 from promptrec.train.model import TwoTowerModel
 from promptrec.train.sequences import last_items, training_windows
-from promptrec.train.trained import TrainedScorer
+from promptrec.train.trained import TrainedScorer, log_fingerprint
 
 log = logging.getLogger("promptrec")
 
@@ -131,6 +131,7 @@ class Trainer:
         """Train on ``data`` with its own validation split; return the (refitted) scorer."""
         cfg = self.config
         t0 = time.perf_counter()
+        self._data_key = log_fingerprint(data)  # a checkpoint resumes only on the same log
         self.space.fit(data, progress=self.progress)
         val = leave_last_out(data)["test"]  # the log's last item per user = validation target
         if not val.histories:
@@ -301,6 +302,7 @@ class Trainer:
         save_checkpoint(
             self.checkpoint_dir,
             self.config,
+            self._data_key,
             {
                 "epoch": epoch,
                 "model": model.state_dict(),
@@ -315,7 +317,7 @@ class Trainer:
         )
 
     def _resume(self, model, optim, sched) -> int:  # type: ignore[no-untyped-def]
-        ckpt = load_checkpoint(self.checkpoint_dir, self.config)
+        ckpt = load_checkpoint(self.checkpoint_dir, self.config, self._data_key)
         if ckpt is None:
             return 1
         model.load_state_dict(ckpt["model"])
@@ -329,24 +331,26 @@ class Trainer:
         return int(ckpt["epoch"]) + 1
 
 
-def save_checkpoint(directory: Path, config: TrainConfig, state: dict[str, Any]) -> None:
-    """Write ``directory/last.pt`` (with the settings it was made with) atomically: a crash
-    mid-write leaves the previous checkpoint whole."""
+def save_checkpoint(directory: Path, config: TrainConfig, data_key: str, state: dict) -> None:
+    """Write ``directory/last.pt`` with the settings and the training log's fingerprint it was
+    made with, atomically: a crash mid-write leaves the previous checkpoint whole."""
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / "last.pt.tmp"
-    torch.save({**state, "config": config.model_dump()}, tmp)
+    torch.save({**state, "config": config.model_dump(), "data": data_key}, tmp)
     tmp.replace(directory / "last.pt")
 
 
-def load_checkpoint(directory: Path | None, config: TrainConfig) -> dict[str, Any] | None:
+def load_checkpoint(
+    directory: Path | None, config: TrainConfig, data_key: str
+) -> dict[str, Any] | None:
     """The checkpoint in ``directory`` (None when there is none); one made with other settings
-    is a :class:`ConfigError`."""
+    or on another log is a :class:`ConfigError`."""
     if directory is None or not (directory / "last.pt").exists():
         return None
     ckpt = torch.load(directory / "last.pt", weights_only=False)
-    if ckpt["config"] != config.model_dump():
+    if ckpt["config"] != config.model_dump() or ckpt.get("data") != data_key:
         raise ConfigError(
-            f"{directory}: the checkpoint was made with other settings; "
-            "use another --output or the same settings to resume"
+            f"{directory}: the checkpoint was made with other settings or another log; "
+            "use another --output, --restart, or the same settings and data to resume"
         )
     return ckpt
