@@ -36,14 +36,13 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     verbose = "-v" in (argv or sys.argv) or "--verbose" in (argv or sys.argv)
     try:
-        # typer turns Ctrl-C into Exit(130) and, outside standalone mode, returns the code
+        # outside standalone mode typer returns an Exit's code (Ctrl-C is Exit(130)), never
+        # raises it
         code = app(args=argv, standalone_mode=False)
         if isinstance(code, int) and code:
             if code == 130:
                 typer.echo("interrupted", err=True)
             sys.exit(code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(1)

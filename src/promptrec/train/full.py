@@ -235,8 +235,6 @@ class FullTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint(self, model, optim, rng, run: _Progress, epoch: int) -> None:  # type: ignore[no-untyped-def]
-        if self.checkpoint_dir is None:
-            return
         save_checkpoint(
             self.checkpoint_dir,
             self.config,
@@ -292,7 +290,7 @@ class _Progress:
 def _without_adapter(enc: TunableEncoder):  # type: ignore[no-untyped-def]
     """The language model as it was, for a while (LoRA starts there anyway: its update is 0)."""
     tuned = enc.model[0].model
-    if not hasattr(tuned, "get_base_model") or not tuned.peft_config["default"].is_prompt_learning:
+    if not tuned.peft_config["default"].is_prompt_learning:
         yield
         return
     enc.model[0].model = tuned.get_base_model()  # prompt learning wraps without injecting

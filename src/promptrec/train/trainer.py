@@ -297,8 +297,6 @@ class Trainer:
         return self.checkpoint_dir / "best.pt"
 
     def _checkpoint(self, model, optim, sched, epoch: int) -> None:  # type: ignore[no-untyped-def]
-        if self.checkpoint_dir is None:
-            return
         save_checkpoint(
             self.checkpoint_dir,
             self.config,
@@ -331,9 +329,14 @@ class Trainer:
         return int(ckpt["epoch"]) + 1
 
 
-def save_checkpoint(directory: Path, config: TrainConfig, data_key: str, state: dict) -> None:
+def save_checkpoint(
+    directory: Path | None, config: TrainConfig, data_key: str, state: dict
+) -> None:
     """Write ``directory/last.pt`` with the settings and the training log's fingerprint it was
-    made with, atomically: a crash mid-write leaves the previous checkpoint whole."""
+    made with, atomically: a crash mid-write leaves the previous checkpoint whole. No
+    directory: no checkpoint."""
+    if directory is None:
+        return
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / "last.pt.tmp"
     torch.save({**state, "config": config.model_dump(), "data": data_key}, tmp)
