@@ -160,6 +160,9 @@ def test_recommend_click_and_dashboard_in_chromium(slice_files, evaluation, tmp_
             expect(top).to_contain_text("(click)")
 
             _shot(page, "recommendations")
+            # the key lives in this tab's session only, never in persistent storage
+            assert page.evaluate("sessionStorage.getItem('promptrec.key')") == KEY
+            assert page.evaluate("localStorage.length") == 0
 
             # ---------------------------------------------- the dashboard
             page.goto(f"{server.url}/dashboard")
@@ -187,7 +190,19 @@ def test_recommend_click_and_dashboard_in_chromium(slice_files, evaluation, tmp_
                 assert 0.0 <= ndcg <= 1.0
             expect(page.locator("#nooffline")).to_be_hidden()
             expect(page.locator("#status")).to_be_hidden()  # the dashboard's error line
+            # small rates keep two significant digits
+            assert page.evaluate("[pct(0.00042), pct(0.0123), pct(0.5), pct(0)]") == [
+                "0.042%",
+                "1.2%",
+                "50.0%",
+                "0%",
+            ]
             _shot(page, "dashboard")
+
+            # ---------------------------------------------- the API docs, with no network
+            page.goto(f"{server.url}/docs")
+            expect(page.locator(".swagger-ui .opblock").first).to_be_visible()
+            assert page.locator(".swagger-ui .opblock").count() >= 10
             browser.close()
     finally:
         server.stop()

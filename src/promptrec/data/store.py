@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import re
 import sqlite3
@@ -36,10 +37,23 @@ import numpy as np
 import pandas as pd
 
 from promptrec.data.dataset import Dataset
+from promptrec.data.limits import (
+    MAX_QUERY_LENGTH,
+    check_fields,
+    check_id,
+    number_problem,
+    text_problem,
+    timestamp_problem,
+)
 from promptrec.data.readers import catalog_from_frame, events_from_frame, file_positions
 from promptrec.errors import ConfigError, DataError
 
-SCHEMA_VERSION = 2  # 2: searches, impressions, attributions, idempotency (added on open)
+log = logging.getLogger("promptrec")
+
+# 2: searches, impressions, attributions, idempotency; 3: online counts, retention indexes
+# (each added on open, the counts filled from the stored lists)
+SCHEMA_VERSION = 3
+SERIES_SECONDS = 60.0  # the time resolution of the online counts per arm
 
 # Written once for both databases: {serial} is an auto-numbered primary key, {float} a 64-bit
 # float (PostgreSQL's REAL is 32 bits) and {item_order} the column that keeps the items'
@@ -107,7 +121,34 @@ CREATE TABLE IF NOT EXISTS idempotency(
     response TEXT NOT NULL,
     at {float} NOT NULL
 );
+CREATE INDEX IF NOT EXISTS impressions_at ON impressions(at);
+CREATE INDEX IF NOT EXISTS attributions_event ON attributions(request_id, event);
+CREATE INDEX IF NOT EXISTS attributions_at ON attributions(at);
+CREATE INDEX IF NOT EXISTS idempotency_at ON idempotency(at);
+CREATE TABLE IF NOT EXISTS online_totals(
+    arm TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    impressions BIGINT NOT NULL DEFAULT 0,
+    clicks BIGINT NOT NULL DEFAULT 0,
+    carts BIGINT NOT NULL DEFAULT 0,
+    purchases BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY(arm, model_version, strategy)
+);
+CREATE TABLE IF NOT EXISTS online_series(
+    bucket {float} NOT NULL,
+    arm TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    impressions BIGINT NOT NULL DEFAULT 0,
+    clicks BIGINT NOT NULL DEFAULT 0,
+    carts BIGINT NOT NULL DEFAULT 0,
+    purchases BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY(bucket, arm, model_version, strategy)
+);
 """
+_COUNTED = {"click": "clicks", "cart": "carts", "purchase": "purchases"}  # lists with one
+_ONLINE_KEY = "arm, model_version, strategy"
 
 _EVENT_COLUMNS = "user_id, item_id, timestamp, event, value, query"
 _INSERT_EVENT = (
@@ -188,13 +229,14 @@ def event_keys(events: pd.DataFrame) -> list[str]:
 
 
 def _jsonable(value: Any) -> Any:
-    """A field value as plain JSON: NaN/NA become null, numpy scalars and arrays Python's."""
+    """A field value as plain JSON: NaN/NA become null (missing), numpy scalars and arrays
+    Python's. Infinities are kept, for :func:`~promptrec.data.limits.check_fields` to refuse."""
     if isinstance(value, np.generic):
         value = value.item()
     if value is None or value is pd.NA or value is pd.NaT:
         return None
     if isinstance(value, float):
-        return None if math.isnan(value) or math.isinf(value) else value
+        return None if math.isnan(value) else value
     if isinstance(value, str | int):  # bool is an int
         return value
     if isinstance(value, list | tuple | np.ndarray):
@@ -206,8 +248,20 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def item_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """An item's fields as they are stored: plain JSON values (without ``item_id``), checked
+    against :mod:`promptrec.data.limits`.
+
+    Raises:
+        ValueError: naming the first field that cannot be stored.
+    """
+    clean = {str(k): _jsonable(v) for k, v in fields.items() if k != "item_id"}
+    check_fields(clean)
+    return clean
+
+
 def _fields_json(fields: Mapping[str, Any]) -> str:
-    return json.dumps({str(k): _jsonable(v) for k, v in fields.items()}, ensure_ascii=False)
+    return json.dumps(item_fields(fields), ensure_ascii=False, allow_nan=False)
 
 
 def _column(values: list[Any]) -> Any:
@@ -218,9 +272,32 @@ def _column(values: list[Any]) -> Any:
     return values
 
 
-def _items_frame(rows: list[tuple[str, str]]) -> pd.DataFrame:
-    ids = [r[0] for r in rows]
-    records = [json.loads(r[1]) for r in rows]
+def _stored_item(item_id: Any, text: Any) -> dict[str, Any] | None:
+    """A stored item row's fields, or None when the row cannot be served (hand-edited, or
+    written by a promptrec that did not check values): it is then skipped."""
+    try:
+        if not isinstance(item_id, str) or not isinstance(text, str):
+            return None
+        check_id(item_id, "item_id")
+        fields = json.loads(text)
+        if not isinstance(fields, dict):
+            return None
+        check_fields(fields)
+        return fields
+    except (ValueError, RecursionError):
+        return None
+
+
+def _items_frame(rows: Sequence[tuple[str, str]]) -> tuple[pd.DataFrame, list[str]]:
+    """The catalogue frame of stored item rows, and the ids of rows that were skipped."""
+    ids, records, skipped = [], [], []
+    for item_id, text in rows:
+        fields = _stored_item(item_id, text)
+        if fields is None:
+            skipped.append(str(item_id))
+            continue
+        ids.append(item_id)
+        records.append(fields)
     names: dict[str, None] = {}
     for record in records:
         names.update(dict.fromkeys(record))
@@ -228,7 +305,98 @@ def _items_frame(rows: list[tuple[str, str]]) -> pd.DataFrame:
     for name in names:
         if name != "item_id":
             data[name] = _column([r.get(name) for r in records])
-    return pd.DataFrame(data)
+    return pd.DataFrame(data), skipped
+
+
+def _events_frame(rows: Sequence[tuple]) -> tuple[pd.DataFrame, int]:
+    """The log frame of stored event rows, and how many rows were skipped as unservable (no
+    usable user, item or time)."""
+    frame = pd.DataFrame(rows, columns=_EVENT_COLUMNS.split(", "))
+    if not len(frame):
+        frame["timestamp"] = frame["timestamp"].astype("float64")
+        frame["value"] = frame["value"].astype("float64")
+        return frame, 0
+    stamps = pd.to_numeric(frame["timestamp"], errors="coerce").astype("float64")
+    values = pd.to_numeric(frame["value"], errors="coerce").astype("float64")
+    ids_ok = frame["user_id"].map(_is_id) & frame["item_id"].map(_is_id)
+    keep = (ids_ok & np.isfinite(stamps)).to_numpy(dtype=bool)
+    frame["timestamp"], frame["value"] = stamps, values.where(np.isfinite(values))
+    frame["event"] = frame["event"].where(frame["event"].map(_is_text), "interaction")
+    frame["query"] = frame["query"].where(frame["query"].map(_is_text), None)
+    skipped = int((~keep).sum())
+    return (frame[keep].reset_index(drop=True) if skipped else frame), skipped
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip()) and text_problem(value, 1 << 20) is None
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) and text_problem(value, 1 << 20) is None
+
+
+_TEXT_LIMITS = {"user_id": 256, "item_id": 256, "event": 64, "query": MAX_QUERY_LENGTH}
+
+
+def _first_bad(bad: np.ndarray, events: pd.DataFrame) -> tuple[int, int]:
+    """The position (in ``events``) and the file line of the first True in ``bad``."""
+    pos, _ = file_positions(events)
+    first = int(np.argmax(bad))
+    return first, int(pos[first])
+
+
+def check_events(events: pd.DataFrame, source: str | None = None) -> None:
+    """Refuse normalised events that the store cannot keep (:mod:`promptrec.data.limits`):
+    times before 1970 or more than a day ahead, numbers that are not finite or too large,
+    ids, event types and queries that are too long or not storable text.
+
+    Raises:
+        DataError: naming the first bad line and column, and how many lines are bad.
+    """
+    if not len(events):
+        return
+    now = time.time()
+    stamps = events["timestamp"].to_numpy(dtype=np.float64)
+    problems = [timestamp_problem(t, now) for t in (stamps.min(), stamps.max())]
+    if any(problems):
+        bad = np.array([timestamp_problem(t, now) is not None for t in stamps])
+        first, line = _first_bad(bad, events)
+        raise DataError(
+            f"timestamp {timestamp_problem(stamps[first], now)} ({int(bad.sum())} such rows)",
+            file=source,
+            row=line,
+            column="timestamp",
+            expected="a time from 1970 to one day from now",
+        )
+    values = events["value"].to_numpy(dtype=np.float64)
+    present = ~np.isnan(values)
+    bad = present & ~(np.abs(np.where(present, values, 0.0)) <= 1e15)
+    if bad.any():
+        first, line = _first_bad(bad, events)
+        raise DataError(
+            f"value {number_problem(float(values[first]))} ({int(bad.sum())} such rows)",
+            file=source,
+            row=line,
+            column="value",
+            expected="a finite number (e.g. a rating) or nothing",
+        )
+    for column, limit in _TEXT_LIMITS.items():
+        texts = events[column]
+        problem_of = {
+            v: p
+            for v in pd.unique(texts[texts.notna()])
+            if (p := text_problem(str(v), limit)) is not None
+        }
+        if problem_of:
+            bad = texts.isin(list(problem_of)).to_numpy()
+            first, line = _first_bad(bad, events)
+            raise DataError(
+                f"{column} {problem_of[texts.iloc[first]]} ({int(bad.sum())} such rows)",
+                file=source,
+                row=line,
+                column=column,
+                expected=f"text of at most {limit} characters",
+            )
 
 
 def _source_hash(source: str | Path | None) -> str | None:
@@ -261,6 +429,17 @@ def redact_url(url: str) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
+
+
+def _item_row(item_id: Any, fields: Mapping[str, Any]) -> tuple[str, str]:
+    """``(item_id, fields JSON)`` as stored, or a DataError naming the field."""
+    item_id = str(item_id).strip()
+    try:
+        check_id(item_id, "item_id")
+        return item_id, _fields_json(fields)
+    except ValueError as exc:
+        column = "item_id" if str(exc).startswith("item_id") else None
+        raise DataError(str(exc), column=column, expected="values the store can keep") from None
 
 
 class _Backend:
@@ -342,6 +521,9 @@ class _SQLite(_Backend):
             )
             self._conn.execute("PRAGMA journal_mode=WAL").fetchone()
             self._conn.execute("PRAGMA synchronous=FULL")
+            # 64 MiB of page cache (the default is 2 MiB): a service's inserts into a table of
+            # a million served lists stay in memory instead of re-reading index pages
+            self._conn.execute("PRAGMA cache_size=-65536")
             self._conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as exc:
             raise self.open_error(exc) from exc
@@ -395,8 +577,13 @@ class _Postgres(_Backend):
                 "(none of the schemas in its search_path exists)"
             )
         # one advisory lock per store (database and schema), taken by every write transaction
-        digest = hashlib.sha1(f"promptrec.store:{self.name}.{schema}".encode()).digest()
-        self._lock_key = int.from_bytes(digest[:8], "big", signed=True)
+        self._schema = schema
+        self._lock_key = self.lock_key("store")
+
+    def lock_key(self, purpose: str) -> int:
+        """A 64-bit advisory lock key for this store (database and schema) and ``purpose``."""
+        name = f"promptrec.{purpose}:{self.name}.{self._schema}"
+        return int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big", signed=True)
 
     def sql(self, text: str) -> str:
         return text.replace("?", "%s")
@@ -453,6 +640,9 @@ class Store:
         self.path = None if isinstance(self._db, _Postgres) else Path(path)
         self.location = self._db.location
         self._lock = threading.RLock()
+        self.skipped = {"items": 0, "events": 0}  # unservable rows seen by the last dataset()
+        self._service_lock: Any = None
+        self._service_owner = ""
         try:
             with self._write() as db:
                 for statement in _SCHEMA.format_map(db.schema_words).split(";"):
@@ -465,6 +655,8 @@ class Store:
                 )
                 found = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
                 if int(found[0]) < SCHEMA_VERSION:  # an older store: its new tables were made
+                    if int(found[0]) < 3:
+                        self._count_stored_lists(db)
                     db.execute(
                         "UPDATE meta SET value = ? WHERE key = 'schema_version'",
                         (str(SCHEMA_VERSION),),
@@ -487,6 +679,7 @@ class Store:
         return "postgresql" if isinstance(self._db, _Postgres) else "sqlite"
 
     def close(self) -> None:
+        self.release_service()
         self._db.close()
 
     def __enter__(self) -> Store:
@@ -519,6 +712,72 @@ class Store:
     def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         with self._lock:
             return self._db.execute(sql, params).fetchone()[0]
+
+    def claim_service(self, owner: str) -> None:
+        """Take the store's service lock for this process (``owner`` says who, for messages).
+
+        Only one service may serve a store: a second one would keep its own live histories
+        and catalogue and never see the first one's writes (nor a forgotten user). The lock is
+        the operating system's (a lock file beside a SQLite store) or PostgreSQL's (a session
+        advisory lock): a crashed holder releases it at once.
+
+        Raises:
+            ConfigError: another process holds it, named where it said who it is.
+        """
+        if self._service_lock is not None:
+            if owner == self._service_owner:
+                return
+            raise ConfigError(
+                f"the store {self.location} is already served by {self._service_owner}; stop "
+                "it first (one service per store until shared stores are supported)"
+            )
+        self._service_owner = owner
+        if isinstance(self._db, _Postgres):
+            key = self._db.lock_key("service")
+            with self._lock:
+                taken = self._db.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()[0]
+            if not taken:
+                holder = self.meta("service_owner") or "another process"
+                raise ConfigError(
+                    f"the store {self.location} is already served by {holder}; stop it first "
+                    "(one service per store until shared stores are supported)"
+                )
+            self._service_lock = key
+            self.set_meta("service_owner", owner)
+            return
+        if self.path is None or str(self.path) == ":memory:":
+            self._service_lock = True
+            return
+        import fcntl
+
+        path = self.path.with_name(self.path.name + ".lock")
+        handle = path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise ConfigError(
+                f"the store {self.location} is already served by {holder}; stop it first "
+                "(one service per store until shared stores are supported)"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(owner)
+        handle.flush()
+        self._service_lock = handle
+
+    def release_service(self) -> None:
+        """Give the service lock back (closing the store does too)."""
+        held, self._service_lock = self._service_lock, None
+        if held is None or held is True:
+            return
+        if isinstance(self._db, _Postgres):
+            with suppress(Exception), self._lock:
+                self._db.execute("SELECT pg_advisory_unlock(?)", (held,)).fetchone()
+            return
+        held.close()  # closing the file releases its flock
 
     # ------------------------------------------------------------------ writes
 
@@ -564,13 +823,23 @@ class Store:
             batch_ids = pd.Index(items["item_id"])
             now = time.time()
             fields = items.drop(columns="item_id").to_dict("records")
-            item_rows = [
-                (iid, _fields_json(f), now)
-                for iid, f in zip(items["item_id"].tolist(), fields, strict=True)
-            ]
+            lines, _ = file_positions(items)
+            for n, (iid, record) in enumerate(zip(items["item_id"].tolist(), fields, strict=True)):
+                try:
+                    check_id(iid, "item_id")
+                    item_rows.append((iid, _fields_json(record), now))
+                except ValueError as exc:
+                    raise DataError(
+                        f"item {iid[:80]!r}: {exc}",
+                        file=src,
+                        row=int(lines[n]),
+                        expected="values the store can keep: finite numbers, 64-bit "
+                        "integers, valid Unicode text without NUL",
+                    ) from None
         event_rows: list[tuple] = []
         if events is not None and len(events):
             events = events_from_frame(events, source=src)
+            check_events(events, src)
             self._check_known_items(events, batch_ids, src)
             event_rows = self._event_rows(events)
         file_hash = _source_hash(source)
@@ -617,6 +886,7 @@ class Store:
         rows: list[tuple] = []
         if len(events):
             events = events_from_frame(events)
+            check_events(events, src)
             self._check_known_items(events, pd.Index([], dtype="str"), src)
             rows = self._event_rows(events)
         attributions = attributions or {}
@@ -636,9 +906,8 @@ class Store:
                 [(str(u), str(q), float(t)) for u, q, t in searches],
             )
             now = time.time()
-            db.executemany(
-                "INSERT INTO attributions(event_key, request_id, item_id, event, at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(event_key) DO NOTHING",
+            self._attribute(
+                db,
                 [
                     (rows[pos][0], str(attributions[pos]), rows[pos][2], rows[pos][4], now)
                     for pos in added_rows
@@ -664,21 +933,30 @@ class Store:
             for i in impressions
         ]
         with self._write() as db:
-            db.executemany(
-                "INSERT INTO impressions(request_id, user_id, arm, model_version, strategy, "
-                "items, at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(request_id) DO NOTHING",
-                rows,
+            new = [
+                imp
+                for imp, row in zip(impressions, rows, strict=True)
+                if db.execute(
+                    "INSERT INTO impressions(request_id, user_id, arm, model_version, strategy, "
+                    "items, at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(request_id) DO NOTHING",
+                    row,
+                ).rowcount
+            ]
+            self._count(
+                db, "impressions", [(i.arm, i.model_version, i.strategy, i.at) for i in new]
             )
 
     def upsert_item(self, item_id: str, fields: Mapping[str, Any]) -> bool:
-        """Add an item or replace its fields. Returns True when it was new."""
-        item_id = str(item_id).strip()
-        if not item_id:
-            raise DataError("empty item_id", column="item_id", expected="a non-empty id")
-        fields = {k: v for k, v in fields.items() if k != "item_id"}
+        """Add an item or replace its fields. Returns True when it was new.
+
+        Raises:
+            DataError: an empty id, or a field the store cannot keep (see
+                :mod:`promptrec.data.limits`); nothing is written then.
+        """
+        item_id, text = _item_row(item_id, fields)
         with self._write() as db:
             existed = db.execute("SELECT 1 FROM items WHERE item_id = ?", (item_id,)).fetchone()
-            db.execute(_UPSERT_ITEM, (item_id, _fields_json(fields), time.time()))
+            db.execute(_UPSERT_ITEM, (item_id, text, time.time()))
         return existed is None
 
     def delete_item(self, item_id: str) -> bool:
@@ -693,6 +971,7 @@ class Store:
         transaction. Returns how many rows of each were removed."""
         uid = str(user_id)
         with self._write() as db:
+            self._uncount_user(db, uid)
             attributions = db.execute(
                 "DELETE FROM attributions WHERE request_id IN "
                 "(SELECT request_id FROM impressions WHERE user_id = ?)",
@@ -773,43 +1052,45 @@ class Store:
         )
         return Impression(*rows[0][:5], tuple(json.loads(rows[0][5])), rows[0][6]) if rows else None
 
-    def online_stats(self, *, bucket_seconds: float | None = None) -> list[dict[str, Any]]:
+    def online_stats(
+        self, *, bucket_seconds: float | None = None, since: float | None = None
+    ) -> list[dict[str, Any]]:
         """Served lists and the events attributed to them per arm, model version and strategy
-        (and per time bucket of ``bucket_seconds`` when given): ``impressions``, ``clicks``,
-        ``carts``, ``purchases``, ``ctr`` (clicked lists / lists) and ``conversion``
-        (lists with a purchase / lists)."""
-        when = self._db.bucket("i.at", float(bucket_seconds)) if bucket_seconds else "NULL"
-        sql = f"""
-            SELECT i.arm, i.model_version, i.strategy, {when} AS bucket,
-                   COUNT(*) AS impressions,
-                   SUM(CASE WHEN a.clicks > 0 THEN 1 ELSE 0 END),
-                   SUM(CASE WHEN a.carts > 0 THEN 1 ELSE 0 END),
-                   SUM(CASE WHEN a.purchases > 0 THEN 1 ELSE 0 END)
-            FROM impressions i LEFT JOIN (
-                SELECT request_id,
-                       SUM(CASE WHEN event = 'click' THEN 1 ELSE 0 END) AS clicks,
-                       SUM(CASE WHEN event = 'cart' THEN 1 ELSE 0 END) AS carts,
-                       SUM(CASE WHEN event = 'purchase' THEN 1 ELSE 0 END) AS purchases
-                FROM attributions GROUP BY request_id
-            ) a ON a.request_id = i.request_id
-            GROUP BY i.arm, i.model_version, i.strategy, bucket
+        (and per time bucket of ``bucket_seconds`` when given, from ``since`` on):
+        ``impressions``, ``clicks``, ``carts``, ``purchases`` (lists with at least one),
+        ``ctr`` (clicked lists / lists) and ``conversion`` (lists with a purchase / lists).
+
+        Read from counts kept as lists are served and clicked, so the cost does not grow with
+        the number of stored lists, and the counts outlive the lists' retention. A bucket is
+        the time the list was served; buckets are at least ``SERIES_SECONDS`` wide.
         """
+        counts = "SUM(impressions), SUM(clicks), SUM(carts), SUM(purchases)"
+        if bucket_seconds:
+            size = max(float(bucket_seconds), SERIES_SECONDS)
+            when = self._db.bucket("bucket", size)
+            sql = f"SELECT {_ONLINE_KEY}, {when} AS b, {counts} FROM online_series"
+            params: tuple = ()
+            if since is not None:
+                sql, params = sql + " WHERE bucket >= ?", (float(since) // size * size,)
+            rows = self._read(sql + f" GROUP BY {_ONLINE_KEY}, b", params)
+        else:
+            rows = self._read(
+                f"SELECT {_ONLINE_KEY}, NULL, {counts} FROM online_totals GROUP BY {_ONLINE_KEY}"
+            )
         # sorted here, not in SQL: the same order (by code point) whatever the database collation
-        rows = sorted(
-            self._read(sql),
-            key=lambda r: (r[3] is not None, r[3] or 0.0, r[0], r[1], r[2]),
-        )
+        rows = sorted(rows, key=lambda r: (r[3] is not None, r[3] or 0.0, r[0], r[1], r[2]))
         out = []
         for arm, version, strategy, at, shown, clicked, carted, bought in rows:
-            clicked, carted, bought = int(clicked or 0), int(carted or 0), int(bought or 0)
-            at = None if at is None else float(at)
+            shown, clicked, carted, bought = (int(x or 0) for x in (shown, clicked, carted, bought))
+            if not shown and not (clicked or carted or bought):
+                continue
             out.append(
                 {
                     "arm": arm,
                     "model_version": version,
                     "strategy": strategy,
-                    "bucket": at,
-                    "impressions": int(shown),
+                    "bucket": None if at is None else float(at),
+                    "impressions": shown,
                     "clicks": clicked,
                     "carts": carted,
                     "purchases": bought,
@@ -819,14 +1100,87 @@ class Store:
             )
         return out
 
-    def dataset(self, name: str | None = None) -> Dataset:
-        """Everything in the store as a :class:`Dataset`: items and events in insertion order."""
+    def prune(
+        self,
+        *,
+        served_before: float | None = None,
+        idempotency_before: float | None = None,
+        batch: int = 5000,
+    ) -> dict[str, int]:
+        """Delete served lists (with their attributions) older than ``served_before`` and
+        idempotency keys older than ``idempotency_before`` (unix seconds; None keeps them), in
+        transactions of at most ``batch`` rows so that writers wait little. The online counts
+        are kept. Returns how many rows of each went."""
+        removed = {"impressions": 0, "attributions": 0, "idempotency": 0}
+        # an attribution is never older than its list: one cut-off bounds both tables
+        for table, key, before in (
+            ("impressions", "request_id", served_before),
+            ("attributions", "event_key", served_before),
+            ("idempotency", "key", idempotency_before),
+        ):
+            while before is not None:
+                with self._write() as db:
+                    gone = db.execute(
+                        f"DELETE FROM {table} WHERE {key} IN "
+                        f"(SELECT {key} FROM {table} WHERE at < ? LIMIT ?)",
+                        (float(before), batch),
+                    ).rowcount
+                removed[table] += gone
+                if gone < batch:
+                    break
+        return removed
+
+    def dataset(
+        self,
+        name: str | None = None,
+        *,
+        pending: Mapping[str, Mapping[str, Any] | None] | None = None,
+    ) -> Dataset:
+        """Everything in the store as a :class:`Dataset`: items and events in insertion order.
+
+        Rows that cannot be served (an item whose fields are out of range or not JSON, an event
+        with no usable time: written by hand or by an older promptrec) are skipped, never
+        fatal: :attr:`skipped` counts them and a warning names the first.
+
+        Args:
+            name: the data set's name (default: the store's).
+            pending: catalogue changes not yet committed, applied to what is read: ``item_id
+                -> fields`` adds or replaces an item, ``item_id -> None`` removes it with its
+                events. This is the catalogue as it will be once they are committed (the
+                service builds and checks it before it commits).
+
+        Raises:
+            DataError: a pending item the store could not keep.
+        """
+        changes = {
+            iid: None if f is None else _item_row(iid, f)[1] for iid, f in (pending or {}).items()
+        }
         with self._lock:
             items = self._read(f"SELECT item_id, fields FROM items ORDER BY {self._db.item_order}")
             events = self._read(f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY id")
-        frame = pd.DataFrame(events, columns=_EVENT_COLUMNS.split(", "))
-        frame["value"] = frame["value"].astype("float64")
-        return Dataset(_items_frame(items), frame, name=name or self._db.name)
+        if changes:
+            kept = [(iid, changes.get(iid, text)) for iid, text in items]
+            items = [(iid, text) for iid, text in kept if text is not None]
+            present = {iid for iid, _ in kept}
+            items += [
+                (iid, t) for iid, t in changes.items() if t is not None and iid not in present
+            ]
+        frame, skipped_items = _items_frame(items)
+        events_frame, skipped_events = _events_frame(events)
+        gone = skipped_items + [iid for iid, t in changes.items() if t is None]
+        if gone:
+            events_frame = events_frame[~events_frame["item_id"].isin(gone)].reset_index(drop=True)
+        self.skipped = {"items": len(skipped_items), "events": skipped_events}
+        if skipped_items or skipped_events:
+            log.warning(
+                "%s: skipped %d item rows and %d event rows that cannot be served (first "
+                "item: %r); fix or delete them (PUT or DELETE /items/ID)",
+                self.location,
+                len(skipped_items),
+                skipped_events,
+                skipped_items[0][:80] if skipped_items else None,
+            )
+        return Dataset(frame, events_frame, name=name or self._db.name)
 
     def counts(self) -> dict[str, int]:
         """Numbers of items, events, distinct users, ingests and embedding records."""
@@ -859,6 +1213,86 @@ class Store:
                 column="item_id",
                 expected="items added before or with their events",
             )
+
+    def _count(
+        self, db: _Backend, column: str, lists: Sequence[tuple[str, str, str, float]], sign: int = 1
+    ) -> None:
+        """Add ``sign`` to ``column`` of the online counts of each ``(arm, model_version,
+        strategy, served at)`` (a list served, or its first click, cart or purchase)."""
+        if not lists:
+            return
+        totals: dict[tuple, int] = {}
+        series: dict[tuple, int] = {}
+        for arm, version, strategy, at in lists:
+            key = (str(arm), str(version), str(strategy))
+            totals[key] = totals.get(key, 0) + sign
+            slot = (float(at) // SERIES_SECONDS * SERIES_SECONDS, *key)
+            series[slot] = series.get(slot, 0) + sign
+        for table, conflict, counts in (
+            ("online_totals", _ONLINE_KEY, totals),
+            ("online_series", f"bucket, {_ONLINE_KEY}", series),
+        ):
+            marks = ", ".join("?" * (conflict.count(",") + 2))
+            db.executemany(
+                f"INSERT INTO {table}({conflict}, {column}) VALUES ({marks}) "
+                f"ON CONFLICT({conflict}) DO UPDATE SET "
+                f"{column} = {table}.{column} + excluded.{column}",
+                [(*key, n) for key, n in counts.items()],
+            )
+
+    def _attribute(self, db: _Backend, rows: Sequence[tuple]) -> None:
+        """Write attributions ``(event_key, request_id, item_id, event, at)`` and count each
+        list's first click, cart and purchase."""
+        firsts: list[tuple[str, str]] = []
+        seen: set[tuple[str, str]] = set()
+        for row in rows:
+            if not db.execute(
+                "INSERT INTO attributions(event_key, request_id, item_id, event, at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(event_key) DO NOTHING",
+                row,
+            ).rowcount:
+                continue
+            pair = (row[1], row[3])
+            if row[3] in _COUNTED and pair not in seen:
+                seen.add(pair)
+                n = db.execute(
+                    "SELECT COUNT(*) FROM attributions WHERE request_id = ? AND event = ?", pair
+                ).fetchone()[0]
+                if n == 1:
+                    firsts.append(pair)
+        for event in _COUNTED:
+            ids = [rid for rid, kind in firsts if kind == event]
+            lists = [
+                tuple(r)
+                for rid in ids
+                for r in db.execute(
+                    f"SELECT {_ONLINE_KEY}, at FROM impressions WHERE request_id = ?", (rid,)
+                ).fetchall()
+            ]
+            self._count(db, _COUNTED[event], lists)
+
+    def _uncount_user(self, db: _Backend, user_id: str) -> None:
+        """Take a user's stored lists (and their clicks, carts, purchases) out of the counts."""
+        self._recount(db, "WHERE i.user_id = ?", (user_id,), -1)
+
+    def _count_stored_lists(self, db: _Backend) -> None:
+        """Fill the online counts from the lists already stored (a store from before them)."""
+        self._recount(db, "", (), 1)
+
+    def _recount(self, db: _Backend, where: str, params: tuple, sign: int) -> None:
+        """Add ``sign`` times the stored lists chosen by ``where`` (on ``impressions i``), and
+        their first clicks, carts and purchases, to the online counts."""
+        listed = "i.arm, i.model_version, i.strategy, i.at"
+        lists = db.execute(f"SELECT {listed} FROM impressions i {where}", params).fetchall()
+        self._count(db, "impressions", [tuple(r) for r in lists], sign)
+        for event, column in _COUNTED.items():
+            joined = f"{where} AND" if where else "WHERE"
+            hit = db.execute(
+                f"SELECT {listed} FROM impressions i {joined} EXISTS (SELECT 1 FROM attributions "
+                "a WHERE a.request_id = i.request_id AND a.event = ?)",
+                (*params, event),
+            ).fetchall()
+            self._count(db, column, [tuple(r) for r in hit], sign)
 
     @staticmethod
     def _event_rows(events: pd.DataFrame) -> list[tuple]:

@@ -8,6 +8,7 @@ written once on top of this contract.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
@@ -64,6 +65,19 @@ class Scorer(ABC):
                 batch = histories[start : start + self.batch_size]
                 yield start, self.score(batch)
                 bar.update(len(batch))
+
+    def detached(self) -> Scorer:
+        """A copy that can be fitted to other data while this one keeps serving its own.
+
+        :meth:`fit` replaces a scorer's fitted state (it never changes arrays in place), so a
+        shallow copy, with its own copy of the text space when it has one, is independent of
+        this scorer; model weights and the encoder are shared, read-only.
+        """
+        clone = copy.copy(self)
+        space = getattr(self, "space", None)
+        if space is not None:
+            clone.space = copy.copy(space)  # type: ignore[attr-defined]
+        return clone
 
     def _check_fitted(self) -> None:
         if self.data is None:

@@ -8,42 +8,87 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
 import pandas as pd
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
+from pydantic import AfterValidator, ValidationError
 
 from promptrec import __version__
+from promptrec.data.limits import MAX_ID_LENGTH, MAX_QUERY_LENGTH, check_id, check_text
 from promptrec.errors import ConfigError, DataError, ModelError
-from promptrec.privacy import pseudonym
 from promptrec.recommender import RecommendedItem
 from promptrec.retrieval.filters import Filters
 from promptrec.service.engine import Engine
-from promptrec.service.metrics import Metrics
+from promptrec.service.metrics import Metrics, ObserveRequests
 from promptrec.service.reasons import ReasonWriter
 from promptrec.service.schemas import (
+    MAX_IDEMPOTENCY_KEY,
     ActivateIn,
+    ErrorOut,
     EventsIn,
     EventsOut,
     ExplanationOut,
     ForgetOut,
+    HealthOut,
+    HistoryEntryOut,
+    HistoryOut,
     HistoryReasonOut,
     ItemIn,
     ItemOut,
     RecommendationOut,
     RecommendedItemOut,
+    UsersOut,
+    ValidationErrorOut,
 )
 from promptrec.service.security import ApiKeys, BodyLimit
 
 log = logging.getLogger("promptrec.service")
 STATIC = Path(str(resources.files("promptrec.service") / "static"))
 MAX_K = 500
+MAX_LIST_PARAM = 4000  # characters of a filter's comma-separated values
+
+_WHY = {
+    400: "bad request: the body is not valid JSON, or a setting is off",
+    401: "no API key",
+    403: "a wrong API key",
+    404: "no such item, user or route",
+    409: "a model version that cannot be served",
+    413: "the body is over the size limit",
+    422: "invalid fields (each problem names its field)",
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error answers an endpoint gives (every body is JSON)."""
+    return {
+        code: {"model": ValidationErrorOut if code == 422 else ErrorOut, "description": _WHY[code]}
+        for code in sorted({*codes, 413})
+    }
+
+
+def _optional_text(limit: int):
+    def check(value: str | None) -> str | None:
+        return None if value is None else check_text(value, "text", max_length=limit)
+
+    return check
+
+
+def _id(value: str) -> str:
+    return check_id(value, "id")
+
+
+#: an id in a path or a query: what the store accepts (see :mod:`promptrec.data.limits`)
+PathId = Annotated[str, PathParam(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_id)]
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -51,6 +96,18 @@ def _split(values: list[str] | None) -> list[str] | None:
     if values is None:
         return None
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+ListParam = Annotated[
+    list[str] | None,
+    AfterValidator(
+        lambda values: (
+            None
+            if values is None
+            else [check_text(v, "text", max_length=MAX_LIST_PARAM) for v in values]
+        )
+    ),
+]
 
 
 def create_app(
@@ -65,42 +122,44 @@ def create_app(
 
     Args:
         engine: the serving engine.
-        keys: API keys (every write endpoint requires one).
+        keys: API keys (every write endpoint requires one; user data too, by default).
         max_body_bytes: larger request bodies get 413.
         reasons: a writer of one-sentence reasons (``reasons=true`` on /recommend).
         evaluation: a ``promptrec evaluate --output`` JSON shown on the dashboard.
+
+    When the server stops (SIGTERM, Ctrl-C), requests in flight finish, then every served
+    list still buffered is written to the store before the process exits.
     """
-    app = FastAPI(
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        # the server has stopped taking requests and finished those in flight: store every
+        # served list still buffered (uvicorn re-raises the signal after this, so nothing
+        # later in the process would run)
+        engine.flush()
+
+    # the docs' Swagger UI assets come from the fastapi-offline package, not a CDN (its ReDoc
+    # page still fetches a logo from one: not offered)
+    app = FastAPIOffline(
+        redoc_url=None,
         title="promptrec",
         version=__version__,
         description="Real-time recommendations from behaviour and live queries, with "
         "explanations, feedback, A/B arms and hot model swaps.",
+        lifespan=lifespan,
     )
     metrics = Metrics(engine)
     app.state.engine, app.state.metrics = engine, metrics
-    write, read = Depends(keys.write), Depends(keys.read)
+    write, read, user_data = Depends(keys.write), Depends(keys.read), Depends(keys.user_data)
+    keyed = (401, 403)
+    reads = keyed if keys.protect_reads else ()
+    private = () if keys.public_user_data else keyed
 
     # ------------------------------------------------------------------ middleware and errors
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Any) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        seconds = time.perf_counter() - started
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        metrics.observe(route, request.method, response.status_code, seconds)
-        if log.isEnabledFor(logging.DEBUG):  # the pseudonym's HMAC only when it is logged
-            user = request.path_params.get("user_id") or request.query_params.get("user_id")
-            log.debug(
-                "%s %s %d %.1fms user=%s",
-                request.method,
-                route,
-                response.status_code,
-                seconds * 1000,
-                pseudonym(user, engine.log_key) if user else "-",
-            )
-        return response
-
+    # outermost last: every request is observed, even one the body limit refuses
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(ObserveRequests, metrics=metrics, log_key=engine.log_key)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -128,17 +187,30 @@ def create_app(
         return JSONResponse({"detail": str(exc)}, 409)
 
     # ------------------------------------------------------------------ recommendations
-    @app.get("/recommend", response_model=RecommendationOut, dependencies=[read])
+    @app.get(
+        "/recommend",
+        response_model=RecommendationOut,
+        dependencies=[read],
+        responses=_errors(400, 422, *reads, *private),
+    )
     def recommend(
-        user_id: Annotated[str, Query(min_length=1, max_length=256)],
-        q: Annotated[str | None, Query(max_length=1000, description="a live query")] = None,
+        request: Request,
+        user_id: Annotated[str, Query(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_id)],
+        q: Annotated[
+            str | None,
+            Query(max_length=MAX_QUERY_LENGTH, description="a live query"),
+            AfterValidator(_optional_text(MAX_QUERY_LENGTH)),
+        ] = None,
         k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
-        category: Annotated[list[str] | None, Query()] = None,
-        price_min: Annotated[float | None, Query(ge=0)] = None,
-        price_max: Annotated[float | None, Query(ge=0)] = None,
-        allow: Annotated[list[str] | None, Query(description="item ids (comma-separated)")] = None,
-        deny: Annotated[list[str] | None, Query(description="item ids (comma-separated)")] = None,
-        explain: bool = False,
+        category: Annotated[ListParam, Query()] = None,
+        price_min: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
+        price_max: Annotated[float | None, Query(ge=0, allow_inf_nan=False)] = None,
+        allow: Annotated[ListParam, Query(description="item ids (comma-separated)")] = None,
+        deny: Annotated[ListParam, Query(description="item ids (comma-separated)")] = None,
+        explain: Annotated[
+            bool,
+            Query(description="explain each item (quotes the user's history: user data)"),
+        ] = False,
         reasons_: Annotated[
             bool, Query(alias="reasons", description="add a written reason (needs explain)")
         ] = False,
@@ -158,6 +230,8 @@ def create_app(
             _check_categories(engine, filters.categories)
         if reasons_ and reasons is None:
             raise HTTPException(400, "written reasons are off: start the service with --reasons")
+        if explain or reasons_:  # explanations quote the user's own history
+            keys.check_user_data(request)
         served = engine.recommend(
             user_id,
             k=k,
@@ -190,9 +264,26 @@ def create_app(
         )
 
     # ------------------------------------------------------------------ feedback
-    @app.post("/events", response_model=EventsOut, dependencies=[write])
-    def post_events(body: EventsIn, request: Request) -> EventsOut:
-        key = request.headers.get("idempotency-key") or body.idempotency_key
+    @app.post(
+        "/events",
+        response_model=EventsOut,
+        dependencies=[write],
+        responses=_errors(400, 404, 422, *keyed),
+    )
+    def post_events(
+        body: EventsIn,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                alias="Idempotency-Key",
+                min_length=1,
+                max_length=MAX_IDEMPOTENCY_KEY,
+                description="a retried request with the same key is stored once",
+            ),
+            AfterValidator(_optional_text(MAX_IDEMPOTENCY_KEY)),
+        ] = None,
+    ) -> EventsOut:
+        key = idempotency_key or body.idempotency_key
         now = time.time()
         index = engine.snapshot.data.item_index
         rows, searches, request_ids = [], [], []
@@ -219,93 +310,150 @@ def create_app(
         frame = pd.DataFrame(
             rows, columns=["user_id", "item_id", "timestamp", "event", "value", "query"]
         )
-        result, attributed = engine.add_events(frame, searches, request_ids, idempotency_key=key)
+        done = engine.add_events(frame, searches, request_ids, idempotency_key=key)
         return EventsOut(
-            added=result.added,
-            duplicates=result.duplicates,
-            searches=0 if result.replayed else len(searches),
-            attributed=attributed,
-            replayed=result.replayed,
+            added=done.write.added,
+            duplicates=done.write.duplicates,
+            searches=0 if done.write.replayed else len(searches),
+            attributed=done.attributed,
+            unknown_request_ids=done.unknown_request_ids,
+            replayed=done.write.replayed,
         )
 
     # ------------------------------------------------------------------ catalogue
-    @app.get("/items/{item_id}", dependencies=[read])
-    def get_item(item_id: str) -> dict[str, Any]:
+    @app.get(
+        "/items/{item_id}",
+        response_model=dict[str, Any],
+        dependencies=[read],
+        responses=_errors(404, 422, *reads),
+    )
+    def get_item(item_id: PathId) -> dict[str, Any]:
         item = engine.item(item_id)
         if item is None:
             raise HTTPException(404, f"item '{item_id}' is not in the catalogue")
         return item
 
-    @app.put("/items/{item_id}", response_model=ItemOut, dependencies=[write])
-    def put_item(item_id: str, body: ItemIn) -> ItemOut:
+    @app.put(
+        "/items/{item_id}",
+        response_model=ItemOut,
+        dependencies=[write],
+        responses=_errors(400, 422, *keyed),
+    )
+    def put_item(item_id: PathId, body: ItemIn) -> ItemOut:
         fields = body.model_dump()
         fields.pop("item_id", None)
         created = engine.upsert_item(item_id, fields)
         return ItemOut(item_id=item_id, created=created)
 
-    @app.delete("/items/{item_id}", status_code=204, dependencies=[write])
-    def delete_item(item_id: str) -> Response:
+    @app.delete(
+        "/items/{item_id}",
+        status_code=204,
+        dependencies=[write],
+        responses=_errors(404, 422, *keyed),
+    )
+    def delete_item(item_id: PathId) -> Response:
         if not engine.delete_item(item_id):
             raise HTTPException(404, f"item '{item_id}' is not in the catalogue")
         return Response(status_code=204)
 
     # ------------------------------------------------------------------ users
-    @app.get("/users", dependencies=[read])
-    def users(limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, list[str]]:
-        """Users with the longest histories (for the web page's picker)."""
-        return {"users": engine.live.users(limit)}
+    @app.get(
+        "/users",
+        response_model=UsersOut,
+        dependencies=[read, user_data],
+        responses=_errors(422, *reads, *private),
+    )
+    def users(limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> UsersOut:
+        """Users with the longest histories (for the web page's picker): user data."""
+        return UsersOut(users=engine.live.users(limit))
 
-    @app.get("/users/{user_id}/history", dependencies=[read])
-    def history(user_id: str, limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> dict[str, Any]:
+    @app.get(
+        "/users/{user_id}/history",
+        response_model=HistoryOut,
+        dependencies=[read, user_data],
+        responses=_errors(404, 422, *reads, *private),
+    )
+    def history(user_id: PathId, limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> HistoryOut:
+        """A user's newest events: user data."""
         snap = engine.snapshot
         h = engine.live.history(user_id, snap.data, time.time())
         if len(h) == 0 and not engine.live.knows(user_id):
             raise HTTPException(404, f"user '{user_id}' has no history")
         labels = snap.arms[engine.arm_for(user_id)].recommender._labels()
         recent = list(zip(h.items[::-1], h.events[::-1], strict=True))[:limit]
-        return {
-            "user_id": user_id,
-            "length": len(h),
-            "recent": [
-                {"item_id": str(snap.data.item_ids[i]), "title": labels[i], "event": e}
+        return HistoryOut(
+            user_id=user_id,
+            length=len(h),
+            recent=[
+                HistoryEntryOut(item_id=str(snap.data.item_ids[i]), title=labels[i], event=e)
                 for i, e in recent
             ],
-        }
+        )
 
-    @app.delete("/users/{user_id}", response_model=ForgetOut, dependencies=[write])
-    def forget_user(user_id: str) -> ForgetOut:
+    @app.delete(
+        "/users/{user_id}",
+        response_model=ForgetOut,
+        dependencies=[write],
+        responses=_errors(404, 422, *keyed),
+    )
+    def forget_user(user_id: PathId) -> ForgetOut:
         counts = engine.forget_user(user_id)
         if counts is None:
             raise HTTPException(404, f"user '{user_id}' is not known")
         return ForgetOut(user_id=user_id, **counts)
 
     # ------------------------------------------------------------------ models and health
-    @app.get("/model", dependencies=[read])
+    @app.get(
+        "/model", response_model=dict[str, Any], dependencies=[read], responses=_errors(*reads)
+    )
     def model() -> dict[str, Any]:
         return engine.describe()
 
-    @app.post("/admin/models/activate", dependencies=[write])
+    @app.post(
+        "/admin/models/activate",
+        response_model=dict[str, Any],
+        dependencies=[write],
+        responses=_errors(400, 404, 409, 422, *keyed),
+    )
     def activate(body: ActivateIn) -> dict[str, Any]:
         engine.activate(body.version)
         return engine.describe()
 
-    @app.post("/admin/models/rollback", dependencies=[write])
+    @app.post(
+        "/admin/models/rollback",
+        response_model=dict[str, Any],
+        dependencies=[write],
+        responses=_errors(400, 404, 409, *keyed),
+    )
     def rollback() -> dict[str, Any]:
         engine.rollback()
         return engine.describe()
 
-    @app.get("/health")
-    def health() -> dict[str, Any]:
-        return {"status": "ok", "version": __version__, "items": engine.snapshot.data.n_items}
+    @app.get("/health", response_model=HealthOut, responses=_errors())
+    def health() -> HealthOut:
+        snap = engine.snapshot
+        return HealthOut(
+            status="ok",
+            version=__version__,
+            items=snap.data.n_items,
+            user_data_needs_key=not keys.public_user_data,
+            reads_need_key=keys.protect_reads,
+            skipped_rows=snap.skipped,
+        )
 
-    @app.get("/metrics", dependencies=[read])
+    @app.get(
+        "/metrics",
+        dependencies=[read],
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}}, **_errors(*reads)},
+    )
     def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # ------------------------------------------------------------------ web page and dashboard
     from promptrec.service import dashboard
 
-    dashboard.mount(app, engine, metrics, read, evaluation)
+    dashboard.mount(app, engine, metrics, read, evaluation, _errors(422, *reads))
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

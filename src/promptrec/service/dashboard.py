@@ -10,6 +10,7 @@ import io
 import json
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,9 @@ _PLOT_LOCK = threading.Lock()  # pyplot's state is global
 
 
 def _bucket(span: float) -> float:
-    """A time bucket giving at most about 60 points over ``span`` seconds."""
-    for size in (10, 30, 60, 300, 900, 3600, 4 * 3600, 86400):
+    """A time bucket giving at most about 60 points over ``span`` seconds (at least a minute,
+    the resolution of the stored online counts)."""
+    for size in (60, 300, 900, 3600, 4 * 3600, 86400):
         if span / size <= 60:
             return float(size)
     return 7 * 86400.0
@@ -38,69 +40,109 @@ def _png(figure: Any) -> Response:
     return Response(buffer.getvalue(), media_type="image/png")
 
 
-def ctr_plot(engine: Engine, window: float) -> Response:
+def _time_axis(ax: Any, span: float) -> None:
+    """Local clock times on the x axis, in time order."""
+    import matplotlib.dates as mdates
+
+    fmt = "%H:%M:%S" if span <= 3600 else "%H:%M" if span <= 2 * 86400 else "%m-%d %H:%M"
+    ax.xaxis.set_major_formatter(mdates.DateFormatter(fmt, tz=_local_zone()))
+    ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+
+
+def _local_zone() -> Any:
+    return datetime.now().astimezone().tzinfo
+
+
+def _when(stamps: Any) -> list[datetime]:
+    return [datetime.fromtimestamp(float(t), UTC) for t in stamps]
+
+
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    engine.impressions.flush()
-    rows = engine.store.online_stats(bucket_seconds=_bucket(window))
+    return plt
+
+
+def ctr_figure(engine: Engine, window: float) -> Any:
+    """CTR per arm and model version over the last ``window`` seconds (a matplotlib figure;
+    the caller holds ``_PLOT_LOCK`` and closes it)."""
+    plt = _pyplot()
     since = time.time() - window
-    with _PLOT_LOCK:
-        fig, ax = plt.subplots(figsize=(7, 3.2))
-        arms = sorted({(r["arm"], r["model_version"]) for r in rows})
-        for arm, version in arms:
-            mine = [r for r in rows if (r["arm"], r["model_version"]) == (arm, version)]
-            mine = [r for r in mine if r["bucket"] >= since]
-            if mine:
-                t = [time.strftime("%H:%M", time.localtime(r["bucket"])) for r in mine]
-                ax.plot(t, [r["ctr"] for r in mine], marker="o", label=f"{arm} ({version})")
-        if not arms:
-            ax.text(0.5, 0.5, "no lists served yet", ha="center", va="center")
-        ax.set_title("Online CTR per arm (share of served lists clicked)")
-        ax.set_ylabel("CTR")
-        ax.set_ylim(bottom=0)
-        if arms:
-            ax.legend(fontsize=8)
-        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
-        response = _png(fig)
-        plt.close(fig)
-    return response
+    rows = engine.impressions.online_stats(bucket_seconds=_bucket(window), since=since)
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    arms = sorted({(r["arm"], r["model_version"]) for r in rows})
+    for arm, version in arms:
+        mine = [r for r in rows if (r["arm"], r["model_version"]) == (arm, version)]
+        mine = sorted((r for r in mine if r["impressions"]), key=lambda r: r["bucket"])
+        if mine:
+            ax.plot(
+                _when(r["bucket"] for r in mine),
+                [100 * r["ctr"] for r in mine],
+                marker="o",
+                label=f"{arm} ({version})",
+            )
+    if not arms:
+        ax.text(0.5, 0.5, "no lists served yet", ha="center", va="center")
+    else:
+        ax.legend(fontsize=8)
+        _time_axis(ax, window)
+    ax.set_title("Online CTR per arm (% of served lists clicked)")
+    ax.set_ylabel("CTR (%)")
+    ax.set_ylim(bottom=0)
+    return fig
 
 
-def latency_plot(metrics: Metrics, window: float) -> Response:
-    import matplotlib
+def latency_series(
+    trace: list[tuple[float, str, float]], size: float
+) -> dict[str, tuple[list[float], list[float], list[float]]]:
+    """Per route (``/recommend``, ``/events``): bucket start times in increasing order, and
+    the p50 and p99 latency (ms) of the requests that ended in each ``size``-second bucket."""
+    out = {}
+    for route in sorted({r for _, r, _ in trace if r in ("/recommend", "/events")}):
+        points = np.array([(t, s) for t, r, s in trace if r == route])
+        buckets = (points[:, 0] // size) * size
+        starts = np.unique(buckets)  # sorted
+        ms = [points[buckets == b, 1] * 1000 for b in starts]
+        out[route] = (
+            [float(b) for b in starts],
+            [float(np.percentile(m, 50)) for m in ms],
+            [float(np.percentile(m, 99)) for m in ms],
+        )
+    return out
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def latency_figure(metrics: Metrics, window: float) -> Any:
+    """p50 and p99 latency of /recommend and /events over the last ``window`` seconds."""
+    plt = _pyplot()
     now = time.time()
     trace = [(t, r, s) for t, r, s in metrics.recent() if now - t <= window]
-    size = _bucket(min(window, now - trace[0][0]) if trace else window)
+    span = min(window, now - min(t for t, _, _ in trace)) if trace else window
+    size = max(1.0, _bucket(span) / 6) if span < 600 else _bucket(span)
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for route, (starts, p50, p99) in latency_series(trace, size).items():
+        ax.plot(_when(starts), p50, marker=".", label=f"{route} p50")
+        ax.plot(_when(starts), p99, marker=".", linestyle="--", label=f"{route} p99")
+    if not trace:
+        ax.text(0.5, 0.5, "no requests yet", ha="center", va="center")
+    else:
+        ax.legend(fontsize=8)
+        _time_axis(ax, span)
+    ax.set_title("Latency (ms)")
+    ax.set_ylabel("ms")
+    return fig
+
+
+def _render(make: Any, *args: Any) -> Response:
+    plt = _pyplot()
     with _PLOT_LOCK:
-        fig, ax = plt.subplots(figsize=(7, 3.2))
-        for route in sorted({r for _, r, _ in trace if r in ("/recommend", "/events")}):
-            points = np.array([(t, s) for t, r, s in trace if r == route])
-            buckets = (points[:, 0] // size) * size
-            xs, p50, p99 = [], [], []
-            for b in np.unique(buckets):
-                sel = points[buckets == b, 1] * 1000
-                xs.append(time.strftime("%H:%M:%S", time.localtime(b)))
-                p50.append(np.percentile(sel, 50))
-                p99.append(np.percentile(sel, 99))
-            ax.plot(xs, p50, marker=".", label=f"{route} p50")
-            ax.plot(xs, p99, marker=".", linestyle="--", label=f"{route} p99")
-        if not trace:
-            ax.text(0.5, 0.5, "no requests yet", ha="center", va="center")
-        else:
-            ax.legend(fontsize=8)
-        ax.set_title("Latency (ms)")
-        ax.set_ylabel("ms")
-        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
-        response = _png(fig)
-        plt.close(fig)
-    return response
+        fig = make(*args)
+        try:
+            return _png(fig)
+        finally:
+            plt.close(fig)
 
 
 def evaluation_table(evaluation: Path | None) -> dict[str, Any]:
@@ -121,9 +163,15 @@ def evaluation_table(evaluation: Path | None) -> dict[str, Any]:
 
 
 def mount(
-    app: FastAPI, engine: Engine, metrics: Metrics, read: Depends, evaluation: Path | None
+    app: FastAPI,
+    engine: Engine,
+    metrics: Metrics,
+    read: Depends,
+    evaluation: Path | None,
+    errors: dict[int | str, dict[str, Any]],
 ) -> None:
     static = Path(__file__).parent / "static"
+    png = {200: {"content": {"image/png": {}}}, **errors}
 
     @app.get("/dashboard", include_in_schema=False)
     def page() -> FileResponse:
@@ -138,19 +186,22 @@ def mount(
             raise HTTPException(404, f"no such file: {name}")
         return FileResponse(path)
 
-    @app.get("/dashboard/ctr.png", dependencies=[read], response_class=Response)
-    def ctr(window: float = Query(86400.0, gt=0)) -> Response:
-        return ctr_plot(engine, window)
+    @app.get("/dashboard/ctr.png", dependencies=[read], response_class=Response, responses=png)
+    def ctr(
+        window: float = Query(86400.0, gt=0, le=366 * 86400.0, allow_inf_nan=False),
+    ) -> Response:
+        return _render(ctr_figure, engine, window)
 
-    @app.get("/dashboard/latency.png", dependencies=[read], response_class=Response)
-    def latency(window: float = Query(3600.0, gt=0)) -> Response:
-        return latency_plot(metrics, window)
+    @app.get("/dashboard/latency.png", dependencies=[read], response_class=Response, responses=png)
+    def latency(
+        window: float = Query(3600.0, gt=0, le=366 * 86400.0, allow_inf_nan=False),
+    ) -> Response:
+        return _render(latency_figure, metrics, window)
 
-    @app.get("/dashboard/online", dependencies=[read])
+    @app.get("/dashboard/online", dependencies=[read], responses=errors)
     def online() -> dict[str, Any]:
-        engine.impressions.flush()
-        return {"arms": engine.store.online_stats()}
+        return {"arms": engine.impressions.online_stats()}
 
-    @app.get("/dashboard/evaluation", dependencies=[read])
+    @app.get("/dashboard/evaluation", dependencies=[read], responses=errors)
     def offline() -> dict[str, Any]:
         return evaluation_table(evaluation)

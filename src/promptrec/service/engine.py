@@ -3,7 +3,10 @@
 Everything a request reads is in one immutable :class:`Snapshot` (catalogue, log at build time,
 one fitted :class:`~promptrec.recommender.Recommender` per arm). Catalogue changes and model
 swaps build a new snapshot beside the old one and replace the reference: a request in flight
-finishes on the snapshot it started with, so a swap drops nothing.
+finishes on the snapshot it started with, so a swap drops nothing. A snapshot owns what it
+reads: each build fits its own copies of the scorers and their text spaces (sharing only the
+read-only encoder and model weights), so nothing a request uses changes after it is published.
+A catalogue change is committed only once the snapshot that serves it is built.
 
 Behaviour events do not rebuild anything: they are committed to the store, then appended to
 :class:`LiveLog`, from which every request rebuilds the user's history (and so the prompt). The
@@ -14,10 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import secrets
+import socket
 import threading
 import time
-import uuid
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from promptrec.data.dataset import Dataset, UserHistory
-from promptrec.data.store import EventWrite, Impression, Store
+from promptrec.data.store import SERIES_SECONDS, EventWrite, Impression, Store
 from promptrec.encoders import CachedEncoder, load_encoder
 from promptrec.errors import ConfigError, DataError
 from promptrec.recommender import Recommendation, Recommender
@@ -84,6 +88,24 @@ class Snapshot:
     arms: dict[str, ServedArm]
     built_at: float
     generation: int
+    skipped: dict[str, int] = field(default_factory=dict)  # store rows that cannot be served
+
+
+@dataclass(frozen=True)
+class EventsAdded:
+    """What :meth:`Engine.add_events` did.
+
+    Attributes:
+        write: the store's account (added, duplicates, replayed).
+        attributed: clicks, carts and purchases linked to a served list.
+        unknown_request_ids: events quoting a ``request_id`` that names no list served to
+            their user (lost in a crash, pruned, or wrong): stored all the same, attributed by
+            the fallback rule where it applies.
+    """
+
+    write: EventWrite
+    attributed: int
+    unknown_request_ids: int
 
 
 @dataclass(frozen=True)
@@ -184,12 +206,18 @@ class LiveLog:
 
 class _ImpressionLog:
     """Served lists, written to the store in batches by a background thread (a crash loses at
-    most the last ``interval`` seconds of impressions; events are never buffered)."""
+    most the last ``interval`` seconds of impressions; events are never buffered; a graceful
+    stop flushes them all). The newest lists of recent users are also kept in memory, to
+    attribute feedback without a read."""
 
-    def __init__(self, store: Store, interval: float = 0.25) -> None:
+    def __init__(
+        self, store: Store, interval: float = 0.25, keep_seconds: float | None = None
+    ) -> None:
         self.store = store
         self.interval = interval
+        self.keep_seconds = keep_seconds  # older lists are gone from the store: ignored here too
         self._pending: list[Impression] = []
+        self._flushing = threading.Lock()  # held while a batch moves from pending to stored
         self._recent: OrderedDict[str, deque[Impression]] = OrderedDict()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -209,10 +237,14 @@ class _ImpressionLog:
         """The list ``request_id``: among the user's recent lists, else in the store (whoever
         it was served to: the caller checks that)."""
         with self._lock:
-            for imp in self._recent.get(user_id, ()):
-                if imp.request_id == request_id:
-                    return imp
-        return self.store.impression(request_id)
+            found = next(
+                (i for i in self._recent.get(user_id, ()) if i.request_id == request_id), None
+            )
+        found = found or self.store.impression(request_id)
+        return found if found is not None and self._kept(found, time.time()) else None
+
+    def _kept(self, impression: Impression, now: float) -> bool:
+        return self.keep_seconds is None or now - impression.at <= self.keep_seconds
 
     def latest_with(self, user_id: str, item_id: str, now: float) -> Impression | None:
         with self._lock:
@@ -220,7 +252,7 @@ class _ImpressionLog:
         if not recent:
             recent = self.store.impressions(user_id)
         for imp in recent:
-            if now - imp.at <= ATTRIBUTION_WINDOW and item_id in imp.items:
+            if now - imp.at <= ATTRIBUTION_WINDOW and item_id in imp.items and self._kept(imp, now):
                 return imp
         return None
 
@@ -230,15 +262,59 @@ class _ImpressionLog:
             self._pending = [i for i in self._pending if i.user_id != user_id]
 
     def flush(self) -> None:
-        with self._lock:
-            batch, self._pending = self._pending, []
-        if batch:
-            try:
-                self.store.record_impressions(batch)
-            except Exception:  # keep serving; the next flush retries
-                log.exception("could not store %d impressions", len(batch))
-                with self._lock:
-                    self._pending = batch + self._pending
+        with self._flushing:  # readers of the counts see a batch either pending or stored
+            with self._lock:
+                batch, self._pending = self._pending, []
+            if batch:
+                try:
+                    self.store.record_impressions(batch)
+                except Exception:  # keep serving; the next flush retries
+                    log.exception("could not store %d impressions", len(batch))
+                    with self._lock:
+                        self._pending = batch + self._pending
+
+    def online_stats(
+        self, *, bucket_seconds: float | None = None, since: float | None = None
+    ) -> list[dict[str, Any]]:
+        """:meth:`Store.online_stats` with the lists not yet written counted in: exact at any
+        moment, and no write (a scrape never waits for a disk)."""
+        with self._flushing:
+            rows = self.store.online_stats(bucket_seconds=bucket_seconds, since=since)
+            with self._lock:
+                pending = list(self._pending)
+        if not pending:
+            return rows
+        size = max(float(bucket_seconds), SERIES_SECONDS) if bucket_seconds else None
+        keyed = {(r["arm"], r["model_version"], r["strategy"], r["bucket"]): r for r in rows}
+        for imp in pending:
+            bucket = None if size is None else imp.at // size * size
+            if since is not None and size is not None and bucket < since // size * size:
+                continue
+            key = (imp.arm, imp.model_version, imp.strategy, bucket)
+            row = keyed.get(key)
+            if row is None:
+                row = keyed[key] = {
+                    "arm": imp.arm,
+                    "model_version": imp.model_version,
+                    "strategy": imp.strategy,
+                    "bucket": bucket,
+                    **dict.fromkeys(("impressions", "clicks", "carts", "purchases"), 0),
+                }
+            row["impressions"] += 1
+        out = sorted(
+            keyed.values(),
+            key=lambda r: (
+                r["bucket"] is not None,
+                r["bucket"] or 0.0,
+                r["arm"],
+                r["model_version"],
+                r["strategy"],
+            ),
+        )
+        for row in out:
+            row["ctr"] = row["clicks"] / row["impressions"] if row["impressions"] else 0.0
+            row["conversion"] = row["purchases"] / row["impressions"] if row["impressions"] else 0.0
+        return out
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -260,10 +336,25 @@ class EngineConfig:
     item_template: str | None = None
     salt: str = ""
     poll_seconds: float = 2.0
+    #: served lists (and their attributions) are deleted this long after they were served
+    keep_served_seconds: float | None = 7 * 86400.0
+    #: idempotency keys are forgotten this long after their request (a later retry is new)
+    keep_idempotency_seconds: float | None = 86400.0
+    #: how often the retention sweep runs
+    prune_seconds: float = 60.0
+    #: served lists are written to the store in a batch this often (a crash loses at most this
+    #: much of them; a graceful stop loses none)
+    flush_seconds: float = 0.25
+    #: who this engine is, written beside the store's service lock (for a second one's message)
+    owner: str = ""
 
 
 class Engine:
-    """Serve recommendations from a :class:`Store`, with A/B arms and a model registry."""
+    """Serve recommendations from a :class:`Store`, with A/B arms and a model registry.
+
+    The engine takes the store's service lock (:meth:`Store.claim_service`): a second engine
+    on the same store, in this process or another, is refused until this one is closed.
+    """
 
     def __init__(self, store: Store, config: EngineConfig | None = None) -> None:
         self.store = store
@@ -276,26 +367,43 @@ class Engine:
         self.registry = ModelRegistry(self.config.registry) if self.config.registry else None
         for arm in self.config.arms:
             self._check_source(arm)
+        owner = self.config.owner or (
+            f"a promptrec engine {id(self):x} (pid {os.getpid()} on {_host()})"
+        )
+        store.claim_service(owner)
+        try:
+            self._setup()
+        except BaseException:
+            store.release_service()
+            raise
+
+    def _setup(self) -> None:
+        store = self.store
         self.salt = self.config.salt or self._stored_secret("ab_salt")
         self.log_key = self._stored_secret("log_key").encode()
         self.live = LiveLog()
-        self.impressions = _ImpressionLog(store)
-        self._spaces: dict[tuple[str, str | None], TextSpace] = {}
+        self._encoders: dict[str, Any] = {}
         self._models: dict[str, Any] = {}  # loaded model folders, by resolved path
         self._registry_version: str | None = None  # the version served
         self._registry_error: dict[str, Any] | None = None  # the pointer's, if it failed to load
         self._registry_stamp = self.registry.stamp() if self.registry else 0.0
+        # one build at a time (catalogue changes, swaps): each reads the store inside it
         self._build_lock = threading.Lock()
         # one model swap at a time (poller, activate, rollback): each reads the pointer and
         # builds inside it, so a slower swap never lands on top of a newer one
         self._swap_lock = threading.Lock()
-        self._counter_lock = threading.Lock()
-        self._requested = 0
+        self._generation = 0
         self._snapshot: Snapshot | None = None
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        self.pruned = {"impressions": 0, "attributions": 0, "idempotency": 0}
         self.rebuild()
         self.live.load(self.snapshot.data, store.searches())
+        self.impressions = _ImpressionLog(
+            store, self.config.flush_seconds, keep_seconds=self.config.keep_served_seconds
+        )
+        self._janitor = threading.Thread(target=self._sweep, name="retention", daemon=True)
+        self._janitor.start()
 
     # ------------------------------------------------------------------ lifecycle
     def start_polling(self) -> None:
@@ -305,9 +413,45 @@ class Engine:
         self._poller = threading.Thread(target=self._poll, name="registry", daemon=True)
         self._poller.start()
 
+    def flush(self) -> None:
+        """Write every served list still buffered to the store (graceful shutdown runs it)."""
+        self.impressions.flush()
+
     def close(self) -> None:
+        """Stop the background threads, flush what is buffered and give the store back."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         self.impressions.close()
+        self._janitor.join(timeout=5)
+        if self._poller is not None:
+            self._poller.join(timeout=5)
+        self.store.release_service()
+
+    def prune(self, now: float | None = None) -> dict[str, int]:
+        """Apply the retention settings once (the background sweep runs it every
+        ``prune_seconds``); returns what went."""
+        now = time.time() if now is None else now
+        cfg = self.config
+        self.impressions.flush()
+        removed = self.store.prune(
+            served_before=None
+            if cfg.keep_served_seconds is None
+            else now - cfg.keep_served_seconds,
+            idempotency_before=None
+            if cfg.keep_idempotency_seconds is None
+            else now - cfg.keep_idempotency_seconds,
+        )
+        for key, n in removed.items():
+            self.pruned[key] += n
+        return removed
+
+    def _sweep(self) -> None:
+        while not self._stop.wait(self.config.prune_seconds):
+            try:
+                self.prune()
+            except Exception:  # the sweep must outlive a busy or broken store; it retries
+                log.exception("the retention sweep failed")
 
     def _poll(self) -> None:
         while not self._stop.wait(self.config.poll_seconds):
@@ -369,11 +513,11 @@ class Engine:
             )
 
     def _space(self) -> TextSpace:
-        key = (self.config.encoder, self.config.item_template)
-        if key not in self._spaces:
-            encoder = load_encoder(self.config.encoder, cache_queries=False)
-            self._spaces[key] = TextSpace(encoder, self.config.item_template)
-        return self._spaces[key]
+        """A new text space for one snapshot (the encoder, read-only, is shared)."""
+        name = self.config.encoder
+        if name not in self._encoders:
+            self._encoders[name] = load_encoder(name, cache_queries=False)
+        return TextSpace(self._encoders[name], self.config.item_template)
 
     def _model(self, path: Path) -> Any:
         from promptrec.train.trained import load_model
@@ -385,7 +529,8 @@ class Engine:
             if isinstance(encoder, CachedEncoder):
                 encoder.cache_queries = False  # what users type is not kept on disk
             self._models[key] = model
-        return self._models[key]
+        # this snapshot's own copy: fitting it leaves the other snapshots' as they are
+        return self._models[key].detached()
 
     def _serve_arm(self, arm: ArmSpec, data: Dataset, version: str | None) -> ServedArm:
         if arm.source in SCORERS:
@@ -397,44 +542,67 @@ class Engine:
         rec = Recommender(scorer=scorer).fit(data)
         return ServedArm(arm.name, rec, path.name, scorer.name)
 
+    def _build(self, data: Dataset, version: str | None) -> tuple[Snapshot, str | None]:
+        """A snapshot of ``data`` (not yet served) and the registry version it serves."""
+        if data.n_items == 0:
+            raise DataError("the store has no items: ingest a catalogue first", file=None)
+        if self.registry is not None:
+            # a catalogue change keeps the version served; only a swap changes it
+            version = version or self._registry_version or self.registry.active
+        arms = {a.name: self._serve_arm(a, data, version) for a in self.config.arms}
+        self._generation += 1
+        skipped = dict(self.store.skipped)
+        return Snapshot(data, arms, time.time(), self._generation, skipped), version
+
+    def _publish(self, snap: Snapshot, version: str | None, started: float) -> Snapshot:
+        self._snapshot = snap  # the atomic swap: one reference assignment
+        if self.registry is not None:
+            self._registry_version = version
+        keep = {str(self.registry.path(version).resolve())} if version else set()
+        folders = [Path(a.source) for a in self.config.arms if a.source not in SCORERS]
+        keep |= {str(f.resolve()) for f in folders if f.is_dir()}
+        for key in list(self._models):  # drop models no arm serves any more
+            if key not in keep:
+                del self._models[key]
+        log.info(
+            "serving %d items, %d events, arms %s (built in %.1fs)",
+            snap.data.n_items,
+            len(snap.data.events),
+            {a.name: f"{a.strategy}@{a.model_version}" for a in snap.arms.values()},
+            time.perf_counter() - started,
+        )
+        return snap
+
     def rebuild(self, *, version: str | None = None) -> Snapshot:
         """Build a snapshot from the store (and the registry's active model, or ``version``)
-        and swap it in. Concurrent calls coalesce: a call waits for the build that covers it."""
-        with self._counter_lock:
-            self._requested += 1
-            wanted = self._requested
+        and swap it in."""
         with self._build_lock:
-            current = self._snapshot
-            if version is None and current is not None and current.generation >= wanted:
-                return current
-            with self._counter_lock:
-                generation = self._requested  # every request so far wrote before this read
             started = time.perf_counter()
-            data = self.store.dataset()
-            if data.n_items == 0:
-                raise DataError("the store has no items: ingest a catalogue first", file=None)
-            if self.registry is not None:
-                # a catalogue change keeps the version served; only a swap changes it
-                version = version or self._registry_version or self.registry.active
-            arms = {a.name: self._serve_arm(a, data, version) for a in self.config.arms}
-            snap = Snapshot(data, arms, time.time(), generation)
-            self._snapshot = snap  # the atomic swap: one reference assignment
-            if self.registry is not None:
-                self._registry_version = version
-            keep = {str(self.registry.path(version).resolve())} if version else set()
-            folders = [Path(a.source) for a in self.config.arms if a.source not in SCORERS]
-            keep |= {str(f.resolve()) for f in folders if f.is_dir()}
-            for key in list(self._models):  # drop models no arm serves any more
-                if key not in keep:
-                    del self._models[key]
-            log.info(
-                "serving %d items, %d events, arms %s (built in %.1fs)",
-                data.n_items,
-                len(data.events),
-                {a.name: f"{a.strategy}@{a.model_version}" for a in arms.values()},
-                time.perf_counter() - started,
-            )
-            return snap
+            snap, version = self._build(self.store.dataset(), version)
+            return self._publish(snap, version, started)
+
+    def _change_catalogue(self, item_id: str, fields: dict[str, Any] | None) -> bool:
+        """Build the snapshot with the change, then commit it, then serve it: a change that
+        cannot be served is never committed, and one that failed to commit is never served.
+        Returns whether the item was new (an upsert) or existed (a delete)."""
+        if fields is None and item_id not in self.snapshot.data.item_index:
+            # not served: unknown, or a stored row that cannot be served (deleting it is how
+            # such a row is cleared; the rebuild updates the count of skipped rows)
+            removed = self.store.delete_item(item_id)
+            if removed:
+                self.rebuild()
+            return removed
+        with self._build_lock:
+            started = time.perf_counter()
+            data = self.store.dataset(pending={item_id: fields})
+            snap, version = self._build(data, None)
+            if fields is None:
+                self.store.delete_item(item_id)
+                changed = True
+            else:
+                changed = self.store.upsert_item(item_id, fields)
+            self._publish(snap, version, started)
+            return changed
 
     def activate(self, version: str) -> str:
         """Activate a registry version and swap to it (raises before swapping if it fails)."""
@@ -492,7 +660,7 @@ class Engine:
         [rec] = arm.recommender.recommend_histories(
             [history], k, filters=filters, exclude_seen=not keep_seen, explain=explain
         )
-        request_id = uuid.uuid4().hex
+        request_id = new_request_id()
         self.impressions.add(
             Impression(
                 request_id,
@@ -516,16 +684,20 @@ class Engine:
         request_ids: Sequence[str | None] = (),
         *,
         idempotency_key: str | None = None,
-    ) -> tuple[EventWrite, int]:
+    ) -> EventsAdded:
         """Commit events (and searches) to the store, then make them live.
 
-        ``request_ids[row]`` names the served list an event answers (None: the user's latest
-        list with that item, within an hour). Returns the write and how many were attributed.
+        ``request_ids[row]`` names the served list an event answers. A click, cart or
+        purchase is attributed to that list when it was served to the event's user and shows
+        the item; without a request id, or with one that names no such list (a list lost in a
+        crash, pruned, or mistyped), to the user's latest list with that item within an hour.
+        Such events are stored all the same, never refused.
 
         Raises:
-            DataError: an unknown item or request id (nothing is written then).
+            DataError: invalid events or an item not in the store (nothing is written then).
         """
         attributions: dict[int, str] = {}
+        unknown = 0
         now = time.time()
         for row, (user, item, kind) in enumerate(
             zip(events["user_id"], events["item_id"], events["event"], strict=True)
@@ -533,15 +705,12 @@ class Engine:
             rid = request_ids[row] if row < len(request_ids) else None
             if rid is not None:
                 imp = self.impressions.find(rid, str(user))
-                if imp is None or imp.user_id != str(user):
-                    raise DataError(
-                        f"events[{row}]: unknown request_id '{rid}' for user '{user}'",
-                        column="request_id",
-                        expected="the request_id of a list served to this user",
-                    )
-                if kind in FEEDBACK_EVENTS and str(item) in imp.items:
-                    attributions[row] = rid
-            elif kind in FEEDBACK_EVENTS:
+                if imp is not None and imp.user_id == str(user):
+                    if kind in FEEDBACK_EVENTS and str(item) in imp.items:
+                        attributions[row] = rid
+                    continue
+                unknown += 1
+            if kind in FEEDBACK_EVENTS:
                 imp = self.impressions.latest_with(str(user), str(item), now)
                 if imp is not None:
                     attributions[row] = imp.request_id
@@ -555,19 +724,20 @@ class Engine:
 
             self.live.add(events_from_frame(added) if len(added) else added, searches)
         attributed = sum(1 for row in result.added_rows if row in attributions)
-        return result, attributed
+        return EventsAdded(result, attributed, unknown)
 
     def upsert_item(self, item_id: str, fields: dict[str, Any]) -> bool:
-        """Store an item and make it recommendable (its vector from its text) before returning."""
-        created = self.store.upsert_item(item_id, fields)
-        self.rebuild()
-        return created
+        """Store an item and make it recommendable (its vector from its text) before returning;
+        True when it is new. Nothing is stored unless it can be served.
+
+        Raises:
+            DataError: a field the store cannot keep (nothing is stored then).
+        """
+        return self._change_catalogue(str(item_id), fields)
 
     def delete_item(self, item_id: str) -> bool:
-        removed = self.store.delete_item(item_id)
-        if removed:
-            self.rebuild()
-        return removed
+        """Remove an item (and its events) from the store and the lists; False if unknown."""
+        return self._change_catalogue(str(item_id), None)
 
     def forget_user(self, user_id: str) -> dict[str, int] | None:
         """Forget a user everywhere (store, live history, recent lists); None if unknown."""
@@ -613,6 +783,20 @@ class Engine:
                 "versions": self.registry.versions(),
             },
         }
+
+
+def new_request_id() -> str:
+    """A served list's id: 32 hex digits, the first 14 the time in microseconds, the rest 72
+    random bits. Ids in time order keep the store's inserts at the end of its index (half the
+    cost of random ids in a table of a million lists); 72 bits keep them unguessable."""
+    return f"{time.time_ns() // 1000:014x}{secrets.token_hex(9)}"
+
+
+def _host() -> str:
+    try:
+        return socket.gethostname()
+    except OSError:
+        return "this host"
 
 
 def _plain(value: Any) -> Any:

@@ -1,31 +1,42 @@
-"""Prometheus metrics: request counts and latency per route, and online CTR and conversion per
-arm, model version and strategy (read from the store at scrape time, so they survive restarts).
+"""Prometheus metrics: every request counted per route and status (rejected ones and server
+errors included) with its latency, and the online counts (lists served, clicked, CTR and
+conversion per arm, model version and strategy) kept by the store as lists are served and
+clicked, so a scrape costs the same whatever the number of stored lists.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from promptrec.privacy import pseudonym
 from promptrec.service.engine import Engine
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+log = logging.getLogger("promptrec.service")
 
 
-class OnlineCollector(Collector):
-    """``promptrec_online_{impressions,ctr,conversion}{arm,model_version,strategy}``."""
+class StoreCollector(Collector):
+    """``promptrec_online_{impressions,clicked_lists,ctr,conversion}{arm,model_version,
+    strategy}`` from the store's online counts; ``promptrec_store_skipped_rows{table}`` (rows
+    that cannot be served, skipped at the last build) and ``promptrec_pruned_rows{table}``
+    (rows deleted by the retention sweep since start)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        self.engine.impressions.flush()
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         labels = ["arm", "model_version", "strategy"]
         shown = GaugeMetricFamily("promptrec_online_impressions", "Lists served", labels=labels)
         clicks = GaugeMetricFamily(
@@ -37,13 +48,27 @@ class OnlineCollector(Collector):
         conversion = GaugeMetricFamily(
             "promptrec_online_conversion", "Share of served lists with a purchase", labels=labels
         )
-        for row in self.engine.store.online_stats():
+        for row in self.engine.impressions.online_stats():
             key = [row["arm"], row["model_version"], row["strategy"]]
             shown.add_metric(key, row["impressions"])
             clicks.add_metric(key, row["clicks"])
             ctr.add_metric(key, row["ctr"])
             conversion.add_metric(key, row["conversion"])
-        yield from (shown, clicks, ctr, conversion)
+        skipped = GaugeMetricFamily(
+            "promptrec_store_skipped_rows",
+            "Stored rows that cannot be served, skipped at the last build",
+            labels=["table"],
+        )
+        for table, n in sorted(self.engine.snapshot.skipped.items()):
+            skipped.add_metric([table], n)
+        pruned = CounterMetricFamily(
+            "promptrec_pruned_rows",
+            "Rows deleted by the retention sweep since start",
+            labels=["table"],
+        )
+        for table, n in sorted(self.engine.pruned.items()):
+            pruned.add_metric([table], n)
+        yield from (shown, clicks, ctr, conversion, skipped, pruned)
 
 
 class Metrics:
@@ -53,7 +78,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "promptrec_requests",
-            "HTTP requests",
+            "HTTP requests by route and status (rejected requests and server errors included)",
             ["route", "method", "status"],
             registry=self.registry,
         )
@@ -64,7 +89,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(OnlineCollector(engine))
+        self.registry.register(StoreCollector(engine))
         self.trace: deque[tuple[float, str, float]] = deque(maxlen=50_000)
         self._lock = threading.Lock()
 
@@ -77,3 +102,92 @@ class Metrics:
     def recent(self) -> list[tuple[float, str, float]]:
         with self._lock:
             return list(self.trace)
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+_ERROR = json.dumps({"detail": "internal server error (logged by the service)"}).encode()
+
+
+class ObserveRequests:
+    """The outermost middleware: counts and times every request by route and status, whoever
+    answered it (a refused body, a missing key, a validation error, a server error), and
+    turns an unhandled exception into a logged, counted 500 with a JSON body.
+
+    Routes are labelled by their template (``/items/{item_id}``), never by the raw path (whose
+    values are unbounded), ``unmatched`` where none matches; unknown methods as ``other``.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, log_key: bytes) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.log_key = log_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        answered = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal status, answered
+            if message["type"] == "http.response.start":
+                status, answered = int(message["status"]), True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("%s %s failed", scope.get("method"), _route(scope))
+            status = 500
+            if not answered:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(_ERROR)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": _ERROR})
+        seconds = time.perf_counter() - started
+        route = _route(scope)
+        method = scope.get("method", "")
+        self.metrics.observe(route, method if method in _METHODS else "other", status, seconds)
+        if log.isEnabledFor(logging.DEBUG):  # the pseudonym's HMAC only when it is logged
+            user = _user(scope)
+            log.debug(
+                "%s %s %d %.1fms user=%s",
+                method,
+                route,
+                status,
+                seconds * 1000,
+                pseudonym(user, self.log_key) if user else "-",
+            )
+
+
+def _route(scope: Scope) -> str:
+    """The route template of a request (matched by the router, or here for requests refused
+    before routing), else ``unmatched``."""
+    route = scope.get("route")
+    if route is None:
+        app: Any = scope.get("app")
+        for candidate in getattr(getattr(app, "router", None), "routes", ()):
+            match, _ = candidate.matches(scope)
+            if match is Match.FULL:
+                route = candidate
+                break
+    return getattr(route, "path", "unmatched")
+
+
+def _user(scope: Scope) -> str | None:
+    user = (scope.get("path_params") or {}).get("user_id")
+    if user is None:
+        from urllib.parse import parse_qs
+
+        values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("user_id")
+        user = values[0] if values else None
+    return user

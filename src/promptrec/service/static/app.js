@@ -2,9 +2,10 @@
 // item (a click event, attributed to the list), and see the list update.
 const $ = (id) => document.getElementById(id);
 const keyBox = $("key");
-keyBox.value = localStorage.getItem("promptrec.key") || "";
-// saved as it is typed, so the dashboard (another page) has it even if the box never lost focus
-keyBox.addEventListener("input", () => localStorage.setItem("promptrec.key", keyBox.value));
+// the key lives in this tab's session storage only: gone when the tab closes, never written to
+// disk; saved as it is typed, so the dashboard (opened in this tab) has it too
+keyBox.value = sessionStorage.getItem("promptrec.key") || "";
+keyBox.addEventListener("input", () => sessionStorage.setItem("promptrec.key", keyBox.value));
 
 function headers(json) {
   const h = {};
@@ -43,7 +44,8 @@ async function loadUsers() {
     const { users } = await call("/users?limit=50", { headers: headers() });
     $("users").replaceChildren(...users.map((u) => Object.assign(document.createElement("option"), { value: u })));
     if (!$("user").value && users.length) $("user").value = users[0];
-    if ($("status").textContent.startsWith("could not list users")) status("");
+    const shown = $("status").textContent;
+    if (shown.startsWith("could not list users") || shown.startsWith("enter the API key")) status("");
   } catch (e) { status(`could not list users: ${e.message}`, "error"); }
 }
 
@@ -148,6 +150,19 @@ async function click(user, itemId, requestId) {
 }
 
 $("ask").addEventListener("submit", (ev) => { ev.preventDefault(); recommend(); });
-// with --protect-reads the first listing fails until a key is entered: list again then
-keyBox.addEventListener("change", () => { if (!$("users").options.length) loadUsers(); });
-loadUsers();
+
+// User ids and histories are user data: the server shows them to key holders only (unless it
+// runs with --public-user-data). List users once a key is typed, or at once where that is open.
+let userDataOpen = false;
+let typing = null;
+keyBox.addEventListener("input", () => {
+  clearTimeout(typing);
+  typing = setTimeout(() => { if (!$("users").options.length && (keyBox.value || userDataOpen)) loadUsers(); }, 300);
+});
+(async () => {
+  try {
+    userDataOpen = (await call("/health", {})).user_data_needs_key === false;
+  } catch (e) { status(`the service does not answer: ${e.message}`, "error"); return; }
+  if (keyBox.value || userDataOpen) loadUsers();
+  else status("enter the API key to list users and see their histories");
+})();

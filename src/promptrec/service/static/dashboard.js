@@ -1,7 +1,7 @@
 // The dashboard: plots and the online table refresh every 10 s; the offline table comes from
 // /dashboard/evaluation. The API key (saved by the recommendation page) is sent when reads need it.
 const $ = (id) => document.getElementById(id);
-const key = localStorage.getItem("promptrec.key") || "";
+const key = sessionStorage.getItem("promptrec.key") || "";  // this tab's, from the page
 const opts = { headers: key ? { "X-API-Key": key } : {} };
 const problems = new Map();  // what failed, by part of the page
 
@@ -39,7 +39,12 @@ function cells(values) {
   return tr;
 }
 
-const pct = (x) => (100 * x).toFixed(1) + "%";
+// rates keep two significant digits however small (a 0.04% CTR must not read as 0.0%)
+const pct = (x) => {
+  const p = 100 * x;
+  if (!p) return "0%";
+  return (p >= 10 ? p.toFixed(1) : p.toPrecision(2)) + "%";
+};
 const num = (x) => (x === null || x === undefined ? "" : x.toFixed(4));
 
 async function online() {
