@@ -32,7 +32,8 @@ from promptrec.errors import DataError
         ("x" * (limits.MAX_TEXT_LENGTH + 1), "longer than"),
         ([[[["too deep"]]]], "nested deeper"),
         (["ok", 10**22], "[1] integer"),
-        ({"inner": math.inf}, ".inner"),
+        ({"inner": math.inf}, "['inner']"),
+        ({"\ud800": 1}, "lone surrogate"),
         (object(), "expected text, a number"),
     ],
 )

@@ -472,6 +472,44 @@ def test_online_stats_orders_arms_by_code_point(store: Store) -> None:
     assert [s["arm"] for s in store.online_stats()] == ["A", "B", "a", "b"]
 
 
+def test_feedback_stored_before_its_list_counts_once_the_list_is(
+    store: Store, folder: Path
+) -> None:
+    """A click may reach the store before its list (the list's batch failed and waits for the
+    next flush): it counts when the list arrives, and forgetting the user takes both away."""
+    store.ingest(folder)
+    first, *_ = served()
+    store.add_events(clicks([("u1", "a", 101.0, "click")]), attributions={0: "r1"})
+    assert store.online_stats() == []  # nothing served yet that it could count against
+    store.record_impressions([first])
+    [row] = store.online_stats()
+    assert (row["impressions"], row["clicks"]) == (1, 1)
+    store.add_events(clicks([("u1", "b", 102.0, "click")]), attributions={0: "r1"})
+    assert store.online_stats()[0]["clicks"] == 1  # a list is clicked once
+    store.delete_user("u1")
+    assert store.online_stats() == []
+    [(clicked, shown)] = store._read("SELECT SUM(clicks), SUM(impressions) FROM online_series")
+    assert (clicked, shown) == (0, 0)
+
+
+def test_online_counts_of_an_older_store_are_filled_on_open(target: str, folder: Path) -> None:
+    """A store written before the counts (schema 2) gets them from its stored lists."""
+    with Store(target) as store:
+        store.ingest(folder)
+        store.record_impressions(served())
+        store.add_events(
+            clicks([("u1", "a", 101.0, "click"), ("u2", "c", 201.0, "purchase")]),
+            attributions={0: "r1", 1: "r2"},
+        )
+        expected = store.online_stats(), store.online_stats(bucket_seconds=3600)
+    raw(target, "DROP TABLE online_totals")
+    raw(target, "DROP TABLE online_series")
+    raw(target, "UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    with Store(target) as store:
+        assert (store.online_stats(), store.online_stats(bucket_seconds=3600)) == expected
+        assert store.meta("schema_version") == "3"
+
+
 def test_delete_user_forgets_everything_of_theirs(store: Store, folder: Path) -> None:
     store.ingest(folder)
     store.record_impressions(served())

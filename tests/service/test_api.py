@@ -36,7 +36,9 @@ def test_recommend_for_a_known_user_excludes_history_and_explains(client, store)
         assert because and {b["item_id"] for b in because} <= seen
         assert item["explanation"]["text"].startswith("similar to")
     # keep_seen admits history items again
-    kept = client.get("/recommend", params={"user_id": user, "k": 50, "keep_seen": True}).json()
+    kept = client.get(
+        "/recommend", params={"user_id": user, "k": 50, "keep_seen": True}, headers=AUTH
+    ).json()
     assert seen & {i["item_id"] for i in kept["items"]}
 
 

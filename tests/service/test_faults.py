@@ -176,6 +176,18 @@ def test_one_service_per_store_and_a_poisoned_store_still_starts(
     log = tmp_path / "server.log"
     first = _serve(slice_files, db, log)
     try:
+        # a chunked body (no Content-Length) over the 1 MiB limit, streamed by a real client
+        def chunks():
+            for _ in range(40):
+                yield b" " * 65536
+
+        r = httpx.post(
+            f"{first.url}/events",
+            content=chunks(),
+            headers={**AUTH, "Content-Type": "application/json"},
+            timeout=30,
+        )
+        assert r.status_code == 413 and "request body over" in r.json()["detail"]
         second = subprocess.run(
             [sys.executable, "-m", "promptrec.cli.main", "serve", "--db", str(db), "--port", "0"],
             capture_output=True,

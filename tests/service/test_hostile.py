@@ -207,6 +207,31 @@ def test_feedback_quoting_an_unknown_request_id_is_stored_never_refused(client, 
     assert linked == [(served["request_id"], "click"), (served["request_id"], "purchase")]
 
 
+def test_forgetting_a_user_while_their_lists_are_being_written_forgets_those_too(
+    store, make_client
+) -> None:
+    engine, client = make_client(store, flush_seconds=3600.0)
+    try:
+        user = a_user(client)
+        served = client.get("/recommend", params={"user_id": user}).json()
+        record = store.record_impressions
+
+        def slow(batch):  # the batch left memory and waits for the store
+            time.sleep(0.5)
+            record(batch)
+
+        store.record_impressions = slow
+        flushing = threading.Thread(target=engine.flush)
+        flushing.start()
+        time.sleep(0.1)
+        assert client.delete(f"/users/{user}", headers=AUTH).status_code == 200
+        flushing.join()
+        assert store.impression(served["request_id"]) is None
+        assert store.impressions(user) == []
+    finally:
+        engine.close()
+
+
 # ---------------------------------------------------------------------- 4. one service per store
 def test_a_second_engine_on_the_same_store_is_refused(beauty_slice, tmp_path) -> None:
     path = tmp_path / "one.db"
@@ -254,6 +279,20 @@ def test_user_data_needs_a_key_unless_opened(store) -> None:
             assert client.get(path, params=params, headers={"X-API-Key": "no"}).status_code == 403
             assert client.get(path, params=params, headers=AUTH).status_code == 200
         assert client.get("/recommend", params={"user_id": user}).status_code == 200
+        seen = {"user_id": user, "keep_seen": True}
+        assert client.get("/recommend", params=seen).status_code == 401  # shows the history
+        assert client.get("/recommend", params=seen, headers=AUTH).status_code == 200
+        # a recent search steers the list, but only a key holder sees its text echoed
+        client.post(
+            "/events",
+            json={"events": [{"user_id": user, "event": "search", "query": "argan oil"}]},
+            headers=AUTH,
+        )
+        assert client.get("/recommend", params={"user_id": user}).json()["query"] is None
+        mine = client.get("/recommend", params={"user_id": user}, headers=AUTH).json()
+        assert mine["query"] == "argan oil"
+        asked = client.get("/recommend", params={"user_id": user, "q": "soap"}).json()
+        assert asked["query"] == "soap"
         assert client.get("/health").json()["user_data_needs_key"] is True
 
         open_client = TestClient(create_app(engine, ApiKeys([KEY], public_user_data=True)))
@@ -268,6 +307,26 @@ def test_user_data_needs_a_key_unless_opened(store) -> None:
         )
     finally:
         engine.close()
+
+
+def test_ids_with_surrounding_spaces_are_refused_not_stripped(client, store) -> None:
+    r = client.put("/items/%20x", json={"title": "Phantom"}, headers=AUTH)
+    assert r.status_code == 422 and "spaces" in r.json()["detail"]
+    body = {"events": [{"user_id": " u", "item_id": "x", "event": "view"}]}
+    r = client.post("/events", json=body, headers=AUTH)
+    assert r.status_code == 422 and "events.0.user_id" in r.json()["detail"]
+    assert client.delete("/users/u%20", headers=AUTH).status_code == 422
+    assert _items(store, " x") == 0
+
+
+def test_a_nested_key_with_a_lone_surrogate_is_a_422_not_a_500(client, store) -> None:
+    r = client.put(
+        "/items/odd",
+        content='{"title": "t", "attrs": {"\\ud800": 1}}',
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    assert r.status_code == 422 and "lone surrogate" in r.json()["detail"]
+    assert _items(store, "odd") == 0
 
 
 # ---------------------------------------------------------------------- 6. operations
@@ -285,6 +344,38 @@ def test_a_chunked_body_over_the_limit_gets_413_and_is_counted(client, store) ->
     assert store.counts()["events"] == before
     text = client.get("/metrics").text
     assert 'promptrec_requests_total{method="POST",route="/events",status="413"} 1.0' in text
+
+
+def test_a_client_that_leaves_mid_upload_is_not_a_server_error(client) -> None:
+    import asyncio
+
+    app = client.app
+    sent: list[dict] = []
+    messages = [
+        {"type": "http.request", "body": b'{"events": [', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict:
+        return messages.pop(0)
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/events",
+        "raw_path": b"/events",
+        "query_string": b"",
+        "headers": [(b"x-api-key", KEY.encode()), (b"content-type", b"application/json")],
+        "app": app,
+    }
+    asyncio.run(app.middleware_stack(scope, receive, send))
+    assert sent == []  # nobody to answer
+    text = client.get("/metrics").text
+    assert 'promptrec_requests_total{method="POST",route="/events",status="499"} 1.0' in text
+    assert 'status="500"' not in text
 
 
 def test_a_long_idempotency_key_is_refused(client, store) -> None:
@@ -353,7 +444,8 @@ def test_retention_prunes_lists_and_keys_but_keeps_the_counts(store, make_client
         assert store.counts()["impressions"] == 0
         assert [r for r in client.get("/metrics").text.splitlines() if "online" in r] == counted
         assert 'promptrec_pruned_rows_total{table="impressions"} 1.0' in client.get("/metrics").text
-        # the key is forgotten: a retry now is a new request (the same event: a duplicate)
+        # the key is forgotten: a retry now is a new request (the event has no timestamp, so
+        # it is stored again, at a new time)
         again = client.post("/events", json=body, headers={**AUTH, "Idempotency-Key": "once"})
         assert again.json()["replayed"] is False
     finally:
@@ -365,10 +457,12 @@ def test_metrics_read_the_counts_not_the_stored_lists(store, make_client) -> Non
     try:
         for n in range(5):
             client.get("/recommend", params={"user_id": f"user-{n}"})
+        engine.flush()
+        assert store.counts()["impressions"] == 5
         before = client.get("/metrics").text
         assert 'promptrec_online_impressions{arm="main",model_version="zero-shot"' in before
         with store._write() as db:  # the lists go (as retention does): the counts stay
-            db.execute("DELETE FROM impressions")
+            assert db.execute("DELETE FROM impressions").rowcount == 5
         assert [r for r in client.get("/metrics").text.splitlines() if "online" in r] == [
             r for r in before.splitlines() if "online" in r
         ]
@@ -419,11 +513,24 @@ def test_dashboard_series_run_in_time_order(client) -> None:
         assert starts == sorted(starts) and len(starts) == len(p50) == len(p99)
     assert series["/events"][1] == [10.0, 20.0]
     app = client.app
-    for n in range(3):
-        client.get("/recommend", params={"user_id": f"u{n}"})
+    engine, metrics = app.state.engine, app.state.metrics
+    # served lists minutes apart, stored newest first; requests traced out of order
+    from promptrec.data.store import Impression
+
+    engine.store.record_impressions(
+        [
+            Impression(f"r{n}", "u", "main", "zero-shot", "mean-of-items", ("x",), now - 60 * n)
+            for n in range(5)
+        ]
+    )
+    for t, route, seconds in trace:
+        with metrics._lock:
+            metrics.trace.append((t, route, seconds))
     with _PLOT_LOCK:
-        for fig in (latency_figure(app.state.metrics, 3600), ctr_figure(app.state.engine, 3600)):
-            for line in fig.axes[0].lines:
+        for fig in (latency_figure(metrics, 3600), ctr_figure(engine, 3600)):
+            lines = fig.axes[0].lines
+            assert lines and all(len(line.get_xdata()) >= 2 for line in lines)
+            for line in lines:
                 xs = np.asarray(line.get_xdata(orig=False), dtype=float)  # dates, not labels
                 assert np.all(np.diff(xs) > 0), xs
 

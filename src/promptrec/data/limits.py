@@ -77,6 +77,8 @@ def check_id(value: str, where: str) -> str:
     """A user or item id: non-blank storable text of at most :data:`MAX_ID_LENGTH`."""
     if not value.strip():
         raise ValueError(f"{where}: empty id")
+    if value != value.strip():
+        raise ValueError(f"{where}: an id may not start or end with spaces ({value[:40]!r})")
     return check_text(value, where, max_length=MAX_ID_LENGTH)
 
 
@@ -161,7 +163,7 @@ def field_problem(value: Any, depth: int = 0) -> str | None:
                 return f"key {key!r} is not text"
             problem = text_problem(key, MAX_FIELD_NAME_LENGTH) or field_problem(element, depth + 1)
             if problem:
-                return f".{key[:40]} {problem}"
+                return f"[{key[:40]!r}] {problem}"
         return None
     return (
         f"a {type(value).__name__} (expected text, a number, true/false, null, a list or an object)"

@@ -31,12 +31,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from promptrec.data.dataset import Dataset
+from promptrec.data.dataset import DEFAULT_EVENT, Dataset
 from promptrec.data.limits import (
     MAX_QUERY_LENGTH,
     check_fields,
@@ -203,29 +203,91 @@ class Impression:
     at: float
 
 
-def event_keys(events: pd.DataFrame) -> list[str]:
+class Event(NamedTuple):
+    """One behaviour event as the store keeps it (the columns of a normalised log)."""
+
+    user_id: str
+    item_id: str
+    timestamp: float
+    event: str = DEFAULT_EVENT
+    value: float | None = None
+    query: str | None = None
+
+
+def events_as_rows(events: pd.DataFrame) -> list[Event]:
+    """A normalised log frame as :class:`Event` rows (missing values and queries are None)."""
+    values = events["value"].astype(object).where(events["value"].notna(), None)
+    queries = events["query"].astype(object).where(events["query"].notna(), None)
+    return [
+        Event(*row)
+        for row in zip(
+            events["user_id"].tolist(),
+            events["item_id"].tolist(),
+            events["timestamp"].tolist(),
+            events["event"].tolist(),
+            values.tolist(),
+            queries.tolist(),
+            strict=True,
+        )
+    ]
+
+
+def event_keys(events: pd.DataFrame | Sequence[Event]) -> list[str]:
     """One key per normalised event: sha1 of its six fields plus its occurrence number ``k``
     among identical events of the same batch (0 for the first, 1 for a repeat...)."""
-    stamps = events["timestamp"].map(float.__repr__)
-    values = events["value"].map(lambda v: "" if v != v else repr(float(v)))
-    queries = events["query"].map(lambda q: q if isinstance(q, str) else "")
+    rows = events_as_rows(events) if isinstance(events, pd.DataFrame) else events
     sep = "\x1f"
-    base = (
-        events["user_id"].astype(str)
-        + sep
-        + events["item_id"].astype(str)
-        + sep
-        + stamps
-        + sep
-        + events["event"].astype(str)
-        + sep
-        + values
-        + sep
-        + queries
-    )
-    occurrence = base.groupby(base, sort=False).cumcount().astype(str)
-    full = (base + sep + occurrence).tolist()
-    return [hashlib.sha1(text.encode("utf-8")).hexdigest() for text in full]
+    seen: dict[str, int] = {}
+    keys = []
+    for e in rows:
+        value = "" if e.value is None or e.value != e.value else repr(float(e.value))
+        base = sep.join(
+            (
+                str(e.user_id),
+                str(e.item_id),
+                float.__repr__(float(e.timestamp)),
+                str(e.event),
+                value,
+                e.query if isinstance(e.query, str) else "",
+            )
+        )
+        occurrence = seen.get(base, 0)
+        seen[base] = occurrence + 1
+        keys.append(hashlib.sha1(f"{base}{sep}{occurrence}".encode()).hexdigest())
+    return keys
+
+
+def check_event_rows(rows: Sequence[Event], source: str | None = None) -> None:
+    """:func:`check_events` for :class:`Event` rows (those the HTTP API builds): the same
+    limits, one row at a time, naming the first bad row (1-based)."""
+    now = time.time()
+    for n, e in enumerate(rows, start=1):
+        problems = [
+            ("timestamp", timestamp_problem(float(e.timestamp), now)),
+            ("value", None if e.value is None else number_problem(float(e.value))),
+            *(
+                (name, text_problem(text, _TEXT_LIMITS[name]))
+                for name, text in (
+                    ("user_id", e.user_id),
+                    ("item_id", e.item_id),
+                    ("event", e.event),
+                    ("query", e.query),
+                )
+                if isinstance(text, str)
+            ),
+        ]
+        for column, problem in problems:
+            if problem:
+                raise DataError(f"{column} {problem}", file=source, row=n, column=column)
+        if not (isinstance(e.user_id, str) and e.user_id.strip()):
+            raise DataError("empty user_id", file=source, row=n, column="user_id")
+        if not (isinstance(e.item_id, str) and e.item_id.strip()):
+            raise DataError("empty item_id", file=source, row=n, column="item_id")
+
+
+def _keyed(rows: Sequence[Event]) -> list[tuple]:
+    """Rows as the events table takes them: ``(event_key, user_id, item_id, ...)``."""
+    return [(key, *e) for key, e in zip(event_keys(rows), rows, strict=True)]
 
 
 def _jsonable(value: Any) -> Any:
@@ -698,12 +760,13 @@ class Store:
             try:
                 self._db.begin()
                 yield self._db
+                self._db.commit()
             except BaseException:
-                # a broken connection cannot roll back; the first error is the one to see
+                # a failed commit (disk full...) leaves the transaction open: close it; a broken
+                # connection cannot roll back; the first error is the one to see
                 with suppress(Exception):
                     self._db.rollback()
                 raise
-            self._db.commit()
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
@@ -836,19 +899,21 @@ class Store:
                         expected="values the store can keep: finite numbers, 64-bit "
                         "integers, valid Unicode text without NUL",
                     ) from None
-        event_rows: list[tuple] = []
+        event_rows: list[Event] = []
+        lines: np.ndarray | None = None
         if events is not None and len(events):
             events = events_from_frame(events, source=src)
             check_events(events, src)
-            self._check_known_items(events, batch_ids, src)
-            event_rows = self._event_rows(events)
+            event_rows = events_as_rows(events)
+            lines, _ = file_positions(events)
         file_hash = _source_hash(source)
 
         with self._write() as db:
+            self._check_known_items(db, event_rows, lines, set(batch_ids), src)
             before = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
             db.executemany(_UPSERT_ITEM, item_rows)
             added_items = db.execute("SELECT COUNT(*) FROM items").fetchone()[0] - before
-            added_events = self._insert_events(db, event_rows)
+            added_events = self._insert_events(db, _keyed(event_rows))
             db.execute(
                 "INSERT INTO ingests(file_hash, path, kind, rows, at) VALUES (?, ?, ?, ?, ?)",
                 (file_hash, src, kind, len(item_rows) + len(event_rows), time.time()),
@@ -862,17 +927,20 @@ class Store:
 
     def add_events(
         self,
-        events: pd.DataFrame,
+        events: pd.DataFrame | Sequence[Event],
         *,
         searches: Sequence[tuple[str, str, float]] = (),
         attributions: Mapping[int, str] | None = None,
         idempotency_key: str | None = None,
     ) -> EventWrite:
-        """Add events (raw or normalised columns; see :func:`~promptrec.data.readers.read_events`)
-        in one transaction, with searches that led to no item and click attributions.
+        """Add events in one transaction, with searches that led to no item and click
+        attributions.
 
         Args:
-            events: the events (may be empty when only ``searches`` are given).
+            events: a frame (raw or normalised columns; see
+                :func:`~promptrec.data.readers.read_events`), or :class:`Event` rows (what
+                the service writes: no pandas on its path, a few hundred microseconds a
+                batch). Either may be empty when only ``searches`` are given.
             searches: ``(user_id, query, timestamp)`` of searches with no item.
             attributions: ``row -> request_id`` of the served list an event answers; written
                 only for events that are new.
@@ -882,13 +950,19 @@ class Store:
         Raises:
             DataError: invalid events or an item not in the store; nothing is written then.
         """
-        src = events.attrs.get("source")
-        rows: list[tuple] = []
-        if len(events):
-            events = events_from_frame(events)
-            check_events(events, src)
-            self._check_known_items(events, pd.Index([], dtype="str"), src)
-            rows = self._event_rows(events)
+        lines: np.ndarray | None = None
+        if isinstance(events, pd.DataFrame):
+            src = events.attrs.get("source")
+            rows: list[Event] = []
+            if len(events):
+                frame = events_from_frame(events)
+                check_events(frame, src)
+                rows = events_as_rows(frame)
+                lines, _ = file_positions(frame)
+        else:
+            src, rows = None, list(events)
+            check_event_rows(rows)
+        keyed = _keyed(rows)
         attributions = attributions or {}
         with self._write() as db:
             if idempotency_key is not None:
@@ -898,8 +972,9 @@ class Store:
                 if seen is not None:
                     first = json.loads(seen[0])
                     return EventWrite(first["added"], first["duplicates"], (), replayed=True)
+            self._check_known_items(db, rows, lines, set(), src)
             added_rows = [
-                pos for pos, row in enumerate(rows) if db.execute(_INSERT_EVENT, row).rowcount
+                pos for pos, row in enumerate(keyed) if db.execute(_INSERT_EVENT, row).rowcount
             ]
             db.executemany(
                 "INSERT INTO searches(user_id, query, timestamp) VALUES (?, ?, ?)",
@@ -909,7 +984,7 @@ class Store:
             self._attribute(
                 db,
                 [
-                    (rows[pos][0], str(attributions[pos]), rows[pos][2], rows[pos][4], now)
+                    (keyed[pos][0], str(attributions[pos]), rows[pos].item_id, rows[pos].event, now)
                     for pos in added_rows
                     if pos in attributions
                 ],
@@ -945,6 +1020,10 @@ class Store:
             self._count(
                 db, "impressions", [(i.arm, i.model_version, i.strategy, i.at) for i in new]
             )
+            if new:  # feedback recorded before its list was stored counts now
+                ids = tuple(i.request_id for i in new)
+                marks = ", ".join("?" * len(ids))
+                self._recount(db, f"WHERE i.request_id IN ({marks})", ids, 1, lists=False)
 
     def upsert_item(self, item_id: str, fields: Mapping[str, Any]) -> bool:
         """Add an item or replace its fields. Returns True when it was new.
@@ -974,8 +1053,9 @@ class Store:
             self._uncount_user(db, uid)
             attributions = db.execute(
                 "DELETE FROM attributions WHERE request_id IN "
-                "(SELECT request_id FROM impressions WHERE user_id = ?)",
-                (uid,),
+                "(SELECT request_id FROM impressions WHERE user_id = ?) OR event_key IN "
+                "(SELECT event_key FROM events WHERE user_id = ?)",
+                (uid, uid),
             ).rowcount
             return {
                 "events": db.execute("DELETE FROM events WHERE user_id = ?", (uid,)).rowcount,
@@ -1032,7 +1112,13 @@ class Store:
         params: tuple = ()
         if user_id is not None:
             sql, params = sql + " WHERE user_id = ?", (str(user_id),)
-        return [tuple(r) for r in self._read(sql + " ORDER BY id", params)]
+        rows = self._read(sql + " ORDER BY id", params)
+        # rows the checks never saw (a hand edit, an older version) are skipped, never fatal
+        return [
+            (u, q, float(t))
+            for u, q, t in rows
+            if _is_id(u) and _is_text(q) and isinstance(t, int | float) and math.isfinite(t)
+        ]
 
     def impressions(self, user_id: str, *, limit: int = 20) -> list[Impression]:
         """A user's most recent served lists, newest first."""
@@ -1196,20 +1282,39 @@ class Store:
 
     # ------------------------------------------------------------------ helpers
 
+    @staticmethod
     def _check_known_items(
-        self, events: pd.DataFrame, batch_ids: pd.Index, source: str | None
+        db: _Backend,
+        rows: Sequence[Event],
+        lines: np.ndarray | None,
+        batch_ids: set[str],
+        source: str | None,
     ) -> None:
-        stored = [r[0] for r in self._read("SELECT item_id FROM items")]
-        known = batch_ids.append(pd.Index(stored, dtype="str"))
-        unknown = ~events["item_id"].isin(known).to_numpy()
-        if unknown.any():
-            pos, _ = file_positions(events)
-            first = int(np.argmax(unknown))
+        """A DataError naming the first event whose item is neither stored nor in this batch.
+
+        Runs inside the write transaction (an item deleted meanwhile cannot slip through), by
+        key lookups of the batch's items: its cost follows the batch, not the catalogue."""
+        wanted = {e.item_id for e in rows} - batch_ids
+        if not wanted:
+            return
+        if len(wanted) > 5000:  # a large ingest: one scan beats many lookups
+            stored = {r[0] for r in db.execute("SELECT item_id FROM items").fetchall()}
+        else:
+            ids, stored = sorted(wanted), set()
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                found = db.execute(f"SELECT item_id FROM items WHERE item_id IN ({marks})", chunk)
+                stored.update(r[0] for r in found.fetchall())
+        missing = wanted - stored
+        if missing:
+            bad = [n for n, e in enumerate(rows) if e.item_id in missing]
+            first = bad[0]
             raise DataError(
-                f"{int(unknown.sum())} events refer to items neither in the store nor in this "
-                f"batch (first: item {events['item_id'].iloc[first]!r})",
+                f"{len(bad)} events refer to items neither in the store nor in this "
+                f"batch (first: item {rows[first].item_id!r})",
                 file=source,
-                row=int(pos[first]),
+                row=int(lines[first]) if lines is not None else first + 1,
                 column="item_id",
                 expected="items added before or with their events",
             )
@@ -1279,12 +1384,16 @@ class Store:
         """Fill the online counts from the lists already stored (a store from before them)."""
         self._recount(db, "", (), 1)
 
-    def _recount(self, db: _Backend, where: str, params: tuple, sign: int) -> None:
-        """Add ``sign`` times the stored lists chosen by ``where`` (on ``impressions i``), and
-        their first clicks, carts and purchases, to the online counts."""
+    def _recount(
+        self, db: _Backend, where: str, params: tuple, sign: int, *, lists: bool = True
+    ) -> None:
+        """Add ``sign`` times the stored lists chosen by ``where`` (on ``impressions i``; the
+        lists themselves only with ``lists``), and their clicks, carts and purchases (one
+        each at most), to the online counts."""
         listed = "i.arm, i.model_version, i.strategy, i.at"
-        lists = db.execute(f"SELECT {listed} FROM impressions i {where}", params).fetchall()
-        self._count(db, "impressions", [tuple(r) for r in lists], sign)
+        if lists:
+            found = db.execute(f"SELECT {listed} FROM impressions i {where}", params).fetchall()
+            self._count(db, "impressions", [tuple(r) for r in found], sign)
         for event, column in _COUNTED.items():
             joined = f"{where} AND" if where else "WHERE"
             hit = db.execute(
@@ -1295,29 +1404,13 @@ class Store:
             self._count(db, column, [tuple(r) for r in hit], sign)
 
     @staticmethod
-    def _event_rows(events: pd.DataFrame) -> list[tuple]:
-        values = events["value"].astype(object).where(events["value"].notna(), None)
-        queries = events["query"].astype(object).where(events["query"].notna(), None)
-        return list(
-            zip(
-                event_keys(events),
-                events["user_id"].tolist(),
-                events["item_id"].tolist(),
-                events["timestamp"].tolist(),
-                events["event"].tolist(),
-                values.tolist(),
-                queries.tolist(),
-                strict=True,
-            )
-        )
-
-    @staticmethod
     def _insert_events(db: _Backend, rows: list[tuple]) -> int:
         """Insert events (those already stored, by key, are skipped); returns how many were new."""
         return db.executemany(_INSERT_EVENT, rows)
 
 
 __all__ = [
+    "Event",
     "EventWrite",
     "Impression",
     "IngestReport",

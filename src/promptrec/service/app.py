@@ -6,6 +6,7 @@ with ``promptrec serve`` (uvicorn). Interactive docs are at ``/docs``.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -14,7 +15,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
-import pandas as pd
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
@@ -22,9 +22,11 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AfterValidator, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from promptrec import __version__
 from promptrec.data.limits import MAX_ID_LENGTH, MAX_QUERY_LENGTH, check_id, check_text
+from promptrec.data.store import Event
 from promptrec.errors import ConfigError, DataError, ModelError
 from promptrec.recommender import RecommendedItem
 from promptrec.retrieval.filters import Filters
@@ -167,24 +169,28 @@ def create_app(
         if any(e.get("type") == "json_invalid" for e in errors):
             first = next(e for e in errors if e.get("type") == "json_invalid")
             where = first.get("ctx", {}).get("error", "")
-            return JSONResponse({"detail": f"request body is not valid JSON: {where}"}, 400)
+            return ErrorResponse({"detail": f"request body is not valid JSON: {where}"}, 400)
         parts = []
         for e in errors:
             loc = ".".join(str(p) for p in e["loc"] if p != "body")
             parts.append(f"{loc}: {e['msg']}" if loc else e["msg"])
-        return JSONResponse({"detail": "; ".join(parts), "errors": _plain_errors(errors)}, 422)
+        return ErrorResponse({"detail": "; ".join(parts), "errors": _plain_errors(errors)}, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return ErrorResponse({"detail": str(exc.detail)}, exc.status_code, headers=exc.headers)
 
     @app.exception_handler(DataError)
     async def data_error(request: Request, exc: DataError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, 422)
+        return ErrorResponse({"detail": str(exc)}, 422)
 
     @app.exception_handler(ConfigError)
     async def config_error(request: Request, exc: ConfigError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, 400)
+        return ErrorResponse({"detail": str(exc)}, 400)
 
     @app.exception_handler(ModelError)
     async def model_error(request: Request, exc: ModelError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, 409)
+        return ErrorResponse({"detail": str(exc)}, 409)
 
     # ------------------------------------------------------------------ recommendations
     @app.get(
@@ -214,7 +220,9 @@ def create_app(
         reasons_: Annotated[
             bool, Query(alias="reasons", description="add a written reason (needs explain)")
         ] = False,
-        keep_seen: bool = False,
+        keep_seen: Annotated[
+            bool, Query(description="allow items of the user's history (user data)")
+        ] = False,
     ) -> RecommendationOut:
         try:
             filters = Filters(
@@ -230,7 +238,7 @@ def create_app(
             _check_categories(engine, filters.categories)
         if reasons_ and reasons is None:
             raise HTTPException(400, "written reasons are off: start the service with --reasons")
-        if explain or reasons_:  # explanations quote the user's own history
+        if explain or reasons_ or keep_seen:  # they quote or show the user's own history
             keys.check_user_data(request)
         served = engine.recommend(
             user_id,
@@ -257,7 +265,8 @@ def create_app(
             arm=served.arm,
             model_version=served.model_version,
             strategy=served.strategy,
-            query=served.query,
+            # a query taken from the user's stored searches is user data
+            query=served.query if q or keys.may_read_user_data(request) else None,
             cold_start=served.cold_start,
             prompt=prompt.text if explain and prompt is not None else None,
             items=items,
@@ -289,28 +298,19 @@ def create_app(
         rows, searches, request_ids = [], [], []
         for n, e in enumerate(body.events):
             stamp = e.seconds(now)
+            user = e.user_id
+            query = e.query if e.query and e.query.strip() else None
             if e.item_id is None:
-                searches.append((e.user_id, e.query, stamp))
+                searches.append((user, e.query, stamp))
                 continue
-            if e.item_id not in index:
+            item = e.item_id
+            if item not in index:
                 raise HTTPException(
-                    404, f"events[{n}].item_id: item '{e.item_id}' is not in the catalogue"
+                    404, f"events[{n}].item_id: item '{item}' is not in the catalogue"
                 )
-            rows.append(
-                {
-                    "user_id": e.user_id,
-                    "item_id": e.item_id,
-                    "timestamp": stamp,
-                    "event": e.event,
-                    "value": e.value,
-                    "query": e.query,
-                }
-            )
+            rows.append(Event(user, item, stamp, e.event, e.value, query))
             request_ids.append(e.request_id)
-        frame = pd.DataFrame(
-            rows, columns=["user_id", "item_id", "timestamp", "event", "value", "query"]
-        )
-        done = engine.add_events(frame, searches, request_ids, idempotency_key=key)
+        done = engine.add_events(rows, searches, request_ids, idempotency_key=key)
         return EventsOut(
             added=done.write.added,
             duplicates=done.write.duplicates,
@@ -429,6 +429,10 @@ def create_app(
         engine.rollback()
         return engine.describe()
 
+    @app.head("/health", include_in_schema=False)
+    def health_probe() -> Response:  # load balancers probe with HEAD
+        return Response(status_code=200)
+
     @app.get("/health", response_model=HealthOut, responses=_errors())
     def health() -> HealthOut:
         snap = engine.snapshot
@@ -460,6 +464,14 @@ def create_app(
         return FileResponse(STATIC / "index.html")
 
     return app
+
+
+class ErrorResponse(JSONResponse):
+    """An error's JSON, all ASCII: a message that quotes the caller's input (even a lone
+    surrogate, which UTF-8 cannot encode) always renders."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 def _item_out(item: RecommendedItem) -> RecommendedItemOut:

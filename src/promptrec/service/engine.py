@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import secrets
 import socket
@@ -32,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from promptrec.data.dataset import Dataset, UserHistory
-from promptrec.data.store import SERIES_SECONDS, EventWrite, Impression, Store
+from promptrec.data.store import SERIES_SECONDS, Event, EventWrite, Impression, Store
 from promptrec.encoders import CachedEncoder, load_encoder
 from promptrec.errors import ConfigError, DataError
 from promptrec.recommender import Recommendation, Recommender
@@ -43,6 +44,7 @@ from promptrec.service.registry import ModelRegistry
 log = logging.getLogger("promptrec.service")
 
 FEEDBACK_EVENTS = ("click", "cart", "purchase")  # attributed to the list they answer
+MAX_PENDING_LISTS = 100_000  # served lists held while the store cannot take them
 ATTRIBUTION_WINDOW = 3600.0  # a click without request id counts for a list shown this recently
 SEARCH_CONTEXT = 1800.0  # a search this recent is the live query when the request has none
 REGISTRY = "registry"
@@ -153,11 +155,12 @@ class LiveLog:
         with self._lock:
             self._events, self._searches = events, latest
 
-    def add(self, events: pd.DataFrame, searches: Sequence[tuple[str, str, float]]) -> None:
-        rows = events[["user_id", "item_id", "timestamp", "event", "value", "query"]]
+    def add(self, events: Sequence[Event], searches: Sequence[tuple[str, str, float]]) -> None:
         with self._lock:
-            for user, item, stamp, kind, value, query in rows.itertuples(index=False):
-                entry = _Entry(item, float(stamp), kind, float(value), query)
+            for user, item, stamp, kind, value, query in events:
+                entry = _Entry(
+                    item, float(stamp), kind, math.nan if value is None else value, query
+                )
                 history = self._events[user]
                 if history and history[-1].timestamp > entry.timestamp:  # late arrival
                     pos = len(history)
@@ -218,6 +221,7 @@ class _ImpressionLog:
         self.keep_seconds = keep_seconds  # older lists are gone from the store: ignored here too
         self._pending: list[Impression] = []
         self._flushing = threading.Lock()  # held while a batch moves from pending to stored
+        self.dropped = 0  # lists dropped while the store could not take them
         self._recent: OrderedDict[str, deque[Impression]] = OrderedDict()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -227,6 +231,9 @@ class _ImpressionLog:
     def add(self, impression: Impression) -> None:
         with self._lock:
             self._pending.append(impression)
+            if len(self._pending) > MAX_PENDING_LISTS:  # the store is down: keep the newest
+                self.dropped += len(self._pending) - MAX_PENDING_LISTS
+                del self._pending[: len(self._pending) - MAX_PENDING_LISTS]
             recent = self._recent.setdefault(impression.user_id, deque(maxlen=20))
             recent.appendleft(impression)
             self._recent.move_to_end(impression.user_id)
@@ -260,6 +267,11 @@ class _ImpressionLog:
         with self._lock:
             self._recent.pop(user_id, None)
             self._pending = [i for i in self._pending if i.user_id != user_id]
+
+    def flushing(self) -> threading.Lock:
+        """Held while a batch moves from memory to the store (hold it to keep one from
+        moving)."""
+        return self._flushing
 
     def flush(self) -> None:
         with self._flushing:  # readers of the counts see a batch either pending or stored
@@ -597,8 +609,7 @@ class Engine:
             data = self.store.dataset(pending={item_id: fields})
             snap, version = self._build(data, None)
             if fields is None:
-                self.store.delete_item(item_id)
-                changed = True
+                changed = self.store.delete_item(item_id)
             else:
                 changed = self.store.upsert_item(item_id, fields)
             self._publish(snap, version, started)
@@ -679,7 +690,7 @@ class Engine:
 
     def add_events(
         self,
-        events: pd.DataFrame,
+        events: Sequence[Event],
         searches: Sequence[tuple[str, str, float]] = (),
         request_ids: Sequence[str | None] = (),
         *,
@@ -699,12 +710,13 @@ class Engine:
         attributions: dict[int, str] = {}
         unknown = 0
         now = time.time()
-        for row, (user, item, kind) in enumerate(
-            zip(events["user_id"], events["item_id"], events["event"], strict=True)
-        ):
+        lists: dict[tuple[str, str], Impression | None] = {}  # one lookup per quoted list
+        for row, (user, item, _, kind, _, _) in enumerate(events):
             rid = request_ids[row] if row < len(request_ids) else None
             if rid is not None:
-                imp = self.impressions.find(rid, str(user))
+                if (rid, user) not in lists:
+                    lists[rid, user] = self.impressions.find(rid, str(user))
+                imp = lists[rid, user]
                 if imp is not None and imp.user_id == str(user):
                     if kind in FEEDBACK_EVENTS and str(item) in imp.items:
                         attributions[row] = rid
@@ -719,10 +731,7 @@ class Engine:
             events, searches=searches, attributions=attributions, idempotency_key=idempotency_key
         )
         if not result.replayed:
-            added = events.iloc[list(result.added_rows)]
-            from promptrec.data.readers import events_from_frame
-
-            self.live.add(events_from_frame(added) if len(added) else added, searches)
+            self.live.add([events[row] for row in result.added_rows], searches)
         attributed = sum(1 for row in result.added_rows if row in attributions)
         return EventsAdded(result, attributed, unknown)
 
@@ -741,8 +750,11 @@ class Engine:
 
     def forget_user(self, user_id: str) -> dict[str, int] | None:
         """Forget a user everywhere (store, live history, recent lists); None if unknown."""
-        self.impressions.forget(user_id)
-        counts = self.store.delete_user(user_id)
+        # no batch of served lists may be on its way to the store meanwhile: it could write
+        # this user's lists back after they were deleted
+        with self.impressions.flushing():
+            self.impressions.forget(user_id)
+            counts = self.store.delete_user(user_id)
         known = self.live.forget(user_id)
         if not known and not any(counts.values()):
             return None

@@ -68,7 +68,12 @@ class StoreCollector(Collector):
         )
         for table, n in sorted(self.engine.pruned.items()):
             pruned.add_metric([table], n)
-        yield from (shown, clicks, ctr, conversion, skipped, pruned)
+        dropped = CounterMetricFamily(
+            "promptrec_dropped_lists",
+            "Served lists dropped from memory while the store could not take them",
+            value=self.engine.impressions.dropped,
+        )
+        yield from (shown, clicks, ctr, conversion, skipped, pruned, dropped)
 
 
 class Metrics:
@@ -153,6 +158,8 @@ class ObserveRequests:
                     }
                 )
                 await send({"type": "http.response.body", "body": _ERROR})
+        if not answered and scope.get("promptrec.disconnected"):
+            status = 499  # the client left before sending its whole request: not our error
         seconds = time.perf_counter() - started
         route = _route(scope)
         method = scope.get("method", "")

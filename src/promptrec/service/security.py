@@ -16,8 +16,9 @@ class ApiKeys:
 
     * writes (events, catalogue, forget, models) always need a key;
     * user data (``/users``, ``/users/{id}/history``, and ``/recommend`` with ``explain`` or
-      ``reasons``, whose explanations quote the user's own history) need one unless
-      ``public_user_data``;
+      ``reasons``, whose explanations quote the user's own history, or ``keep_seen``, which
+      shows it) need one unless ``public_user_data``; without one, ``/recommend`` does not
+      echo a query it took from the user's stored searches;
     * other reads (``/recommend``, ``/items``, ``/metrics``, ``/model``, the dashboard) need
       one only with ``protect_reads``. ``/health`` and the pages never do.
 
@@ -72,6 +73,13 @@ class ApiKeys:
         if not self.public_user_data:
             self.check(request)
 
+    def may_read_user_data(self, request: Request) -> bool:
+        """Whether this request may see user data (a valid key, or user data is public)."""
+        if self.public_user_data:
+            return True
+        given = self._given(request)
+        return given is not None and any(hmac.compare_digest(given, k) for k in self.keys)
+
 
 class BodyLimit:
     """Reject request bodies over ``max_bytes`` with 413, declared or streamed (ASGI).
@@ -98,6 +106,7 @@ class BodyLimit:
         while True:
             message = await receive()
             if message["type"] != "http.request":  # the client went away: nothing to serve
+                scope["promptrec.disconnected"] = True
                 return
             body = message.get("body", b"")
             size += len(body)
