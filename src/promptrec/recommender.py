@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from promptrec.data.dataset import Dataset, UserHistory
 from promptrec.encoders import Encoder
@@ -27,8 +28,16 @@ from promptrec.explain import Explanation, explain_items
 from promptrec.prompts.items import ItemPrompter
 from promptrec.prompts.users import UserPrompt
 from promptrec.retrieval.filters import Filters
+from promptrec.retrieval.index import IndexConfig, VectorIndex, cached_index
 from promptrec.retrieval.topk import top_k
-from promptrec.scorers import SCORERS, PromptScorer, Scorer, TextSpace, make_scorer
+from promptrec.scorers import (
+    SCORERS,
+    PromptScorer,
+    Scorer,
+    TextSpace,
+    VectorScorer,
+    make_scorer,
+)
 from promptrec.scorers.base import NotFittedError
 
 log = logging.getLogger("promptrec")
@@ -71,6 +80,7 @@ class _Fitted:
     scorer: Scorer
     histories: dict[str, UserHistory] = field(default_factory=dict)
     labels: list[str] = field(default_factory=list)
+    index: VectorIndex | None = None  # for a vector scorer: what lists are ranked through
 
 
 class Recommender:
@@ -84,6 +94,9 @@ class Recommender:
         item_template: item template (domain name or .j2 path; None picks by columns).
         max_tokens: user prompt token budget (None: the encoder's limit).
         scorer: a ready scorer (e.g. a trained model); overrides ``strategy``.
+        index: how a vector scorer's lists are searched (:class:`IndexConfig`: exact up to
+            100k items, an approximate HNSW graph above, by default). Evaluation always scores
+            every item exactly.
     """
 
     def __init__(
@@ -94,6 +107,7 @@ class Recommender:
         item_template: str | None = None,
         max_tokens: int | None = None,
         scorer: Scorer | None = None,
+        index: IndexConfig | None = None,
     ) -> None:
         if scorer is None and strategy != "auto" and strategy not in SCORERS:
             raise ConfigError(f"unknown strategy '{strategy}': choose from auto, {list(SCORERS)}")
@@ -106,6 +120,7 @@ class Recommender:
         self._space: TextSpace | None = getattr(scorer, "space", None)
         self._fitted: _Fitted | None = None
         self.selection: dict[str, float] | None = None
+        self.index_config = index or IndexConfig()
 
     # ------------------------------------------------------------------ fitting
     def _text_space(self) -> TextSpace:
@@ -129,7 +144,10 @@ class Recommender:
             scorer = self._make(name).fit(data)
         self.strategy = scorer.name
         histories = {h.user_id: h for h in data.histories()}
-        self._fitted = _Fitted(data, scorer, histories)
+        index = None
+        if isinstance(scorer, VectorScorer) and scorer.ranks_by_vectors:
+            index = cached_index(scorer.item_vectors, self.index_config, progress=progress)
+        self._fitted = _Fitted(data, scorer, histories, index=index)
         return self
 
     def _select(self, data: Dataset, *, progress: bool) -> str:
@@ -197,10 +215,9 @@ class Recommender:
         if n < 1:
             raise ConfigError(f"n must be at least 1, got {n}")
         st = self._state()
-        scores = st.scorer.score(histories)
         allowed = filters.mask(st.data) if filters is not None else None
         exclude = [h.items for h in histories] if exclude_seen else None
-        idx, best = top_k(scores, n, exclude=exclude, allowed=allowed)
+        idx, best = self._rank(histories, n, exclude, allowed)
         prompts: list[UserPrompt | None] = [None] * len(histories)
         if isinstance(st.scorer, PromptScorer):
             prompts = list(st.scorer.prompts(histories))
@@ -215,11 +232,60 @@ class Recommender:
         """Lists for every user in the fitted log, streamed in batches (seen items excluded)."""
         st = self._state()
         histories = list(st.histories.values())
-        for start, scores in st.scorer.score_batches(histories, progress=progress, desc="users"):
-            batch = histories[start : start + len(scores)]
-            idx, best = top_k(scores, n, exclude=[h.items for h in batch])
-            for row, h in enumerate(batch):
-                yield self._assemble(h, idx[row], best[row], None, False)
+        if st.index is None:
+            batches = st.scorer.score_batches(histories, progress=progress, desc="users")
+            for start, scores in batches:
+                batch = histories[start : start + len(scores)]
+                idx, best = top_k(scores, n, exclude=[h.items for h in batch])
+                for row, h in enumerate(batch):
+                    yield self._assemble(h, idx[row], best[row], None, False)
+            return
+        with tqdm(total=len(histories), disable=not progress, desc="users", unit="user") as bar:
+            for start in range(0, len(histories), batch_size):
+                batch = histories[start : start + batch_size]
+                idx, best = self._rank(batch, n, [h.items for h in batch], None)
+                for row, h in enumerate(batch):
+                    yield self._assemble(h, idx[row], best[row], None, False)
+                bar.update(len(batch))
+
+    def _rank(
+        self,
+        histories: Sequence[UserHistory],
+        n: int,
+        exclude: list[np.ndarray] | None,
+        allowed: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n`` best item indices and scores per history: through the index for a vector
+        scorer (cold users get the most popular items), else from every item's score."""
+        st = self._state()
+        if st.index is None:
+            return top_k(st.scorer.score(histories), n, exclude=exclude, allowed=allowed)
+        scorer = st.scorer
+        assert isinstance(scorer, VectorScorer)
+        users = scorer.user_vectors(histories)
+        warm = users.any(axis=1)
+        idx = np.full((len(histories), n), -1, dtype=np.int64)
+        best = np.full((len(histories), n), -np.inf, dtype=np.float32)
+        if warm.any():
+            rows = np.flatnonzero(warm)
+            found, found_scores = st.index.search(
+                users[rows],
+                n,
+                exclude=None if exclude is None else [exclude[r] for r in rows],
+                allowed=allowed,
+            )
+            idx[rows], best[rows] = found, found_scores
+        if (~warm).any():
+            rows = np.flatnonzero(~warm)
+            pop = scorer.popularity / max(float(scorer.popularity.max()), 1.0)
+            found, found_scores = top_k(
+                np.broadcast_to(pop, (len(rows), len(pop))).copy(),
+                n,
+                exclude=None if exclude is None else [exclude[r] for r in rows],
+                allowed=allowed,
+            )
+            idx[rows], best[rows] = found, found_scores
+        return idx, best
 
     def _assemble(
         self,

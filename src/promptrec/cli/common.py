@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -57,6 +57,31 @@ EncoderOpt = Annotated[
         "name or path.",
     ),
 ]
+IndexOpt = Annotated[
+    str,
+    typer.Option(
+        "--index",
+        help="How lists are searched: 'exact', 'hnsw' (approximate, for large catalogues), or "
+        "'auto' (exact up to 200,000 items).",
+    ),
+]
+EfSearchOpt = Annotated[
+    int,
+    typer.Option(
+        "--ef-search",
+        min=1,
+        help="HNSW beam width per query: higher finds more of the true top items, slower.",
+    ),
+]
+
+
+def index_config(kind: str, ef_search: int) -> Any:
+    """The :class:`~promptrec.retrieval.index.IndexConfig` of the --index options."""
+    from promptrec.retrieval.index import IndexConfig
+
+    return IndexConfig(kind=kind, ef_search=ef_search)  # type: ignore[arg-type]
+
+
 TemplateOpt = Annotated[
     str | None,
     typer.Option(

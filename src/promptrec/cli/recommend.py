@@ -12,12 +12,15 @@ from promptrec.cli.common import (
     CatalogOpt,
     DataOpt,
     DbOpt,
+    EfSearchOpt,
     EncoderOpt,
     EncodingOpt,
     EventsOpt,
+    IndexOpt,
     TemplateOpt,
     UnknownOpt,
     echo,
+    index_config,
     load_data,
     setup,
 )
@@ -70,6 +73,8 @@ def recommend(
     explain: Annotated[bool, typer.Option("--explain/--no-explain")] = True,
     encoder: EncoderOpt = "default",
     item_template: TemplateOpt = None,
+    index: IndexOpt = "auto",
+    ef_search: EfSearchOpt = 256,
     unknown_items: UnknownOpt = "drop",
     encoding: EncodingOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -88,15 +93,16 @@ def recommend(
     filters = Filters(
         categories=category, price_min=price_min, price_max=price_max, allow=allow, deny=deny
     )
+    searched = index_config(index, ef_search)
     dataset = load_data(data, catalog, events, db, unknown_items=unknown_items, encoding=encoding)
     if model is not None:
         from promptrec.train.trained import load_model
 
-        rec = Recommender(scorer=load_model(model)).fit(dataset, progress=True)
+        rec = Recommender(scorer=load_model(model), index=searched).fit(dataset, progress=True)
     else:
-        rec = Recommender(strategy, encoder=encoder, item_template=item_template).fit(
-            dataset, progress=True
-        )
+        rec = Recommender(
+            strategy, encoder=encoder, item_template=item_template, index=searched
+        ).fit(dataset, progress=True)
     if rec.selection:
         chosen = ", ".join(f"{n} {v:.4f}" for n, v in rec.selection.items())
         typer.echo(f"strategy auto: validation NDCG@10 {chosen} -> {rec.strategy}", err=True)

@@ -14,10 +14,13 @@ import typer
 from promptrec.cli.common import (
     CatalogOpt,
     DataOpt,
+    EfSearchOpt,
     EncoderOpt,
     EventsOpt,
+    IndexOpt,
     TemplateOpt,
     echo,
+    index_config,
     load_data,
     setup,
 )
@@ -129,6 +132,8 @@ def serve(
     ] = None,
     encoder: EncoderOpt = "default",
     item_template: TemplateOpt = None,
+    index: IndexOpt = "auto",
+    ef_search: EfSearchOpt = 256,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Serve recommendations over HTTP: /recommend, /events, /items, /users, /metrics, a web
@@ -148,6 +153,9 @@ def serve(
     # thread per core, 8 concurrent clients got 91 requests/s instead of 513 (known users,
     # amazon-beauty, 2 cores)
     threadpool_limits(1)
+    import faiss  # an HNSW search is one thread too (building one uses every core)
+
+    faiss.omp_set_num_threads(1)
     if "PROMPTREC_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)
     keys = list(api_key or [])
@@ -187,6 +195,7 @@ def serve(
         else None,
         owner=owner,
         flush_seconds=flush_seconds,
+        index=index_config(index, ef_search),
     )
     engine = Engine(store, config)
     engine.start_polling()

@@ -1,26 +1,256 @@
-"""The retrieval contract: a vector index answering top-K inner-product queries.
+"""The retrieval contract: a vector index answering top-K inner-product queries over items.
 
-:class:`ExactIndex` is brute force on normalised vectors (exact, fine to ~1M items on a CPU in
-batches). Approximate indexes (faiss, hnswlib) and vector databases implement the same two
-methods.
+Every vector scorer (the text strategies, the trained models) ranks through it, in the service
+and in batch: user vectors in, the ``k`` best item keys out, with the user's history excluded
+and filters applied with their exact meaning.
+
+* :class:`ExactIndex`: brute force with BLAS, exact; the choice for small catalogues.
+* :class:`HNSWIndex`: an approximate HNSW graph (faiss), for large catalogues; about a
+  millisecond a query at a million items.
+
+:func:`build_index` picks one by catalogue size (:class:`IndexConfig`). Keys are item
+positions in the catalogue (``0..n-1``); :meth:`VectorIndex.add` appends items at the next
+keys, :meth:`VectorIndex.remove` retires keys (never reused), so a key always names the same
+item.
+
+Exclusions and filters keep their exact meaning on an approximate index: candidates are
+fetched with room for the excluded items, filtered, and fetched again wider while fewer than
+``k`` survive; a filter that keeps few items is answered exactly over just those items.
 """
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from promptrec.errors import ConfigError
 from promptrec.retrieval.topk import top_k
+
+IndexKind = Literal["auto", "exact", "hnsw"]
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How items are searched.
+
+    Attributes:
+        kind: ``exact``, ``hnsw``, or ``auto``: exact up to ``auto_threshold`` items, HNSW
+            above.
+        auto_threshold: the catalogue size where ``auto`` switches to HNSW. Exact search of
+            200k 384-d items takes about 13 ms a query on one core, HNSW under 1 ms; but an
+            exact index needs no building, and a catalogue change rebuilds the graph.
+        m: HNSW links per node (memory: about ``2 * m * 4`` bytes per item beside the vector).
+        ef_construction: HNSW build-time beam width (higher: better graph, slower build).
+        ef_search: HNSW query-time beam width (higher: better recall, slower queries); never
+            less than the number of candidates asked for. Chosen on 30k product-like vectors:
+            recall@10 0.943 at 128 (0.22 ms a query), 0.988 at 256 (0.33 ms), 0.998 at 512.
+        exact_below: a filter keeping at most this many items is answered exactly over them.
+    """
+
+    kind: IndexKind = "auto"
+    auto_threshold: int = 200_000
+    m: int = 32
+    ef_construction: int = 100
+    ef_search: int = 256
+    exact_below: int = 20_000
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("auto", "exact", "hnsw"):
+            raise ConfigError(f"index kind must be auto, exact or hnsw, not {self.kind!r}")
+        for name in ("auto_threshold", "m", "ef_construction", "ef_search", "exact_below"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"index setting {name} must be at least 1")
+
+    def resolve(self, n_items: int) -> Literal["exact", "hnsw"]:
+        if self.kind == "auto":
+            return "hnsw" if n_items > self.auto_threshold else "exact"
+        return self.kind
 
 
 class VectorIndex(ABC):
-    """Top-K by inner product over item vectors."""
+    """Top-K by inner product over item vectors, keyed by item position.
+
+    Subclasses give :meth:`candidates` (the approximate best keys of live items per query);
+    :meth:`search` adds exclusions and filters with their exact meaning.
+    """
+
+    config: IndexConfig
+
+    def __init__(self, dim: int, config: IndexConfig | None = None) -> None:
+        self.dim = int(dim)
+        self.config = config or IndexConfig()
+        self._alive = np.zeros(0, dtype=bool)
+        self._lock = ReadWriteLock()  # searches share it; add and remove take it alone
+
+    # ------------------------------------------------------------------ contents
+    def __len__(self) -> int:
+        """Items that can be found (added and not removed)."""
+        return int(self._alive.sum())
+
+    @property
+    def size(self) -> int:
+        """Keys handed out so far (removed ones included): the next key is ``size``."""
+        return len(self._alive)
+
+    @property
+    def alive(self) -> np.ndarray:
+        """``[size]`` bool: which keys can be found."""
+        return self._alive
+
+    def add(self, vectors: np.ndarray) -> np.ndarray:
+        """Add items; returns their keys (``size``, ``size + 1``...)."""
+        vectors = _rows(vectors, self.dim)
+        with self._lock.writing():
+            keys = np.arange(self.size, self.size + len(vectors), dtype=np.int64)
+            self._add(vectors)
+            self._alive = np.concatenate([self._alive, np.ones(len(vectors), dtype=bool)])
+        return keys
+
+    def remove(self, keys: Sequence[int] | np.ndarray) -> None:
+        """Retire keys: they are never returned again (nor reused)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        if len(keys) and (keys.min() < 0 or keys.max() >= self.size):
+            raise KeyError(f"keys out of range 0..{self.size - 1}")
+        with self._lock.writing():
+            alive = self._alive.copy()
+            alive[keys] = False
+            self._alive = alive
+            self._removed(keys)
 
     @abstractmethod
+    def _add(self, vectors: np.ndarray) -> None: ...
+
+    def _removed(self, keys: np.ndarray) -> None:  # noqa: B027 (optional hook)
+        """Called after keys were retired (an index may drop them from its structures)."""
+
+    @abstractmethod
+    def vectors(self, keys: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``keys``, ``[len(keys), dim]``."""
+
+    @abstractmethod
+    def candidates(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(keys, scores)``, ``[n_queries, n]``: the (approximately) best live items per
+        query, best first; ``-1`` and ``-inf`` pad rows with fewer."""
+
+    # ------------------------------------------------------------------ search
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        exclude: Sequence[np.ndarray] | None = None,
+        allowed: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(keys, scores)`` of the ``k`` best live items per query, best first.
+
+        Args:
+            queries: ``[n_queries, dim]`` (one row per user).
+            k: how many; rows with fewer eligible items are padded with ``-1`` / ``-inf``.
+            exclude: per query, keys never to return (the user's history).
+            allowed: ``[size]`` bool mask of eligible keys (filters).
+        """
+        queries = _rows(queries, self.dim)
+        with self._lock.reading():
+            eligible = self._alive if allowed is None else self._alive & _mask(allowed, self.size)
+            n_eligible = int(eligible.sum())
+            keys = np.full((len(queries), k), -1, dtype=np.int64)
+            scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+            if n_eligible == 0 or k < 1:
+                return keys, scores
+            if allowed is not None and n_eligible <= self.config.exact_below:
+                # a narrow filter: exact over the items it keeps
+                subset = np.flatnonzero(eligible)
+                sub_scores = queries @ self.vectors(subset).T
+                position = np.full(self.size, -1, dtype=np.int64)
+                position[subset] = np.arange(len(subset))
+                sub_exclude = None
+                if exclude is not None:
+                    sub_exclude = [position[np.asarray(e, dtype=np.int64)] for e in exclude]
+                    sub_exclude = [e[e >= 0] for e in sub_exclude]
+                idx, best = top_k(sub_scores, k, exclude=sub_exclude)
+                keys[:] = np.where(idx >= 0, subset[np.maximum(idx, 0)], -1)
+                return keys, best.astype(np.float32)
+            for row, query in enumerate(queries):
+                banned = None if exclude is None else np.asarray(exclude[row], dtype=np.int64)
+                keys[row], scores[row] = self._search_one(query, k, banned, eligible, n_eligible)
+        return keys, scores
+
+    def _search_one(
+        self,
+        query: np.ndarray,
+        k: int,
+        banned: np.ndarray | None,
+        eligible: np.ndarray,
+        n_eligible: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Fetch candidates with room for the banned items, keep the eligible ones, and widen
+        while fewer than ``k`` are left and more items could qualify."""
+        ok = eligible
+        if banned is not None and len(banned):
+            ok = eligible.copy()
+            ok[banned[(banned >= 0) & (banned < self.size)]] = False
+        wanted = min(k, int(ok.sum()))
+        n = k + (0 if banned is None else len(banned))
+        while True:
+            n = min(n, len(self))
+            found, found_scores = self.candidates(query[None, :], n)
+            found, found_scores = found[0], found_scores[0]
+            valid = found >= 0
+            keep = valid.copy()
+            keep[valid] = ok[found[valid]]
+            if keep.sum() >= wanted or n >= len(self):
+                break
+            # how widely to look again: as many more as the share of candidates kept says
+            share = max(keep.sum() / max(valid.sum(), 1), n_eligible / max(len(self), 1), 1e-3)
+            n = int(min(len(self), max(2 * n, n + (wanted - keep.sum()) / share * 1.5)))
+        out_keys = np.full(k, -1, dtype=np.int64)
+        out_scores = np.full(k, -np.inf, dtype=np.float32)
+        chosen = found[keep][:k]
+        out_keys[: len(chosen)] = chosen
+        out_scores[: len(chosen)] = found_scores[keep][:k]
+        return out_keys, out_scores
+
+    # ------------------------------------------------------------------ persistence
+    @abstractmethod
+    def save(self, path: str | Path) -> Path:
+        """Write the index to ``path`` (a folder); :func:`load_index` reads it back."""
+
+
+class ExactIndex(VectorIndex):
+    """Brute-force inner product (numpy BLAS): exact, linear in the number of items."""
+
+    def __init__(self, vectors: np.ndarray | None = None, config: IndexConfig | None = None):
+        vectors = np.zeros((0, 0), np.float32) if vectors is None else vectors
+        super().__init__(np.asarray(vectors).shape[1], config)
+        self._vectors = np.zeros((0, self.dim), dtype=np.float32)
+        if len(vectors):
+            self.add(vectors)
+
+    def _add(self, vectors: np.ndarray) -> None:
+        # the first batch is kept as given (read only: never changed in place), later ones
+        # make a new array
+        self._vectors = (
+            vectors if not len(self._vectors) else np.concatenate([self._vectors, vectors])
+        )
+
+    def vectors(self, keys: np.ndarray) -> np.ndarray:
+        return self._vectors[keys]
+
     def scores(self, queries: np.ndarray) -> np.ndarray:
-        """Inner products, ``[n_queries, n_items]``."""
+        """Inner products with every key (removed ones too), ``[n_queries, size]``."""
+        return _rows(queries, self.dim) @ self._vectors.T
+
+    def candidates(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        scores = self.scores(queries)
+        return top_k(scores, n, allowed=self._alive)
 
     def search(
         self,
@@ -30,15 +260,232 @@ class VectorIndex(ABC):
         exclude: Sequence[np.ndarray] | None = None,
         allowed: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(indices, scores)`` of the ``k`` best items per query, best first."""
-        return top_k(self.scores(queries), k, exclude=exclude, allowed=allowed)
+        with self._lock.reading():
+            eligible = self._alive if allowed is None else self._alive & _mask(allowed, self.size)
+            return top_k(self.scores(queries), k, exclude=exclude, allowed=eligible)
+
+    def save(self, path: str | Path) -> Path:
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        np.save(out / "vectors.npy", self._vectors)
+        np.save(out / "alive.npy", self._alive)
+        _write_kind(out, "exact", self.config)
+        return out
 
 
-class ExactIndex(VectorIndex):
-    """Brute-force inner product (numpy BLAS)."""
+class HNSWIndex(VectorIndex):
+    """An approximate HNSW graph over inner products (faiss ``IndexHNSWFlat``).
 
-    def __init__(self, vectors: np.ndarray) -> None:
-        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    Removed keys stay in the graph (HNSW cannot drop nodes) and are skipped during the search
+    itself (an id selector), so they never take a candidate's place.
+    """
 
-    def scores(self, queries: np.ndarray) -> np.ndarray:
-        return np.asarray(queries, dtype=np.float32) @ self.vectors.T
+    def __init__(
+        self,
+        vectors: np.ndarray | None = None,
+        config: IndexConfig | None = None,
+        *,
+        dim: int | None = None,
+        progress: bool = False,
+    ) -> None:
+        faiss = _faiss()
+        self.progress = progress  # a progress bar while items are added
+        dim = np.asarray(vectors).shape[1] if vectors is not None else dim
+        super().__init__(dim, config)
+        self._index = faiss.IndexHNSWFlat(self.dim, self.config.m, faiss.METRIC_INNER_PRODUCT)
+        self._index.hnsw.efConstruction = self.config.ef_construction
+        self._selector = None  # of the live keys, when some were removed
+        if vectors is not None and len(vectors):
+            self.add(vectors)
+
+    def _add(self, vectors: np.ndarray) -> None:
+        step = 20_000
+        with tqdm(
+            total=len(vectors), disable=not self.progress, desc="HNSW index", unit="item"
+        ) as bar:
+            for start in range(0, len(vectors), step):
+                self._index.add(vectors[start : start + step])
+                bar.update(min(step, len(vectors) - start))
+
+    def _removed(self, keys: np.ndarray) -> None:
+        faiss = _faiss()
+        self._bits = np.packbits(self._alive, bitorder="little")
+        self._selector = faiss.IDSelectorBitmap(self.size, faiss.swig_ptr(self._bits))
+
+    def vectors(self, keys: np.ndarray) -> np.ndarray:
+        faiss = _faiss()
+        storage = faiss.downcast_index(self._index.storage)
+        flat = faiss.rev_swig_ptr(storage.get_xb(), self.size * self.dim)
+        return np.asarray(flat).reshape(self.size, self.dim)[keys]
+
+    def candidates(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        faiss = _faiss()
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = max(self.config.ef_search, n)
+        if self._selector is not None:
+            params.sel = self._selector
+        scores, keys = self._index.search(_rows(queries, self.dim), n, params=params)
+        scores = np.where(keys >= 0, scores, -np.inf).astype(np.float32)
+        return keys.astype(np.int64), scores
+
+    def save(self, path: str | Path) -> Path:
+        faiss = _faiss()
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        faiss.write_index(self._index, str(out / "hnsw.faiss"))
+        np.save(out / "alive.npy", self._alive)
+        _write_kind(out, "hnsw", self.config)
+        return out
+
+    @classmethod
+    def _read(cls, path: Path, config: IndexConfig) -> HNSWIndex:
+        faiss = _faiss()
+        graph = faiss.read_index(str(path / "hnsw.faiss"))
+        index = cls(config=config, dim=graph.d)
+        index._index = graph
+        alive = np.load(path / "alive.npy")
+        if len(alive) != graph.ntotal:
+            raise ConfigError(f"{path}: {graph.ntotal} vectors but {len(alive)} keys")
+        index._alive = alive
+        if not alive.all():
+            index._removed(np.flatnonzero(~alive))
+        return index
+
+
+class ReadWriteLock:
+    """Many readers at once, or one writer (writers waiting go first)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._waiting = 0
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._cond:
+            while self._writing or self._waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            while self._writing or self._readers:
+                self._cond.wait()
+            self._waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+
+def build_index(vectors: np.ndarray, config: IndexConfig | None = None) -> VectorIndex:
+    """An index over ``vectors`` (keys ``0..n-1``): exact or HNSW as ``config`` says."""
+    config = config or IndexConfig()
+    vectors = _rows(vectors, np.asarray(vectors).shape[1])
+    if config.resolve(len(vectors)) == "hnsw":
+        return HNSWIndex(vectors, config)
+    return ExactIndex(vectors, config)
+
+
+def cached_index(
+    vectors: np.ndarray,
+    config: IndexConfig | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+) -> VectorIndex:
+    """:func:`build_index`, with an HNSW graph kept on disk by the hash of the vectors and
+    settings: a restart over the same catalogue loads it (seconds) instead of building it
+    (minutes at a million items). An exact index needs no building and is never cached."""
+    config = config or IndexConfig()
+    vectors = _rows(vectors, np.asarray(vectors).shape[1])
+    if config.resolve(len(vectors)) == "exact":
+        return ExactIndex(vectors, config)
+    import dataclasses
+    import hashlib
+    import os
+    import shutil
+
+    from promptrec.encoders.cache import default_cache_dir
+
+    digest = hashlib.sha1(vectors.tobytes())
+    digest.update(repr((vectors.shape, dataclasses.astuple(config))).encode())
+    root = Path(cache_dir) if cache_dir else default_cache_dir() / "indexes"
+    folder = root / digest.hexdigest()
+    if (folder / "index.json").exists():
+        try:
+            return load_index(folder)
+        except Exception:  # a damaged or partial copy: build it again
+            shutil.rmtree(folder, ignore_errors=True)
+    index = HNSWIndex(vectors, config, progress=progress)
+    partial = root / f".{folder.name}.{os.getpid()}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    index.save(partial)
+    try:
+        partial.rename(folder)  # atomic: readers see a whole index or none
+    except OSError:  # another process saved it first
+        shutil.rmtree(partial, ignore_errors=True)
+    return index
+
+
+def load_index(path: str | Path) -> VectorIndex:
+    """An index written by :meth:`VectorIndex.save`."""
+    import json
+
+    folder = Path(path)
+    meta_file = folder / "index.json"
+    if not meta_file.exists():
+        raise ConfigError(f"{folder}: not a saved index (no index.json)")
+    meta = json.loads(meta_file.read_text())
+    config = IndexConfig(**meta["config"])
+    if meta["kind"] == "hnsw":
+        return HNSWIndex._read(folder, config)
+    vectors = np.load(folder / "vectors.npy")
+    index = ExactIndex(vectors, config)
+    index._alive = np.load(folder / "alive.npy")
+    return index
+
+
+def _write_kind(folder: Path, kind: str, config: IndexConfig) -> None:
+    import dataclasses
+    import json
+
+    meta = {"kind": kind, "config": dataclasses.asdict(config)}
+    (folder / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _rows(vectors: np.ndarray, dim: int) -> np.ndarray:
+    rows = np.ascontiguousarray(vectors, dtype=np.float32)
+    if rows.ndim != 2 or (len(rows) and rows.shape[1] != dim):
+        raise ValueError(f"expected vectors of shape [n, {dim}], got {rows.shape}")
+    return rows
+
+
+def _mask(allowed: np.ndarray, size: int) -> np.ndarray:
+    allowed = np.asarray(allowed, dtype=bool)
+    if len(allowed) > size:
+        raise ValueError(f"the filter mask has {len(allowed)} entries for {size} keys")
+    if len(allowed) < size:  # items added after the mask was made are not allowed
+        allowed = np.concatenate([allowed, np.zeros(size - len(allowed), dtype=bool)])
+    return allowed
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError as exc:  # pragma: no cover - faiss-cpu is a dependency
+        raise ConfigError("the HNSW index needs faiss: pip install faiss-cpu") from exc
+    return faiss

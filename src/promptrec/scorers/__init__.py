@@ -18,6 +18,7 @@ from promptrec.scorers.text import (
     PromptScorer,
     TextSpace,
 )
+from promptrec.scorers.vector import VectorScorer
 
 BASELINES = ("popularity", "itemknn", "mean-of-items")
 SCORERS = (*BASELINES, *STRATEGIES, "multi-interest")
@@ -33,6 +34,7 @@ __all__ = [
     "SCORERS",
     "Scorer",
     "TextSpace",
+    "VectorScorer",
     "make_scorer",
 ]
 

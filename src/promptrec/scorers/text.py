@@ -20,8 +20,8 @@ from promptrec.encoders import Encoder, load_encoder, normalise
 from promptrec.errors import ConfigError
 from promptrec.prompts.items import ItemPrompter
 from promptrec.prompts.users import PromptCatalog, PromptStrategy, UserPrompt, get_strategy
-from promptrec.scorers.base import Scorer
-from promptrec.scorers.popularity import item_counts, popular_for_cold_users
+from promptrec.scorers.popularity import item_counts
+from promptrec.scorers.vector import VectorScorer
 
 
 class TextSpace:
@@ -51,7 +51,7 @@ class TextSpace:
         return self
 
 
-class _TextScorer(Scorer):
+class _TextScorer(VectorScorer):
     uses_text = True
 
     def __init__(self, space: TextSpace | None = None, *, query_weight: float = 1.0) -> None:
@@ -68,14 +68,6 @@ class _TextScorer(Scorer):
     @property
     def item_vectors(self) -> np.ndarray:
         return self.space.vectors
-
-    def user_vectors(self, histories: Sequence[UserHistory]) -> np.ndarray:
-        """``[len(histories), dim]``; a zero row for a user with no history and no query."""
-        raise NotImplementedError
-
-    def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:
-        users = self.user_vectors(histories)
-        return popular_for_cold_users(users @ self.item_vectors.T, users, self.popularity)
 
 
 class MeanOfItemsScorer(_TextScorer):
@@ -134,6 +126,7 @@ class MultiInterestScorer(MeanOfItemsScorer):
     """
 
     name = "multi-interest"
+    ranks_by_vectors = False  # an item scores by its best cluster, not one inner product
 
     def __init__(
         self,

@@ -38,6 +38,7 @@ from promptrec.encoders import CachedEncoder, load_encoder
 from promptrec.errors import ConfigError, DataError
 from promptrec.recommender import Recommendation, Recommender
 from promptrec.retrieval.filters import Filters
+from promptrec.retrieval.index import IndexConfig
 from promptrec.scorers import SCORERS, TextSpace, make_scorer
 from promptrec.service.registry import ModelRegistry
 
@@ -359,6 +360,8 @@ class EngineConfig:
     flush_seconds: float = 0.25
     #: who this engine is, written beside the store's service lock (for a second one's message)
     owner: str = ""
+    #: how the vector arms' lists are searched (exact, or an approximate HNSW graph)
+    index: IndexConfig = field(default_factory=IndexConfig)
 
 
 class Engine:
@@ -547,11 +550,11 @@ class Engine:
     def _serve_arm(self, arm: ArmSpec, data: Dataset, version: str | None) -> ServedArm:
         if arm.source in SCORERS:
             scorer = make_scorer(arm.source, self._space())
-            rec = Recommender(scorer=scorer).fit(data)
+            rec = Recommender(scorer=scorer, index=self.config.index).fit(data)
             return ServedArm(arm.name, rec, "zero-shot", arm.source)
         path = self.registry.path(version) if arm.source == REGISTRY else Path(arm.source)  # type: ignore[union-attr]
         scorer = self._model(path)
-        rec = Recommender(scorer=scorer).fit(data)
+        rec = Recommender(scorer=scorer, index=self.config.index).fit(data)
         return ServedArm(arm.name, rec, path.name, scorer.name)
 
     def _build(self, data: Dataset, version: str | None) -> tuple[Snapshot, str | None]:

@@ -34,6 +34,7 @@ from promptrec.prompts.templates import TEMPLATE_DIR
 from promptrec.scorers.base import Scorer
 from promptrec.scorers.popularity import item_counts, popular_for_cold_users
 from promptrec.scorers.text import TextSpace
+from promptrec.scorers.vector import VectorScorer
 from promptrec.train.config import TrainConfig
 from promptrec.train.model import TwoTowerModel
 from promptrec.train.sequences import last_items
@@ -58,7 +59,7 @@ def log_fingerprint(data: Dataset) -> str:
     return h.hexdigest()
 
 
-class TrainedScorer(Scorer):
+class TrainedScorer(VectorScorer):
     """Scores with a trained :class:`TwoTowerModel`.
 
     :meth:`fit` does not train (see :class:`~promptrec.train.trainer.Trainer`): it binds the
@@ -128,7 +129,10 @@ class TrainedScorer(Scorer):
         return self.item_vectors_.numpy()
 
     # ------------------------------------------------------------------ scoring
-    def user_vectors(self, histories: Sequence[UserHistory]) -> torch.Tensor:
+    def user_vectors(self, histories: Sequence[UserHistory]) -> np.ndarray:
+        return self._user_tensors(histories).numpy()
+
+    def _user_tensors(self, histories: Sequence[UserHistory]) -> torch.Tensor:
         seqs = torch.from_numpy(last_items(histories, self.model.users.max_len))
         with torch.no_grad():
             users = self.model.scoring(self.model.user_vectors(self.input_vectors_, seqs))
@@ -141,7 +145,7 @@ class TrainedScorer(Scorer):
         return users
 
     def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:
-        users = self.user_vectors(histories)
+        users = self._user_tensors(histories)
         scores = (users @ self.item_vectors_.T).numpy()
         return popular_for_cold_users(scores, users.numpy(), self.popularity)
 

@@ -1,0 +1,47 @@
+"""Vector scorers: an item's score is the inner product of a user vector and its item vector.
+
+The text strategies and the trained models are vector scorers. Besides the dense
+:meth:`~promptrec.scorers.base.Scorer.score` (every item, for evaluation), they expose their
+vectors, so that recommendations rank through a
+:class:`~promptrec.retrieval.index.VectorIndex` (exact or approximate) instead of scoring every
+item: the :class:`~promptrec.recommender.Recommender` does so for them.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+
+from promptrec.data.dataset import UserHistory
+from promptrec.scorers.base import Scorer
+from promptrec.scorers.popularity import popular_for_cold_users
+
+
+class VectorScorer(Scorer):
+    """A scorer whose scores are ``user_vectors(histories) @ item_vectors.T``; a user whose
+    vector is all zeros (no history, no query) gets the most popular items instead.
+
+    Attributes:
+        ranks_by_vectors: False for a subclass whose scores are not that inner product (it
+            keeps the vectors for other uses, and is ranked densely).
+        popularity: interactions per item in the fitted log (for cold users).
+    """
+
+    ranks_by_vectors: ClassVar[bool] = True
+    popularity: np.ndarray
+
+    @property
+    @abstractmethod
+    def item_vectors(self) -> np.ndarray:
+        """``[n_items, dim]`` float32, in catalogue order."""
+
+    @abstractmethod
+    def user_vectors(self, histories: Sequence[UserHistory]) -> np.ndarray:
+        """``[len(histories), dim]`` float32; a zero row for a user with nothing to go on."""
+
+    def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:
+        users = self.user_vectors(histories)
+        return popular_for_cold_users(users @ self.item_vectors.T, users, self.popularity)

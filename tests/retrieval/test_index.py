@@ -1,0 +1,142 @@
+"""The retrieval contract: exact and approximate (HNSW) indexes agree, exclusions and filters
+keep their exact meaning on both, items come and go one at a time, and indexes persist."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from promptrec.recommender import Recommender
+from promptrec.retrieval import Filters
+from promptrec.retrieval.index import (
+    ExactIndex,
+    HNSWIndex,
+    IndexConfig,
+    build_index,
+    cached_index,
+    load_index,
+)
+
+HNSW = IndexConfig(kind="hnsw")
+
+
+def product_like(n: int, dim: int = 64, seed: int = 0) -> np.ndarray:
+    """Vectors with the structure of text embeddings: each item is the normalised sum of a few
+    words' vectors, words drawn from a Zipf-like vocabulary (items that share words are near)."""
+    rng = np.random.default_rng(seed)
+    words = rng.normal(size=(3000, dim)).astype(np.float32)
+    weights = 1 / np.arange(1, 3001) ** 0.8
+    picks = rng.choice(3000, size=(n, 5), p=weights / weights.sum())
+    vectors = words[picks].sum(axis=1)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def recall(found: np.ndarray, exact: np.ndarray) -> float:
+    return float(
+        np.mean([len(set(f) & set(e)) / len(e) for f, e in zip(found, exact, strict=True)])
+    )
+
+
+@pytest.fixture(scope="module")
+def vectors() -> np.ndarray:
+    return product_like(30_000)
+
+
+@pytest.fixture(scope="module")
+def queries(vectors) -> np.ndarray:
+    rng = np.random.default_rng(1)
+    q = vectors[rng.integers(0, len(vectors), 200)] + 0.3 * rng.normal(size=(200, 64))
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def hnsw(vectors) -> HNSWIndex:
+    return HNSWIndex(vectors, HNSW)
+
+
+def test_hnsw_recall_against_exact(vectors, queries, hnsw) -> None:
+    exact, exact_scores = ExactIndex(vectors).search(queries, 10)
+    found, scores = hnsw.search(queries, 10)
+    assert recall(found, exact) >= 0.95
+    # scores are the true inner products of the keys found, best first
+    true = np.einsum("qd,qkd->qk", queries, vectors[found])
+    assert np.allclose(scores, true, atol=1e-4)
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)
+
+
+def test_exclusions_and_filters_keep_their_exact_meaning(vectors, queries, hnsw) -> None:
+    rng = np.random.default_rng(2)
+    exact = ExactIndex(vectors)
+    # each user's history: 30 of the items nearest to them (the hardest to leave out)
+    near, _ = exact.search(queries, 40)
+    exclude = [row[rng.permutation(40)[:30]] for row in near]
+    for share in (0.5, 0.05, 0.002):  # broad, selective, and narrow enough for exact search
+        allowed = rng.random(len(vectors)) < share
+        want, _ = exact.search(queries, 10, exclude=exclude, allowed=allowed)
+        got, got_scores = hnsw.search(queries, 10, exclude=exclude, allowed=allowed)
+        for row, keys in enumerate(got):
+            keys = keys[keys >= 0]
+            assert allowed[keys].all() and not set(keys) & set(exclude[row])
+            assert len(keys) == min(
+                10, int(allowed.sum()) - np.isin(exclude[row], np.flatnonzero(allowed)).sum()
+            )
+        assert recall(got, want) >= 0.95, share
+
+
+def test_items_are_added_and_removed_one_at_a_time(vectors) -> None:
+    for index in (ExactIndex(vectors[:1000]), HNSWIndex(vectors[:1000], HNSW)):
+        new = vectors[5000:5003]
+        keys = index.add(new)
+        assert list(keys) == [1000, 1001, 1002] and len(index) == 1003
+        found, scores = index.search(new, 1)
+        assert list(found[:, 0]) == [1000, 1001, 1002]
+        assert np.allclose(scores[:, 0], 1.0, atol=1e-5)
+        index.remove([1001, 3])
+        found, _ = index.search(np.stack([vectors[5001], vectors[3]]), 5)
+        assert not {1001, 3} & set(found.ravel())
+        assert len(index) == 1001 and index.size == 1003
+        assert list(index.add(vectors[6000:6001])) == [1003]  # keys are never reused
+        with pytest.raises(KeyError):
+            index.remove([5000])
+
+
+def test_indexes_persist_and_the_graph_is_built_once(vectors, queries, tmp_path) -> None:
+    index = HNSWIndex(vectors[:5000], HNSW)
+    index.remove([7])
+    for saved in (index, ExactIndex(vectors[:5000])):
+        back = load_index(saved.save(tmp_path / type(saved).__name__))
+        assert type(back) is type(saved) and len(back) == len(saved)
+        assert np.array_equal(back.search(queries, 10)[0], saved.search(queries, 10)[0])
+    started = time.perf_counter()
+    first = cached_index(vectors, HNSW, cache_dir=tmp_path / "cache")
+    built = time.perf_counter() - started
+    started = time.perf_counter()
+    again = cached_index(vectors, HNSW, cache_dir=tmp_path / "cache")
+    loaded = time.perf_counter() - started
+    assert isinstance(again, HNSWIndex) and loaded < built / 3
+    assert np.array_equal(first.search(queries, 10)[0], again.search(queries, 10)[0])
+    assert isinstance(build_index(vectors[:100]), ExactIndex)  # auto: small is exact
+    assert isinstance(build_index(vectors, IndexConfig(auto_threshold=1000)), HNSWIndex)
+
+
+def test_recommendations_through_the_approximate_index(beauty_slice) -> None:
+    """The same lists as exact ranking on real MiniLM vectors, filters and seen items kept."""
+    exact = Recommender("mean-of-items", index=IndexConfig(kind="exact")).fit(beauty_slice)
+    approx = Recommender("mean-of-items", index=HNSW).fit(beauty_slice)
+    users = list(beauty_slice.user_ids[:60]) + ["nobody"]
+    nails = Filters(categories=["Nails"])
+    for filters in (None, nails, Filters(price_max=10)):
+        want = exact.recommend(users, 10, filters=filters)
+        got = approx.recommend(users, 10, filters=filters)
+        overlap = [
+            len(set(a.item_ids) & set(b.item_ids)) / 10 for a, b in zip(got, want, strict=True)
+        ]
+        assert np.mean(overlap) >= 0.95, filters
+        for rec in got:
+            seen = set(beauty_slice.item_ids[approx.history(rec.user_id).items])
+            assert not seen & set(rec.item_ids)
+    assert got[-1].item_ids == want[-1].item_ids  # a cold user: the most popular items
+    everyone = {r.user_id: r.item_ids for r in approx.recommend_all(10)}
+    assert len(everyone) == len(beauty_slice.user_ids)
