@@ -400,3 +400,21 @@ def test_a_prompt_strategy_rebuilds_the_prompt_from_fresh_events(store, make_cli
     plain = client.get("/recommend", params={"user_id": user}).json()
     assert plain["prompt"] is None  # the prompt is shown with explain only
     engine.close()
+
+
+def test_the_item_template_is_fixed_per_catalogue(store, make_client) -> None:
+    """An item with an unusual field (an article's topic in a shop) never re-templates the
+    rest (the columns alone would now say 'article')."""
+    engine, client = make_client(store)
+    try:
+        space = engine.snapshot.arms["main"].recommender.scorer.space
+        assert space.template_name == "item_product" == store.meta("item_template")
+        before = dict(zip(engine.snapshot.data.item_ids, space.texts, strict=True))
+        odd = {"title": "How to choose a shampoo", "topic": "hair care"}
+        assert client.put("/items/guide-1", json=odd, headers=AUTH).status_code == 200
+        space = engine.snapshot.arms["main"].recommender.scorer.space
+        assert space.template_name == "item_product"
+        after = dict(zip(engine.snapshot.data.item_ids, space.texts, strict=True))
+        assert all(after[i] == text for i, text in before.items())
+    finally:
+        engine.close()

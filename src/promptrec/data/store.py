@@ -336,18 +336,29 @@ def _column(values: list[Any]) -> Any:
 
 def _stored_item(item_id: Any, text: Any) -> dict[str, Any] | None:
     """A stored item row's fields, or None when the row cannot be served (hand-edited, or
-    written by a promptrec that did not check values): it is then skipped."""
+    written by a promptrec that did not check values): it is then skipped.
+
+    Rows are checked at write time; here, at every read of a catalogue of any size, only what
+    could stop serving is looked at (the full check only where the JSON spells a surrogate):
+    a bad id, JSON that is not an object, a top-level number outside 64 bits or not finite."""
     try:
-        if not isinstance(item_id, str) or not isinstance(text, str):
+        if not isinstance(item_id, str) or not isinstance(text, str) or not item_id.strip():
             return None
-        check_id(item_id, "item_id")
         fields = json.loads(text)
         if not isinstance(fields, dict):
             return None
-        check_fields(fields)
+        if _SURROGATE_ESCAPE.search(text):
+            check_fields(fields)
+        for value in fields.values():
+            if type(value) is int or type(value) is float:  # noqa: E721 (not bool)
+                if number_problem(value) is not None:
+                    return None
         return fields
     except (ValueError, RecursionError):
         return None
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _items_frame(rows: Sequence[tuple[str, str]]) -> tuple[pd.DataFrame, list[str]]:
@@ -380,13 +391,19 @@ def _events_frame(rows: Sequence[tuple]) -> tuple[pd.DataFrame, int]:
         return frame, 0
     stamps = pd.to_numeric(frame["timestamp"], errors="coerce").astype("float64")
     values = pd.to_numeric(frame["value"], errors="coerce").astype("float64")
-    ids_ok = frame["user_id"].map(_is_id) & frame["item_id"].map(_is_id)
-    keep = (ids_ok & np.isfinite(stamps)).to_numpy(dtype=bool)
+    ids_ok = _each_unique(frame["user_id"], _is_id) & _each_unique(frame["item_id"], _is_id)
+    keep = ids_ok & np.isfinite(stamps.to_numpy())
     frame["timestamp"], frame["value"] = stamps, values.where(np.isfinite(values))
-    frame["event"] = frame["event"].where(frame["event"].map(_is_text), "interaction")
-    frame["query"] = frame["query"].where(frame["query"].map(_is_text), None)
     skipped = int((~keep).sum())
     return (frame[keep].reset_index(drop=True) if skipped else frame), skipped
+
+
+def _each_unique(column: pd.Series, check: Any) -> np.ndarray:
+    """``check`` of each row's value, computed once per distinct value (a log of millions of
+    events has far fewer users and items)."""
+    uniques = pd.unique(column.to_numpy(dtype=object))
+    good = {value for value in uniques if check(value)}
+    return column.isin(good).to_numpy(dtype=bool)
 
 
 def _is_id(value: Any) -> bool:

