@@ -578,7 +578,12 @@ class Engine:
             # a catalogue change keeps the version served; only a swap changes it
             version = version or self._registry_version or self.registry.active
         arms = {a.name: self._serve_arm(a, data, version) for a in self.config.arms}
-        item_facets(data)  # the filters' per-item labels, ready before the first request
+        # what the first request would otherwise compute: the filters' per-item labels, the
+        # items' display titles, the id map
+        item_facets(data)
+        for arm in arms.values():
+            arm.recommender._labels()
+        data.item_index  # noqa: B018 (a cached property: built now)
         self._generation += 1
         skipped = dict(self.store.skipped)
         return Snapshot(data, arms, time.time(), self._generation, skipped), version
