@@ -61,8 +61,9 @@ IndexOpt = Annotated[
     str,
     typer.Option(
         "--index",
-        help="How lists are searched: 'exact', 'hnsw' (approximate, for large catalogues), or "
-        "'auto' (exact up to 200,000 items).",
+        help="How lists are searched: 'exact', 'hnsw' (approximate, for large catalogues), "
+        "'milvus' (a Milvus collection: give --milvus-uri), or 'auto' (exact up to 200,000 "
+        "items, HNSW above).",
     ),
 ]
 EfSearchOpt = Annotated[
@@ -75,11 +76,23 @@ EfSearchOpt = Annotated[
 ]
 
 
-def index_config(kind: str, ef_search: int) -> Any:
+MilvusUriOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--milvus-uri",
+        help="With --index milvus: a file for the embedded milvus-lite, or a server URI "
+        "(http://host:19530). Needs pip install 'promptrec[milvus]'.",
+    ),
+]
+
+
+def index_config(kind: str, ef_search: int, milvus_uri: str | None = None) -> Any:
     """The :class:`~promptrec.retrieval.index.IndexConfig` of the --index options."""
     from promptrec.retrieval.index import IndexConfig
 
-    return IndexConfig(kind=kind, ef_search=ef_search)  # type: ignore[arg-type]
+    if milvus_uri is not None and kind != "milvus":
+        raise ConfigError("--milvus-uri goes with --index milvus")
+    return IndexConfig(kind=kind, ef_search=ef_search, milvus_uri=milvus_uri)  # type: ignore[arg-type]
 
 
 TemplateOpt = Annotated[

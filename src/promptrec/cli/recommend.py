@@ -17,6 +17,7 @@ from promptrec.cli.common import (
     EncodingOpt,
     EventsOpt,
     IndexOpt,
+    MilvusUriOpt,
     TemplateOpt,
     UnknownOpt,
     echo,
@@ -75,6 +76,7 @@ def recommend(
     item_template: TemplateOpt = None,
     index: IndexOpt = "auto",
     ef_search: EfSearchOpt = 256,
+    milvus_uri: MilvusUriOpt = None,
     unknown_items: UnknownOpt = "drop",
     encoding: EncodingOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -93,7 +95,7 @@ def recommend(
     filters = Filters(
         categories=category, price_min=price_min, price_max=price_max, allow=allow, deny=deny
     )
-    searched = index_config(index, ef_search)
+    searched = index_config(index, ef_search, milvus_uri)
     dataset = load_data(data, catalog, events, db, unknown_items=unknown_items, encoding=encoding)
     if model is not None:
         from promptrec.train.trained import load_model

@@ -18,6 +18,7 @@ from promptrec.cli.common import (
     EncoderOpt,
     EventsOpt,
     IndexOpt,
+    MilvusUriOpt,
     TemplateOpt,
     echo,
     index_config,
@@ -134,6 +135,7 @@ def serve(
     item_template: TemplateOpt = None,
     index: IndexOpt = "auto",
     ef_search: EfSearchOpt = 256,
+    milvus_uri: MilvusUriOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Serve recommendations over HTTP: /recommend, /events, /items, /users, /metrics, a web
@@ -195,7 +197,7 @@ def serve(
         else None,
         owner=owner,
         flush_seconds=flush_seconds,
-        index=index_config(index, ef_search),
+        index=index_config(index, ef_search, milvus_uri),
     )
     engine = Engine(store, config)
     engine.start_polling()

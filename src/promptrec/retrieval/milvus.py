@@ -1,0 +1,239 @@
+"""A Milvus collection behind the retrieval contract, for catalogues that outgrow one process.
+
+:class:`MilvusIndex` keeps item vectors in a Milvus collection (``id``: the item key,
+``vector``: inner-product search) through ``pymilvus``. The same code takes a file path, served
+by the embedded ``milvus-lite`` (what the tests use), or a server URI
+(``http://host:19530``). A user's history and narrow filters travel with the query as a
+boolean expression on ``id``, so Milvus never returns them; broad filters are applied by
+fetching more, as for every index.
+
+Install with ``pip install "promptrec[milvus]"``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from promptrec.errors import ConfigError
+from promptrec.retrieval.index import IndexConfig, VectorIndex, _mask, _rows, _write_kind
+
+MAX_LIMIT = 16_384  # the most results Milvus returns for one query
+_BATCH = 5_000
+
+
+class MilvusIndex(VectorIndex):
+    """Items in a Milvus collection (see the module docstring).
+
+    Args:
+        uri: a file path (embedded milvus-lite) or a server URI; default: the config's.
+        collection: the collection name; default: the config's. An existing collection of
+            the same name is replaced when ``vectors`` are given, and reused when not.
+        vectors: items to add at keys ``0..n-1``.
+        dim: the vector size, when no vectors are given.
+        transient: drop the collection once no index object of this process uses it any
+            more (never at exit): what :func:`cached_collection` gives a serving snapshot,
+            whose collection is replaced when the catalogue changes.
+    """
+
+    def __init__(
+        self,
+        vectors: np.ndarray | None = None,
+        config: IndexConfig | None = None,
+        *,
+        uri: str | None = None,
+        collection: str | None = None,
+        dim: int | None = None,
+        transient: bool = False,
+    ) -> None:
+        config = config or IndexConfig(kind="milvus")
+        dim = np.asarray(vectors).shape[1] if vectors is not None else dim
+        if dim is None:
+            raise ConfigError("a Milvus index needs vectors or their dimension")
+        super().__init__(dim, config)
+        self.uri = uri or config.milvus_uri
+        if not self.uri:
+            raise ConfigError("a Milvus index needs a URI: a file path or http://host:19530")
+        self.collection = collection or config.milvus_collection
+        self._client = _client(self.uri)
+        if transient:
+            _USERS.hold(self)
+        if vectors is not None:
+            if self._client.has_collection(self.collection):
+                self._client.drop_collection(self.collection)
+            self._client.create_collection(
+                self.collection, dimension=self.dim, metric_type="IP", auto_id=False
+            )
+            if len(vectors):
+                self.add(vectors)
+
+    def _add(self, vectors: np.ndarray) -> None:
+        first = self.size
+        for start in range(0, len(vectors), _BATCH):
+            chunk = vectors[start : start + _BATCH]
+            rows = [
+                {"id": int(first + start + i), "vector": row.tolist()}
+                for i, row in enumerate(chunk)
+            ]
+            self._client.insert(self.collection, rows)
+
+    def _removed(self, keys: np.ndarray) -> None:
+        for start in range(0, len(keys), _BATCH):
+            self._client.delete(self.collection, ids=[int(k) for k in keys[start : start + _BATCH]])
+
+    def vectors(self, keys: np.ndarray) -> np.ndarray:
+        rows = self._client.get(
+            self.collection, ids=[int(k) for k in keys], output_fields=["vector"]
+        )
+        found = {int(r["id"]): r["vector"] for r in rows}
+        return np.array([found[int(k)] for k in keys], dtype=np.float32).reshape(
+            len(keys), self.dim
+        )
+
+    def candidates(
+        self, queries: np.ndarray, n: int, expression: str = ""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        queries = _rows(queries, self.dim)
+        n = min(n, MAX_LIMIT)
+        keys = np.full((len(queries), n), -1, dtype=np.int64)
+        scores = np.full((len(queries), n), -np.inf, dtype=np.float32)
+        if n < 1:
+            return keys, scores
+        hits = self._client.search(
+            self.collection, data=queries.tolist(), limit=n, filter=expression, output_fields=[]
+        )
+        for row, found in enumerate(hits):
+            for col, hit in enumerate(found[:n]):
+                keys[row, col] = int(hit["id"])
+                scores[row, col] = float(hit["distance"])
+        return keys, scores
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        exclude: Sequence[np.ndarray] | None = None,
+        allowed: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`VectorIndex.search`; the history and a narrow filter are sent to Milvus
+        as an expression, a broad filter is applied to candidates fetched with room for it."""
+        queries = _rows(queries, self.dim)
+        keys = np.full((len(queries), k), -1, dtype=np.int64)
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        with self._lock.reading():
+            eligible = self._alive if allowed is None else self._alive & _mask(allowed, self.size)
+            n_eligible = int(eligible.sum())
+            if n_eligible == 0 or k < 1:
+                return keys, scores
+            narrow = allowed is not None and n_eligible <= self.config.exact_below
+            inside = f"id in {np.flatnonzero(eligible).tolist()}" if narrow else ""
+            for row, query in enumerate(queries):
+                banned = [] if exclude is None else [int(b) for b in exclude[row] if b >= 0]
+                terms = [t for t in (inside, f"id not in {banned}" if banned else "") if t]
+                expression = " and ".join(terms)
+                n = k
+                while True:
+                    found, found_scores = self.candidates(query[None, :], n, expression)
+                    found, found_scores = found[0], found_scores[0]
+                    valid = found >= 0
+                    keep = valid.copy()
+                    keep[valid] = eligible[found[valid]]
+                    exhausted = valid.sum() < n or n >= min(len(self), MAX_LIMIT)
+                    if keep.sum() >= k or exhausted:
+                        break
+                    n = min(MAX_LIMIT, len(self), 4 * n)
+                chosen = found[keep][:k]
+                keys[row, : len(chosen)] = chosen
+                scores[row, : len(chosen)] = found_scores[keep][:k]
+        return keys, scores
+
+    def save(self, path: str | Path) -> Path:
+        """Milvus keeps the vectors; the folder records where, and which keys are live."""
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        self._client.flush(self.collection)
+        np.save(out / "alive.npy", self._alive)
+        _write_kind(out, "milvus", self.config)
+        meta = json.loads((out / "index.json").read_text())
+        meta.update(uri=self.uri, collection=self.collection, dim=self.dim)
+        (out / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
+        return out
+
+    @classmethod
+    def _read(cls, path: Path, meta: dict[str, Any], config: IndexConfig) -> MilvusIndex:
+        index = cls(config=config, uri=meta["uri"], collection=meta["collection"], dim=meta["dim"])
+        if not index._client.has_collection(index.collection):
+            raise ConfigError(f"{path}: the Milvus collection {index.collection!r} is gone")
+        index._alive = np.load(path / "alive.npy")
+        return index
+
+
+def cached_collection(vectors: np.ndarray, config: IndexConfig, digest: str) -> MilvusIndex:
+    """The collection of these vectors (named by their ``digest``): reused when it exists
+    (a restart over the same catalogue inserts nothing), filled when not. It is dropped when
+    no snapshot of this process uses it any more, so a changed catalogue leaves no copy."""
+    name = f"{config.milvus_collection}_{digest[:16]}"
+    client = _client(config.milvus_uri or "")
+    if client.has_collection(name):
+        stats = client.get_collection_stats(name)
+        if int(stats.get("row_count", -1)) == len(vectors):
+            index = MilvusIndex(
+                config=config, collection=name, dim=vectors.shape[1], transient=True
+            )
+            index._alive = np.ones(len(vectors), dtype=bool)
+            return index
+    return MilvusIndex(vectors, config, collection=name, transient=True)
+
+
+class _Users:
+    """Which index objects of this process use each transient collection; the last one to
+    be garbage-collected drops it (not at exit: a restart reuses it)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._count: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def hold(self, index: MilvusIndex) -> None:
+        import weakref
+
+        key = (index.uri, index.collection)
+        with self._lock:
+            self._count[key] = self._count.get(key, 0) + 1
+        done = weakref.finalize(index, self._release, key, index._client)
+        done.atexit = False
+
+    def _release(self, key: tuple[str, str], client: Any) -> None:
+        with self._lock:
+            self._count[key] -= 1
+            last = self._count[key] == 0
+            if last:
+                del self._count[key]
+        if last:
+            try:
+                client.drop_collection(key[1])
+            except Exception:  # a server gone meanwhile: nothing left to clean here
+                pass
+
+
+_USERS = _Users()
+
+
+def _client(uri: str) -> Any:
+    try:
+        from pymilvus import MilvusClient
+    except ImportError as exc:
+        raise ConfigError(
+            "the Milvus index needs pymilvus (and milvus-lite for a local file): "
+            "pip install 'promptrec[milvus]'"
+        ) from exc
+    try:
+        return MilvusClient(uri)
+    except Exception as exc:  # the client's own errors: an unreachable server, a bad file
+        raise ConfigError(f"cannot open Milvus at {uri}: {' '.join(str(exc).split())}") from exc
