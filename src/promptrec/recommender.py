@@ -95,7 +95,7 @@ class Recommender:
         max_tokens: user prompt token budget (None: the encoder's limit).
         scorer: a ready scorer (e.g. a trained model); overrides ``strategy``.
         index: how a vector scorer's lists are searched (:class:`IndexConfig`: exact up to
-            100k items, an approximate HNSW graph above, by default). Evaluation always scores
+            200k items, an approximate HNSW graph above, by default). Evaluation always scores
             every item exactly.
     """
 
@@ -232,17 +232,11 @@ class Recommender:
         """Lists for every user in the fitted log, streamed in batches (seen items excluded)."""
         st = self._state()
         histories = list(st.histories.values())
-        if st.index is None:
-            batches = st.scorer.score_batches(histories, progress=progress, desc="users")
-            for start, scores in batches:
-                batch = histories[start : start + len(scores)]
-                idx, best = top_k(scores, n, exclude=[h.items for h in batch])
-                for row, h in enumerate(batch):
-                    yield self._assemble(h, idx[row], best[row], None, False)
-            return
+        # the scorer's own batch size where it has one (prompt strategies encode 2,048 at once)
+        step = max(batch_size, st.scorer.batch_size)
         with tqdm(total=len(histories), disable=not progress, desc="users", unit="user") as bar:
-            for start in range(0, len(histories), batch_size):
-                batch = histories[start : start + batch_size]
+            for start in range(0, len(histories), step):
+                batch = histories[start : start + step]
                 idx, best = self._rank(batch, n, [h.items for h in batch], None)
                 for row, h in enumerate(batch):
                     yield self._assemble(h, idx[row], best[row], None, False)

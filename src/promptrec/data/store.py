@@ -734,8 +734,8 @@ class Store:
                 )
                 found = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
                 if int(found[0]) < SCHEMA_VERSION:  # an older store: its new tables were made
-                    if int(found[0]) < 3:
-                        self._count_stored_lists(db)
+                    if int(found[0]) < 3:  # fill the online counts from the stored lists
+                        self._recount(db, "", (), 1)
                     db.execute(
                         "UPDATE meta SET value = ? WHERE key = 'schema_version'",
                         (str(SCHEMA_VERSION),),
@@ -1067,7 +1067,7 @@ class Store:
         transaction. Returns how many rows of each were removed."""
         uid = str(user_id)
         with self._write() as db:
-            self._uncount_user(db, uid)
+            self._recount(db, "WHERE i.user_id = ?", (uid,), -1)  # their share of the counts
             attributions = db.execute(
                 "DELETE FROM attributions WHERE request_id IN "
                 "(SELECT request_id FROM impressions WHERE user_id = ?) OR event_key IN "
@@ -1156,7 +1156,11 @@ class Store:
         return Impression(*rows[0][:5], tuple(json.loads(rows[0][5])), rows[0][6]) if rows else None
 
     def online_stats(
-        self, *, bucket_seconds: float | None = None, since: float | None = None
+        self,
+        *,
+        bucket_seconds: float | None = None,
+        since: float | None = None,
+        unwritten: Sequence[Impression] = (),
     ) -> list[dict[str, Any]]:
         """Served lists and the events attributed to them per arm, model version and strategy
         (and per time bucket of ``bucket_seconds`` when given, from ``since`` on):
@@ -1166,10 +1170,13 @@ class Store:
         Read from counts kept as lists are served and clicked, so the cost does not grow with
         the number of stored lists, and the counts outlive the lists' retention. A bucket is
         the time the list was served; buckets are at least ``SERIES_SECONDS`` wide.
+
+        ``unwritten`` are lists served but not stored yet (the service's buffer): they count as
+        served, bucketed as if stored (their feedback, if any, flushed them first).
         """
         counts = "SUM(impressions), SUM(clicks), SUM(carts), SUM(purchases)"
-        if bucket_seconds:
-            size = max(float(bucket_seconds), SERIES_SECONDS)
+        size = max(float(bucket_seconds), SERIES_SECONDS) if bucket_seconds else None
+        if size is not None:
             when = self._db.bucket("bucket", size)
             sql = f"SELECT {_ONLINE_KEY}, {when} AS b, {counts} FROM online_series"
             params: tuple = ()
@@ -1180,6 +1187,19 @@ class Store:
             rows = self._read(
                 f"SELECT {_ONLINE_KEY}, NULL, {counts} FROM online_totals GROUP BY {_ONLINE_KEY}"
             )
+        if unwritten:
+            merged = {
+                (a, v, s, None if b is None else float(b)): [int(x or 0) for x in n]
+                for a, v, s, b, *n in rows
+            }
+            for imp in unwritten:
+                minute = imp.at // SERIES_SECONDS * SERIES_SECONDS  # as online_series keeps it
+                if since is not None and size is not None and minute < since // size * size:
+                    continue
+                bucket = None if size is None else minute // size * size
+                key = (imp.arm, imp.model_version, imp.strategy, bucket)
+                merged.setdefault(key, [0, 0, 0, 0])[0] += 1
+            rows = [(*key, *n) for key, n in merged.items()]
         # sorted here, not in SQL: the same order (by code point) whatever the database collation
         rows = sorted(rows, key=lambda r: (r[3] is not None, r[3] or 0.0, r[0], r[1], r[2]))
         out = []
@@ -1392,14 +1412,6 @@ class Store:
                 ).fetchall()
             ]
             self._count(db, _COUNTED[event], lists)
-
-    def _uncount_user(self, db: _Backend, user_id: str) -> None:
-        """Take a user's stored lists (and their clicks, carts, purchases) out of the counts."""
-        self._recount(db, "WHERE i.user_id = ?", (user_id,), -1)
-
-    def _count_stored_lists(self, db: _Backend) -> None:
-        """Fill the online counts from the lists already stored (a store from before them)."""
-        self._recount(db, "", (), 1)
 
     def _recount(
         self, db: _Backend, where: str, params: tuple, sign: int, *, lists: bool = True

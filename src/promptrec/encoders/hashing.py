@@ -36,7 +36,7 @@ class HashingEncoder(Encoder):
         self._table = np.zeros((0, self.dim), dtype=np.float32)
         self._lock = threading.Lock()
 
-    def _vectors_of(self, words: list[str]) -> np.ndarray:
+    def _rows_of(self, words: list[str]) -> np.ndarray:
         """Row indices into the word table for ``words`` (new words get their vectors)."""
         with self._lock:
             new = [w for w in dict.fromkeys(words) if w not in self._rows]
@@ -59,7 +59,7 @@ class HashingEncoder(Encoder):
         show_progress: bool = False,
     ) -> np.ndarray:
         words = [_WORD.findall(t.lower()) or [""] for t in texts]
-        rows = self._vectors_of([w for ws in words for w in ws])
+        rows = self._rows_of([w for ws in words for w in ws])
         starts = np.cumsum([0] + [len(ws) for ws in words[:-1]])
         if not len(texts):
             return np.zeros((0, self.dim), dtype=np.float32)

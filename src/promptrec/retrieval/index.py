@@ -89,9 +89,13 @@ class VectorIndex(ABC):
 
     Subclasses give :meth:`candidates` (the approximate best keys of live items per query);
     :meth:`search` adds exclusions and filters with their exact meaning.
+
+    Attributes:
+        max_candidates: the most candidates the index returns for one query (None: all).
     """
 
     config: IndexConfig
+    max_candidates: int | None = None
 
     def __init__(self, dim: int, config: IndexConfig | None = None) -> None:
         self.dim = int(dim)
@@ -145,9 +149,27 @@ class VectorIndex(ABC):
         """The stored vectors of ``keys``, ``[len(keys), dim]``."""
 
     @abstractmethod
-    def candidates(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def candidates(
+        self, queries: np.ndarray, n: int, banned: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``(keys, scores)``, ``[n_queries, n]``: the (approximately) best live items per
-        query, best first; ``-1`` and ``-inf`` pad rows with fewer."""
+        query, best first; ``-1`` and ``-inf`` pad rows with fewer. ``banned`` keys may be
+        left out by the index itself (an index that cannot is filtered afterwards)."""
+
+    def _narrow(
+        self, queries: np.ndarray, k: int, subset: np.ndarray, exclude: Sequence[np.ndarray] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best of the keys ``subset`` (a narrow filter), exactly: every one of them
+        scored from its stored vector."""
+        sub_scores = queries @ self.vectors(subset).T
+        position = np.full(self.size, -1, dtype=np.int64)
+        position[subset] = np.arange(len(subset))
+        sub_exclude = None
+        if exclude is not None:
+            sub_exclude = [position[np.asarray(e, dtype=np.int64)] for e in exclude]
+            sub_exclude = [e[e >= 0] for e in sub_exclude]
+        idx, best = top_k(sub_scores, k, exclude=sub_exclude)
+        return np.where(idx >= 0, subset[np.maximum(idx, 0)], -1), best.astype(np.float32)
 
     # ------------------------------------------------------------------ search
     def search(
@@ -175,18 +197,7 @@ class VectorIndex(ABC):
             if n_eligible == 0 or k < 1:
                 return keys, scores
             if allowed is not None and n_eligible <= self.config.exact_below:
-                # a narrow filter: exact over the items it keeps
-                subset = np.flatnonzero(eligible)
-                sub_scores = queries @ self.vectors(subset).T
-                position = np.full(self.size, -1, dtype=np.int64)
-                position[subset] = np.arange(len(subset))
-                sub_exclude = None
-                if exclude is not None:
-                    sub_exclude = [position[np.asarray(e, dtype=np.int64)] for e in exclude]
-                    sub_exclude = [e[e >= 0] for e in sub_exclude]
-                idx, best = top_k(sub_scores, k, exclude=sub_exclude)
-                keys[:] = np.where(idx >= 0, subset[np.maximum(idx, 0)], -1)
-                return keys, best.astype(np.float32)
+                return self._narrow(queries, k, np.flatnonzero(eligible), exclude)
             for row, query in enumerate(queries):
                 banned = None if exclude is None else np.asarray(exclude[row], dtype=np.int64)
                 keys[row], scores[row] = self._search_one(query, k, banned, eligible, n_eligible)
@@ -207,19 +218,20 @@ class VectorIndex(ABC):
             ok = eligible.copy()
             ok[banned[(banned >= 0) & (banned < self.size)]] = False
         wanted = min(k, int(ok.sum()))
+        most = min(len(self), self.max_candidates or len(self))
         n = k + (0 if banned is None else len(banned))
         while True:
-            n = min(n, len(self))
-            found, found_scores = self.candidates(query[None, :], n)
+            n = min(n, most)
+            found, found_scores = self.candidates(query[None, :], n, banned)
             found, found_scores = found[0], found_scores[0]
             valid = found >= 0
             keep = valid.copy()
             keep[valid] = ok[found[valid]]
-            if keep.sum() >= wanted or n >= len(self):
+            if keep.sum() >= wanted or n >= most:
                 break
             # how widely to look again: as many more as the share of candidates kept says
             share = max(keep.sum() / max(valid.sum(), 1), n_eligible / max(len(self), 1), 1e-3)
-            n = int(min(len(self), max(2 * n, n + (wanted - keep.sum()) / share * 1.5)))
+            n = int(min(most, max(2 * n, n + (wanted - keep.sum()) / share * 1.5)))
         out_keys = np.full(k, -1, dtype=np.int64)
         out_scores = np.full(k, -np.inf, dtype=np.float32)
         chosen = found[keep][:k]
@@ -257,7 +269,9 @@ class ExactIndex(VectorIndex):
         """Inner products with every key (removed ones too), ``[n_queries, size]``."""
         return _rows(queries, self.dim) @ self._vectors.T
 
-    def candidates(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def candidates(
+        self, queries: np.ndarray, n: int, banned: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         scores = self.scores(queries)
         return top_k(scores, n, allowed=self._alive)
 
@@ -327,7 +341,9 @@ class HNSWIndex(VectorIndex):
         flat = faiss.rev_swig_ptr(storage.get_xb(), self.size * self.dim)
         return np.asarray(flat).reshape(self.size, self.dim)[keys]
 
-    def candidates(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def candidates(
+        self, queries: np.ndarray, n: int, banned: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         faiss = _faiss()
         params = faiss.SearchParametersHNSW()
         params.efSearch = max(self.config.ef_search, n)
@@ -483,11 +499,11 @@ def load_index(path: str | Path) -> VectorIndex:
     return index
 
 
-def _write_kind(folder: Path, kind: str, config: IndexConfig) -> None:
+def _write_kind(folder: Path, kind: str, config: IndexConfig, **extra: object) -> None:
     import dataclasses
     import json
 
-    meta = {"kind": kind, "config": dataclasses.asdict(config)}
+    meta = {"kind": kind, "config": dataclasses.asdict(config), **extra}
     (folder / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 

@@ -4,15 +4,14 @@
 ``vector``: inner-product search) through ``pymilvus``. The same code takes a file path, served
 by the embedded ``milvus-lite`` (what the tests use), or a server URI
 (``http://host:19530``). A user's history and narrow filters travel with the query as a
-boolean expression on ``id``, so Milvus never returns them; broad filters are applied by
-fetching more, as for every index.
+boolean expression on ``id``, so Milvus never returns them (:meth:`MilvusIndex.candidates`,
+:meth:`MilvusIndex._narrow`); broad filters are applied by fetching more, as for every index.
 
 Install with ``pip install "promptrec[milvus]"``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from promptrec.errors import ConfigError
-from promptrec.retrieval.index import IndexConfig, VectorIndex, _mask, _rows, _write_kind
+from promptrec.retrieval.index import IndexConfig, VectorIndex, _rows, _write_kind
 
 MAX_LIMIT = 16_384  # the most results Milvus returns for one query
 _BATCH = 5_000
@@ -39,6 +38,8 @@ class MilvusIndex(VectorIndex):
             more (never at exit): what :func:`cached_collection` gives a serving snapshot,
             whose collection is replaced when the catalogue changes.
     """
+
+    max_candidates = MAX_LIMIT
 
     def __init__(
         self,
@@ -95,8 +96,29 @@ class MilvusIndex(VectorIndex):
         )
 
     def candidates(
-        self, queries: np.ndarray, n: int, expression: str = ""
+        self, queries: np.ndarray, n: int, banned: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
+        """The best items by Milvus; ``banned`` keys (the user's history) are left out by
+        Milvus itself, as an ``id not in [...]`` expression."""
+        return self._hits(queries, n, _id_expression("not in", banned))
+
+    def _narrow(
+        self, queries: np.ndarray, k: int, subset: np.ndarray, exclude: Sequence[np.ndarray] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A narrow filter travels with each query (``id in [...]``), with the history; no
+        vectors leave Milvus."""
+        inside = _id_expression("in", subset)
+        keys = np.full((len(queries), k), -1, dtype=np.int64)
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        for row, query in enumerate(queries):
+            banned = None if exclude is None else exclude[row]
+            outside = _id_expression("not in", banned)
+            expression = " and ".join(t for t in (inside, outside) if t)
+            found, found_scores = self._hits(query[None, :], k, expression)
+            keys[row], scores[row] = found[0], found_scores[0]
+        return keys, scores
+
+    def _hits(self, queries: np.ndarray, n: int, expression: str) -> tuple[np.ndarray, np.ndarray]:
         queries = _rows(queries, self.dim)
         n = min(n, MAX_LIMIT)
         keys = np.full((len(queries), n), -1, dtype=np.int64)
@@ -112,56 +134,15 @@ class MilvusIndex(VectorIndex):
                 scores[row, col] = float(hit["distance"])
         return keys, scores
 
-    def search(
-        self,
-        queries: np.ndarray,
-        k: int,
-        *,
-        exclude: Sequence[np.ndarray] | None = None,
-        allowed: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """As :meth:`VectorIndex.search`; the history and a narrow filter are sent to Milvus
-        as an expression, a broad filter is applied to candidates fetched with room for it."""
-        queries = _rows(queries, self.dim)
-        keys = np.full((len(queries), k), -1, dtype=np.int64)
-        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        with self._lock.reading():
-            eligible = self._alive if allowed is None else self._alive & _mask(allowed, self.size)
-            n_eligible = int(eligible.sum())
-            if n_eligible == 0 or k < 1:
-                return keys, scores
-            narrow = allowed is not None and n_eligible <= self.config.exact_below
-            inside = f"id in {np.flatnonzero(eligible).tolist()}" if narrow else ""
-            for row, query in enumerate(queries):
-                banned = [] if exclude is None else [int(b) for b in exclude[row] if b >= 0]
-                terms = [t for t in (inside, f"id not in {banned}" if banned else "") if t]
-                expression = " and ".join(terms)
-                n = k
-                while True:
-                    found, found_scores = self.candidates(query[None, :], n, expression)
-                    found, found_scores = found[0], found_scores[0]
-                    valid = found >= 0
-                    keep = valid.copy()
-                    keep[valid] = eligible[found[valid]]
-                    exhausted = valid.sum() < n or n >= min(len(self), MAX_LIMIT)
-                    if keep.sum() >= k or exhausted:
-                        break
-                    n = min(MAX_LIMIT, len(self), 4 * n)
-                chosen = found[keep][:k]
-                keys[row, : len(chosen)] = chosen
-                scores[row, : len(chosen)] = found_scores[keep][:k]
-        return keys, scores
-
     def save(self, path: str | Path) -> Path:
         """Milvus keeps the vectors; the folder records where, and which keys are live."""
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
         self._client.flush(self.collection)
         np.save(out / "alive.npy", self._alive)
-        _write_kind(out, "milvus", self.config)
-        meta = json.loads((out / "index.json").read_text())
-        meta.update(uri=self.uri, collection=self.collection, dim=self.dim)
-        (out / "index.json").write_text(json.dumps(meta, indent=2) + "\n")
+        _write_kind(
+            out, "milvus", self.config, uri=self.uri, collection=self.collection, dim=self.dim
+        )
         return out
 
     @classmethod
@@ -171,6 +152,12 @@ class MilvusIndex(VectorIndex):
             raise ConfigError(f"{path}: the Milvus collection {index.collection!r} is gone")
         index._alive = np.load(path / "alive.npy")
         return index
+
+
+def _id_expression(op: str, keys: np.ndarray | Sequence[int] | None) -> str:
+    """``id in [...]`` / ``id not in [...]`` over the valid keys, or '' when there are none."""
+    valid = [] if keys is None else [int(k) for k in keys if k >= 0]
+    return f"id {op} {valid}" if valid else ""
 
 
 def cached_collection(vectors: np.ndarray, config: IndexConfig, digest: str) -> MilvusIndex:

@@ -25,7 +25,7 @@ from pydantic import AfterValidator, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from promptrec import __version__
-from promptrec.data.limits import MAX_ID_LENGTH, MAX_QUERY_LENGTH, check_id, check_text
+from promptrec.data.limits import MAX_ID_LENGTH, MAX_QUERY_LENGTH, check_text
 from promptrec.data.store import Event
 from promptrec.errors import ConfigError, DataError, ModelError
 from promptrec.recommender import RecommendedItem
@@ -51,6 +51,8 @@ from promptrec.service.schemas import (
     RecommendedItemOut,
     UsersOut,
     ValidationErrorOut,
+    optional_text,
+    valid_id,
 )
 from promptrec.service.security import ApiKeys, BodyLimit
 
@@ -78,19 +80,8 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def _optional_text(limit: int):
-    def check(value: str | None) -> str | None:
-        return None if value is None else check_text(value, "text", max_length=limit)
-
-    return check
-
-
-def _id(value: str) -> str:
-    return check_id(value, "id")
-
-
 #: an id in a path or a query: what the store accepts (see :mod:`promptrec.data.limits`)
-PathId = Annotated[str, PathParam(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_id)]
+PathId = Annotated[str, PathParam(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(valid_id)]
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -201,11 +192,13 @@ def create_app(
     )
     def recommend(
         request: Request,
-        user_id: Annotated[str, Query(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_id)],
+        user_id: Annotated[
+            str, Query(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(valid_id)
+        ],
         q: Annotated[
             str | None,
             Query(max_length=MAX_QUERY_LENGTH, description="a live query"),
-            AfterValidator(_optional_text(MAX_QUERY_LENGTH)),
+            AfterValidator(optional_text(MAX_QUERY_LENGTH)),
         ] = None,
         k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
         category: Annotated[ListParam, Query()] = None,
@@ -289,7 +282,7 @@ def create_app(
                 max_length=MAX_IDEMPOTENCY_KEY,
                 description="a retried request with the same key is stored once",
             ),
-            AfterValidator(_optional_text(MAX_IDEMPOTENCY_KEY)),
+            AfterValidator(optional_text(MAX_IDEMPOTENCY_KEY)),
         ] = None,
     ) -> EventsOut:
         key = idempotency_key or body.idempotency_key

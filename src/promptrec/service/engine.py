@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from promptrec.data.dataset import Dataset, UserHistory
-from promptrec.data.store import SERIES_SECONDS, Event, EventWrite, Impression, Store
+from promptrec.data.store import Event, EventWrite, Impression, Store
 from promptrec.encoders import CachedEncoder, load_encoder
 from promptrec.errors import ConfigError, DataError
 from promptrec.recommender import Recommendation, Recommender
@@ -90,7 +90,6 @@ class Snapshot:
     data: Dataset
     arms: dict[str, ServedArm]
     built_at: float
-    generation: int
     skipped: dict[str, int] = field(default_factory=dict)  # store rows that cannot be served
 
 
@@ -291,43 +290,12 @@ class _ImpressionLog:
     ) -> list[dict[str, Any]]:
         """:meth:`Store.online_stats` with the lists not yet written counted in: exact at any
         moment, and no write (a scrape never waits for a disk)."""
-        with self._flushing:
-            rows = self.store.online_stats(bucket_seconds=bucket_seconds, since=since)
+        with self._flushing:  # no batch moves between the two reads
             with self._lock:
                 pending = list(self._pending)
-        if not pending:
-            return rows
-        size = max(float(bucket_seconds), SERIES_SECONDS) if bucket_seconds else None
-        keyed = {(r["arm"], r["model_version"], r["strategy"], r["bucket"]): r for r in rows}
-        for imp in pending:
-            bucket = None if size is None else imp.at // size * size
-            if since is not None and size is not None and bucket < since // size * size:
-                continue
-            key = (imp.arm, imp.model_version, imp.strategy, bucket)
-            row = keyed.get(key)
-            if row is None:
-                row = keyed[key] = {
-                    "arm": imp.arm,
-                    "model_version": imp.model_version,
-                    "strategy": imp.strategy,
-                    "bucket": bucket,
-                    **dict.fromkeys(("impressions", "clicks", "carts", "purchases"), 0),
-                }
-            row["impressions"] += 1
-        out = sorted(
-            keyed.values(),
-            key=lambda r: (
-                r["bucket"] is not None,
-                r["bucket"] or 0.0,
-                r["arm"],
-                r["model_version"],
-                r["strategy"],
-            ),
-        )
-        for row in out:
-            row["ctr"] = row["clicks"] / row["impressions"] if row["impressions"] else 0.0
-            row["conversion"] = row["purchases"] / row["impressions"] if row["impressions"] else 0.0
-        return out
+            return self.store.online_stats(
+                bucket_seconds=bucket_seconds, since=since, unwritten=pending
+            )
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -407,7 +375,6 @@ class Engine:
         # one model swap at a time (poller, activate, rollback): each reads the pointer and
         # builds inside it, so a slower swap never lands on top of a newer one
         self._swap_lock = threading.Lock()
-        self._generation = 0
         self._item_template = self.config.item_template
         self._snapshot: Snapshot | None = None
         self._stop = threading.Event()
@@ -584,9 +551,7 @@ class Engine:
         for arm in arms.values():
             arm.recommender._labels()
         data.item_index  # noqa: B018 (a cached property: built now)
-        self._generation += 1
-        skipped = dict(self.store.skipped)
-        return Snapshot(data, arms, time.time(), self._generation, skipped), version
+        return Snapshot(data, arms, time.time(), dict(self.store.skipped)), version
 
     def _publish(self, snap: Snapshot, version: str | None, started: float) -> Snapshot:
         self._snapshot = snap  # the atomic swap: one reference assignment

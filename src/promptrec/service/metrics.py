@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from promptrec.privacy import pseudonym
 from promptrec.service.engine import Engine
+from promptrec.service.security import send_json
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 log = logging.getLogger("promptrec.service")
@@ -147,17 +148,7 @@ class ObserveRequests:
             log.exception("%s %s failed", scope.get("method"), _route(scope))
             status = 500
             if not answered:
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 500,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(_ERROR)).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": _ERROR})
+                await send_json(send, 500, _ERROR)
         if not answered and scope.get("promptrec.disconnected"):
             status = 499  # the client left before sending its whole request: not our error
         seconds = time.perf_counter() - started

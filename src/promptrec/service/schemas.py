@@ -61,11 +61,14 @@ class RecommendationOut(BaseModel):
     items: list[RecommendedItemOut]
 
 
-def _id(value: str) -> str:
+def valid_id(value: str) -> str:
+    """A pydantic/FastAPI validator: the value as a storable id (a ValueError if not)."""
     return check_id(value, "id")
 
 
-def _text(limit: int):
+def optional_text(limit: int):
+    """A validator of optional text that the store can keep, at most ``limit`` characters."""
+
     def check(value: str | None) -> str | None:
         return None if value is None else check_text(value, "text", max_length=limit)
 
@@ -73,7 +76,7 @@ def _text(limit: int):
 
 
 #: a user or item id: 1-256 characters of storable text (see :mod:`promptrec.data.limits`)
-Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_id)]
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(valid_id)]
 
 
 class EventIn(BaseModel):
@@ -95,12 +98,12 @@ class EventIn(BaseModel):
     query: Annotated[
         str | None,
         Field(max_length=MAX_QUERY_LENGTH, description="the search text"),
-        AfterValidator(_text(MAX_QUERY_LENGTH)),
+        AfterValidator(optional_text(MAX_QUERY_LENGTH)),
     ] = None
     request_id: Annotated[
         str | None,
         Field(max_length=64, description="the served list this event answers"),
-        AfterValidator(_text(64)),
+        AfterValidator(optional_text(64)),
     ] = None
 
     @field_validator("timestamp")
@@ -141,7 +144,7 @@ class EventsIn(BaseModel):
             description="a retried request with the same key is stored once (the header "
             "Idempotency-Key does the same)",
         ),
-        AfterValidator(_text(MAX_IDEMPOTENCY_KEY)),
+        AfterValidator(optional_text(MAX_IDEMPOTENCY_KEY)),
     ] = None
 
 
