@@ -13,9 +13,11 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -78,9 +80,13 @@ class Recommendation:
 class _Fitted:
     data: Dataset
     scorer: Scorer
-    histories: dict[str, UserHistory] = field(default_factory=dict)
     labels: list[str] = field(default_factory=list)
     index: VectorIndex | None = None  # for a vector scorer: what lists are ranked through
+
+    @cached_property
+    def histories(self) -> dict[str, UserHistory]:
+        """Every user's history in the fitted log (built when first asked for)."""
+        return {h.user_id: h for h in self.data.histories()}
 
 
 class Recommender:
@@ -143,12 +149,34 @@ class Recommender:
                 name = self._select(data, progress=progress)
             scorer = self._make(name).fit(data)
         self.strategy = scorer.name
-        histories = {h.user_id: h for h in data.histories()}
         index = None
         if isinstance(scorer, VectorScorer) and scorer.ranks_by_vectors:
             index = cached_index(scorer.item_vectors, self.index_config, progress=progress)
-        self._fitted = _Fitted(data, scorer, histories, index=index)
+        self._fitted = _Fitted(data, scorer, index=index)
         return self
+
+    def edited(self, data: Dataset, added: np.ndarray) -> Recommender:
+        """A copy serving ``data``: this recommender's catalogue edited by
+        :meth:`Dataset.edited` (rows appended at ``added``, some retired), while this one keeps
+        serving its own. Only the appended items are encoded and added to the index (shared
+        with this recommender, which never sees keys past its own catalogue); nothing is
+        relearned.
+        """
+        st = self._state()
+        scorer = st.scorer.edited(data, added)
+        index = st.index
+        if index is not None:
+            assert isinstance(scorer, VectorScorer)
+            if index.size == st.data.n_items:
+                index.add(scorer.item_vectors[added])
+            else:  # keys were added for a change never served: start a clean index
+                index = cached_index(scorer.item_vectors, self.index_config)
+        labels = self._labels() + ItemPrompter.labels(data.items.iloc[added])
+        clone = copy.copy(self)
+        clone._scorer = scorer
+        clone._space = getattr(scorer, "space", None) or self._space
+        clone._fitted = _Fitted(data, scorer, labels, index)
+        return clone
 
     def _select(self, data: Dataset, *, progress: bool) -> str:
         from promptrec.data.split import leave_last_out
@@ -215,7 +243,7 @@ class Recommender:
         if n < 1:
             raise ConfigError(f"n must be at least 1, got {n}")
         st = self._state()
-        allowed = filters.mask(st.data) if filters is not None else None
+        allowed = self._eligible(filters)
         exclude = [h.items for h in histories] if exclude_seen else None
         idx, best = self._rank(histories, n, exclude, allowed)
         prompts: list[UserPrompt | None] = [None] * len(histories)
@@ -237,10 +265,20 @@ class Recommender:
         with tqdm(total=len(histories), disable=not progress, desc="users", unit="user") as bar:
             for start in range(0, len(histories), step):
                 batch = histories[start : start + step]
-                idx, best = self._rank(batch, n, [h.items for h in batch], None)
+                idx, best = self._rank(batch, n, [h.items for h in batch], self._eligible(None))
                 for row, h in enumerate(batch):
                     yield self._assemble(h, idx[row], best[row], None, False)
                 bar.update(len(batch))
+
+    def _eligible(self, filters: Filters | None) -> np.ndarray | None:
+        """``[n_items]`` bool of the items a list may hold (the filters', among the catalogue's
+        live rows), or None for all."""
+        st = self._state()
+        live = st.data.live_mask()
+        chosen = filters.mask(st.data) if filters is not None else None
+        if chosen is None or live is None:
+            return live if chosen is None else chosen
+        return chosen & live
 
     def _rank(
         self,
@@ -256,6 +294,9 @@ class Recommender:
             return top_k(st.scorer.score(histories), n, exclude=exclude, allowed=allowed)
         scorer = st.scorer
         assert isinstance(scorer, VectorScorer)
+        if allowed is None and st.index.size != st.data.n_items:
+            # the index is shared with later catalogues: keys past this one are not its items
+            allowed = np.ones(st.data.n_items, dtype=bool)
         users = scorer.user_vectors(histories)
         warm = users.any(axis=1)
         idx = np.full((len(histories), n), -1, dtype=np.int64)

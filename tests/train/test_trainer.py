@@ -96,6 +96,31 @@ def test_new_items_get_text_vectors_and_foreign_catalogues_fail(trained, tmp_pat
         load_model(tmp_path / "m").fit(foreign)
 
 
+def test_an_edited_catalogue_binds_only_its_new_rows(trained, tmp_path) -> None:
+    """The service's catalogue change: the new and changed items go through the item tower
+    alone, and score as a model bound to the whole edited catalogue scores them."""
+    _, scorer, data = trained
+    scorer.save(tmp_path / "m", data)
+    model = load_model(tmp_path / "m").fit(data)
+    hist = data.histories()[:50]
+    before = model.score(hist)
+    changed, removed = str(data.item_ids[2]), str(data.item_ids[4])
+    rows = pd.DataFrame(
+        [
+            {"item_id": "new-1", "title": "Brand new nail polish", "price": 5.0},
+            {"item_id": changed, "title": "Rose water toner", "brand": "Y"},
+        ]
+    )
+    edited, added = data.edited(rows, deleted=[removed])
+    fast = model.edited(edited, added)
+    full = load_model(tmp_path / "m").fit(edited)
+    hist = edited.histories()[:50]
+    np.testing.assert_allclose(fast.score(hist), full.score(hist), rtol=1e-5, atol=1e-6)
+    assert fast.score(hist).shape[1] == data.n_items + 2
+    assert edited.item_index[changed] == data.n_items + 1 and removed not in edited.item_index
+    np.testing.assert_array_equal(model.score(data.histories()[:50]), before)
+
+
 def test_incompatible_model_directory(tmp_path, trained) -> None:
     _, scorer, data = trained
     scorer.save(tmp_path / "m", data)

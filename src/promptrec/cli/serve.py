@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import secrets
@@ -136,30 +135,39 @@ def serve(
     index: IndexOpt = "auto",
     ef_search: EfSearchOpt = 256,
     milvus_uri: MilvusUriOpt = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Worker processes behind the port (each holds the catalogue and models; "
+            "histories, catalogue changes and the active model are shared through the store).",
+        ),
+    ] = 1,
+    replica: Annotated[
+        bool,
+        typer.Option(
+            "--replica",
+            help="Serve a PostgreSQL store beside the `promptrec serve` that holds it (from "
+            "another machine, with the same arms and models): take no service lock.",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Serve recommendations over HTTP: /recommend, /events, /items, /users, /metrics, a web
     page at / and a dashboard at /dashboard (API docs at /docs)."""
     setup(verbose)
-    import torch
     import uvicorn
-    from threadpoolctl import threadpool_limits
 
     from promptrec.data.store import Store
-    from promptrec.service.app import create_app
-    from promptrec.service.engine import ArmSpec, Engine, EngineConfig
-    from promptrec.service.security import ApiKeys
+    from promptrec.service.engine import ArmSpec, EngineConfig
+    from promptrec.service.workers import (
+        SETTINGS_ENV,
+        ServeSettings,
+        build_app,
+        one_thread_per_request,
+    )
 
-    # one request per thread: concurrency across requests, not threads inside one. BLAS
-    # threads of concurrent requests fight over the cores: with OpenBLAS's default of one
-    # thread per core, 8 concurrent clients got 91 requests/s instead of 513 (known users,
-    # amazon-beauty, 2 cores)
-    threadpool_limits(1)
-    import faiss  # an HNSW search is one thread too (building one uses every core)
-
-    faiss.omp_set_num_threads(1)
-    if "PROMPTREC_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(1)
     keys = list(api_key or [])
     keys += [k.strip() for k in os.environ.get("PROMPTREC_API_KEYS", "").split(",") if k.strip()]
     if not keys:
@@ -182,7 +190,8 @@ def serve(
 
     store = Store(db)
     owner = f"promptrec serve on http://{host}:{port} (pid {os.getpid()})"
-    store.claim_service(owner)  # before anything is written: a second service writes nothing
+    if not replica:  # before anything is written: a second service writes nothing
+        store.claim_service(owner)
     if data is not None or catalog is not None or events is not None:
         report = store.ingest(load_data(data, catalog, events), source=data or events)
         echo(f"ingested into {store.location}: {report}")
@@ -198,26 +207,43 @@ def serve(
         owner=owner,
         flush_seconds=flush_seconds,
         index=index_config(index, ef_search, milvus_uri),
+        claim_service=not replica,
     )
-    engine = Engine(store, config)
-    engine.start_polling()
-    # what is loaded now (catalogue, live histories, models) lives as long as the process: keep
-    # it out of the garbage collector's full passes, which otherwise stall requests ~0.1 s
-    gc.collect()
-    gc.freeze()
-    writer = None
-    if reasons is not None:
-        from promptrec.service.reasons import make_reason_writer
-
-        writer = make_reason_writer(reasons)
-    app = create_app(
-        engine,
-        ApiKeys(keys, protect_reads=protect_reads, public_user_data=public_user_data),
+    settings = ServeSettings(
+        str(db),
+        config,
+        keys,
+        protect_reads=protect_reads,
+        public_user_data=public_user_data,
         max_body_bytes=max_body,
-        reasons=writer,
-        evaluation=evaluation,
+        reasons=reasons,
+        evaluation=str(evaluation) if evaluation else None,
     )
-    echo(f"serving on http://{host}:{port} (web page /, dashboard /dashboard, docs /docs)")
+    url = f"http://{host}:{port}"
+    if workers > 1:
+        # each worker builds its own engine; check here what would make every one of them fail
+        config.check()
+        if not store.counts()["items"]:
+            raise ConfigError(f"the store {store.location} has no items: ingest a catalogue first")
+        os.environ[SETTINGS_ENV] = settings.to_json()
+        echo(f"serving on {url} with {workers} workers (web page /, dashboard /dashboard)")
+        try:  # the store's service lock is held here, for all the workers
+            uvicorn.run(
+                "promptrec.service.workers:worker_app",
+                factory=True,
+                workers=workers,
+                host=host,
+                port=port,
+                access_log=False,
+                log_level="warning",
+            )
+        finally:
+            store.close()
+        return
+    one_thread_per_request()
+    app = build_app(settings, store)
+    engine = app.state.engine
+    echo(f"serving on {url} (web page /, dashboard /dashboard, docs /docs)")
     # on SIGTERM or Ctrl-C uvicorn finishes the requests in flight, then the app's shutdown
     # stores every buffered served list; it then re-raises the signal, so this `finally` runs
     # only when uvicorn returns (e.g. the port is taken)

@@ -122,6 +122,7 @@ class Dataset:
         self.items = items.reset_index(drop=True)
         self.events = _normalise_events(events)
         self.name = name
+        self.alive: np.ndarray | None = None  # see edited(): None when every row is an item
 
     def __repr__(self) -> str:
         return (
@@ -131,7 +132,63 @@ class Dataset:
 
     @property
     def n_items(self) -> int:
+        """Catalogue rows: the length of every per-item array (retired rows included)."""
         return len(self.items)
+
+    @property
+    def n_live(self) -> int:
+        """Items that can be recommended (rows not retired by :meth:`edited`)."""
+        return self.n_items if self.alive is None else int(self.alive.sum())
+
+    def live_mask(self, size: int | None = None) -> np.ndarray | None:
+        """``[size]`` bool: which rows are items (rows past ``n_items`` are not), or None when
+        all ``size`` rows are (the common case: nothing to mask)."""
+        size = self.n_items if size is None else size
+        if self.alive is None and size == self.n_items:
+            return None
+        mask = np.zeros(size, dtype=bool)
+        mask[: self.n_items] = True if self.alive is None else self.alive
+        return mask
+
+    def edited(
+        self, upserts: pd.DataFrame, deleted: Sequence[str] = ()
+    ) -> tuple[Dataset, np.ndarray]:
+        """This catalogue with items added, replaced or removed, without touching the rows of
+        the others: the service's change of one item, at a cost independent of the catalogue.
+
+        New items and new versions of existing ones are appended as rows; the rows they
+        replace, and those of ``deleted`` items, are *retired* (:attr:`alive` is False there):
+        they keep their position, so every per-item array of this catalogue (vectors, labels,
+        index keys) stays valid for the new one by appending. The log is shared; events of
+        removed items find no item and are skipped, those of replaced ones follow the item.
+
+        Returns:
+            the new dataset, and the positions of the appended rows.
+        """
+        upserts = upserts.reset_index(drop=True).copy()
+        upserts["item_id"] = upserts["item_id"].astype(str)
+        new_ids = upserts["item_id"].tolist()
+        if len(set(new_ids)) != len(new_ids):
+            raise ValueError("an item appears twice among the changes")
+        index = dict(self.item_index)
+        n = self.n_items
+        retired = [index.pop(i) for i in [*new_ids, *map(str, deleted)] if i in index]
+        alive = np.ones(n + len(upserts), dtype=bool)
+        if self.alive is not None:
+            alive[:n] = self.alive
+        alive[retired] = False
+        added = np.arange(n, n + len(upserts), dtype=np.int64)
+        index.update(zip(new_ids, added.tolist(), strict=True))
+        clone = self.with_events(self.events)
+        clone.items = (
+            pd.concat([self.items, upserts], ignore_index=True) if len(upserts) else self.items
+        )
+        clone.alive = None if alive.all() else alive
+        clone.__dict__["item_ids"] = np.concatenate(
+            [self.item_ids, np.array(new_ids, dtype=object)]
+        )
+        clone.__dict__["item_index"] = index
+        return clone, added
 
     @cached_property
     def item_ids(self) -> np.ndarray:
@@ -153,6 +210,7 @@ class Dataset:
         clone.events = events.reset_index(drop=True)
         clone.name = self.name
         clone.integer_ids = self.integer_ids
+        clone.alive = self.alive
         # share cached id maps: the catalogue is the same object
         for key in ("item_ids", "item_index"):
             if key in self.__dict__:

@@ -51,8 +51,8 @@ from promptrec.errors import ConfigError, DataError
 log = logging.getLogger("promptrec")
 
 # 2: searches, impressions, attributions, idempotency; 3: online counts, retention indexes
-# (each added on open, the counts filled from the stored lists)
-SCHEMA_VERSION = 3
+# (each added on open, the counts filled from the stored lists); 4: the catalogue's change log
+SCHEMA_VERSION = 4
 SERIES_SECONDS = 60.0  # the time resolution of the online counts per arm
 
 # Written once for both databases: {serial} is an auto-numbered primary key, {float} a 64-bit
@@ -146,6 +146,11 @@ CREATE TABLE IF NOT EXISTS online_series(
     purchases BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY(bucket, arm, model_version, strategy)
 );
+CREATE TABLE IF NOT EXISTS catalogue_changes(
+    seq {serial},
+    item_id TEXT NOT NULL,
+    at {float} NOT NULL
+);
 """
 _COUNTED = {"click": "clicks", "cart": "carts", "purchase": "purchases"}  # lists with one
 _ONLINE_KEY = "arm, model_version, strategy"
@@ -155,6 +160,7 @@ _INSERT_EVENT = (
     f"INSERT INTO events(event_key, {_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT(event_key) DO NOTHING"
 )
+_LOG_CHANGE = "INSERT INTO catalogue_changes(item_id, at) VALUES (?, ?)"
 _UPSERT_ITEM = (
     "INSERT INTO items(item_id, fields, updated_at) VALUES (?, ?, ?) "
     "ON CONFLICT(item_id) DO UPDATE SET fields=excluded.fields, updated_at=excluded.updated_at"
@@ -510,6 +516,12 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def stored_text(item_id: Any, fields: Mapping[str, Any]) -> str:
+    """An item's fields as :meth:`Store.upsert_item` stores them (what
+    :meth:`Store.item_text` reads back)."""
+    return _item_row(item_id, fields)[1]
+
+
 def _item_row(item_id: Any, fields: Mapping[str, Any]) -> tuple[str, str]:
     """``(item_id, fields JSON)`` as stored, or a DataError naming the field."""
     item_id = str(item_id).strip()
@@ -796,8 +808,9 @@ class Store:
     def claim_service(self, owner: str) -> None:
         """Take the store's service lock for this process (``owner`` says who, for messages).
 
-        Only one service may serve a store: a second one would keep its own live histories
-        and catalogue and never see the first one's writes (nor a forgotten user). The lock is
+        One ``promptrec serve`` per store (with as many workers as it is given): a second one,
+        started by mistake with other arms, models or retention, would serve the same users
+        differently and prune the first one's lists on its own schedule. The lock is
         the operating system's (a lock file beside a SQLite store) or PostgreSQL's (a session
         advisory lock): a crashed holder releases it at once.
 
@@ -809,7 +822,7 @@ class Store:
                 return
             raise ConfigError(
                 f"the store {self.location} is already served by {self._service_owner}; stop "
-                "it first (one service per store until shared stores are supported)"
+                "it first (one promptrec serve per store: give it --workers N for more processes)"
             )
         self._service_owner = owner
         if isinstance(self._db, _Postgres):
@@ -820,7 +833,8 @@ class Store:
                 holder = self.meta("service_owner") or "another process"
                 raise ConfigError(
                     f"the store {self.location} is already served by {holder}; stop it first "
-                    "(one service per store until shared stores are supported)"
+                    "(one promptrec serve per store: give it --workers N for more processes, or "
+                    "start one with --replica on another machine)"
                 )
             self._service_lock = key
             self.set_meta("service_owner", owner)
@@ -840,7 +854,7 @@ class Store:
             handle.close()
             raise ConfigError(
                 f"the store {self.location} is already served by {holder}; stop it first "
-                "(one service per store until shared stores are supported)"
+                "(one promptrec serve per store: give it --workers N for more processes)"
             ) from None
         handle.seek(0)
         handle.truncate()
@@ -1053,14 +1067,104 @@ class Store:
         with self._write() as db:
             existed = db.execute("SELECT 1 FROM items WHERE item_id = ?", (item_id,)).fetchone()
             db.execute(_UPSERT_ITEM, (item_id, text, time.time()))
+            db.execute(_LOG_CHANGE, (item_id, time.time()))
         return existed is None
+
+    @staticmethod
+    def items_frame(changes: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+        """Catalogue rows for items not yet stored, exactly as :meth:`dataset` will read them
+        back once they are (``item_id -> fields``).
+
+        Raises:
+            DataError: a field the store could not keep.
+        """
+        frame, skipped = _items_frame([_item_row(iid, f) for iid, f in changes.items()])
+        if skipped:  # pragma: no cover - what _item_row accepts is always servable
+            raise DataError(f"item {skipped[0]!r} could not be served", column="item_id")
+        return frame
 
     def delete_item(self, item_id: str) -> bool:
         """Remove an item, its events and its embedding records. Returns True if it existed."""
         with self._write() as db:
             db.execute("DELETE FROM embeddings WHERE item_id = ?", (str(item_id),))
             removed = db.execute("DELETE FROM items WHERE item_id = ?", (str(item_id),))
+            if removed.rowcount > 0:
+                db.execute(_LOG_CHANGE, (str(item_id), time.time()))
             return removed.rowcount > 0
+
+    # ------------------------------------------------------------------ what serving reads
+    def item_text(self, item_id: str) -> str | None:
+        """An item's stored fields as JSON text (None when it is not stored)."""
+        rows = self._read("SELECT fields FROM items WHERE item_id = ?", (str(item_id),))
+        return rows[0][0] if rows else None
+
+    def catalogue_version(self) -> int:
+        """The number of the newest catalogue change (0 before any)."""
+        return int(self._scalar("SELECT COALESCE(MAX(seq), 0) FROM catalogue_changes"))
+
+    def catalogue_changes(self, since: int) -> list[tuple[int, str]]:
+        """``(seq, item_id)`` of the catalogue changes after ``since``, oldest first: each
+        :meth:`upsert_item` and :meth:`delete_item` appends one in its transaction (services
+        on this store poll them to follow each other's changes).
+
+        Raises:
+            LookupError: changes after ``since`` were already pruned (:meth:`prune`): whoever
+                follows them must read the catalogue again.
+        """
+        rows = self._read(
+            "SELECT seq, item_id FROM catalogue_changes WHERE seq > ? ORDER BY seq",
+            (int(since),),
+        )
+        if rows and rows[0][0] > since + 1:
+            oldest = self._scalar("SELECT MIN(seq) FROM catalogue_changes")
+            if oldest > since + 1:
+                raise LookupError(f"catalogue changes {since + 1}..{oldest - 1} were pruned")
+        return [(int(q), str(i)) for q, i in rows]
+
+    def user_history(
+        self, user_id: str, limit: int
+    ) -> list[tuple[str, float, str, float, str | None]]:
+        """A user's newest ``limit`` events, oldest first: ``(item_id, timestamp, event,
+        value, query)`` (NaN for no value). One indexed query: what every request reads."""
+        rows = self._read(
+            "SELECT item_id, timestamp, event, value, query FROM events WHERE user_id = ? "
+            "ORDER BY timestamp DESC, id DESC LIMIT ?",
+            (str(user_id), int(limit)),
+        )
+        out = []
+        for item, stamp, kind, value, query in reversed(rows):
+            if not isinstance(stamp, int | float) or not math.isfinite(stamp):
+                continue  # a row the checks never saw: skipped, as dataset() does
+            value = float(value) if isinstance(value, int | float) else math.nan
+            out.append((str(item), float(stamp), str(kind), value, query))
+        return out
+
+    def latest_search(self, user_id: str) -> tuple[str, float] | None:
+        """The user's newest search with no item ``(query, timestamp)``, or None."""
+        rows = self._read(
+            "SELECT query, timestamp FROM searches WHERE user_id = ? "
+            "ORDER BY timestamp DESC, id DESC LIMIT 1",
+            (str(user_id),),
+        )
+        if not rows or not _is_text(rows[0][0]) or not isinstance(rows[0][1], int | float):
+            return None
+        return str(rows[0][0]), float(rows[0][1])
+
+    def knows_user(self, user_id: str) -> bool:
+        """Whether the user has any event or search."""
+        uid = (str(user_id),)
+        return bool(
+            self._read("SELECT 1 FROM events WHERE user_id = ? LIMIT 1", uid)
+            or self._read("SELECT 1 FROM searches WHERE user_id = ? LIMIT 1", uid)
+        )
+
+    def most_active_users(self, limit: int) -> list[str]:
+        """The users with the most events, most first (for pickers and benchmarks)."""
+        rows = self._read(
+            "SELECT user_id FROM events GROUP BY user_id ORDER BY COUNT(*) DESC, user_id LIMIT ?",
+            (int(limit),),
+        )
+        return [str(u) for (u,) in rows]
 
     def delete_user(self, user_id: str) -> dict[str, int]:
         """Forget a user: events, searches, served lists and their attributions, in one
@@ -1228,24 +1332,29 @@ class Store:
         *,
         served_before: float | None = None,
         idempotency_before: float | None = None,
+        changes_before: float | None = None,
         batch: int = 5000,
     ) -> dict[str, int]:
-        """Delete served lists (with their attributions) older than ``served_before`` and
-        idempotency keys older than ``idempotency_before`` (unix seconds; None keeps them), in
+        """Delete served lists (with their attributions) older than ``served_before``,
+        idempotency keys older than ``idempotency_before`` and catalogue changes older than
+        ``changes_before`` (unix seconds; None keeps them), in
         transactions of at most ``batch`` rows so that writers wait little. The online counts
         are kept. Returns how many rows of each went."""
-        removed = {"impressions": 0, "attributions": 0, "idempotency": 0}
+        removed = {"impressions": 0, "attributions": 0, "idempotency": 0, "catalogue_changes": 0}
         # an attribution is never older than its list: one cut-off bounds both tables
         for table, key, before in (
             ("impressions", "request_id", served_before),
             ("attributions", "event_key", served_before),
             ("idempotency", "key", idempotency_before),
+            ("catalogue_changes", "seq", changes_before),
         ):
+            # the newest change is kept: who follows the log from further back sees the gap
+            newest = " AND seq < (SELECT MAX(seq) FROM catalogue_changes)" if key == "seq" else ""
             while before is not None:
                 with self._write() as db:
                     gone = db.execute(
                         f"DELETE FROM {table} WHERE {key} IN "
-                        f"(SELECT {key} FROM {table} WHERE at < ? LIMIT ?)",
+                        f"(SELECT {key} FROM {table} WHERE at < ?{newest} LIMIT ?)",
                         (float(before), batch),
                     ).rowcount
                 removed[table] += gone

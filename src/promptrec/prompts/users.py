@@ -74,6 +74,16 @@ class PromptCatalog:
             genres.append([g.strip() for g in f["genres"].split(",")] if f["genres"] else [])
         return cls(labels, categories, brands, genres)
 
+    def extended(self, items: pd.DataFrame) -> PromptCatalog:
+        """This catalogue followed by ``items`` (new rows; this one is unchanged)."""
+        more = PromptCatalog.from_items(items)
+        return PromptCatalog(
+            self.labels + more.labels,
+            self.categories + more.categories,
+            self.brands + more.brands,
+            self.genres + more.genres,
+        )
+
 
 # event type -> (section key); order of SECTIONS is the order in the prompt
 _EVENT_SECTION = {

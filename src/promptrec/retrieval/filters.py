@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from promptrec.data.dataset import Dataset
@@ -89,6 +91,39 @@ class _Facets:
             label: np.array(items, dtype=np.int64) for label, items in members.items()
         }
 
+    @classmethod
+    def of(cls, items: pd.DataFrame) -> _Facets:
+        categories: list[set[str]] = []
+        prices = np.full(len(items), np.nan)
+        for i, rec in enumerate(items.to_dict("records")):
+            f = normalise_fields(rec)
+            labels: set[str] = set()
+            if f["category"]:
+                parts = [p.strip().lower() for p in f["category"].split(">")]
+                labels.update(p for p in parts if p)
+                labels.add(f["category"].lower())
+            if f["genres"]:
+                labels.update(g.strip().lower() for g in f["genres"].split(","))
+            categories.append(labels)
+            if f["price"] is not None:
+                prices[i] = f["price"]
+        return cls(categories, prices)
+
+    def extended(self, items: pd.DataFrame) -> _Facets:
+        """These facets followed by those of ``items`` (new rows): the cost of the new rows
+        and of the labels they carry, not of the catalogue."""
+        more = _Facets.of(items)
+        offset = len(self.categories)
+        clone = copy.copy(self)
+        clone.categories = self.categories + more.categories
+        clone.prices = np.concatenate([self.prices, more.prices])
+        clone.all_categories = self.all_categories | more.all_categories
+        clone._by_label = dict(self._by_label)
+        for label, rows in more._by_label.items():
+            before = self._by_label.get(label, np.zeros(0, dtype=np.int64))
+            clone._by_label[label] = np.concatenate([before, rows + offset])
+        return clone
+
     def items_labelled(self, label: str) -> np.ndarray:
         """Indices of the items with this (lower-cased) category label."""
         return self._by_label.get(label, np.zeros(0, dtype=np.int64))
@@ -97,27 +132,22 @@ class _Facets:
 _FACETS: dict[int, tuple[object, _Facets]] = {}
 
 
+def _remember(data: Dataset, facets: _Facets) -> _Facets:
+    while len(_FACETS) >= 8:  # a long-running service rebuilds catalogues: keep the newest
+        del _FACETS[next(iter(_FACETS))]
+    _FACETS[id(data.items)] = (data.items, facets)
+    return facets
+
+
 def item_facets(data: Dataset) -> _Facets:
     """Lower-cased category labels and prices per item (cached per catalogue frame)."""
     cached = _FACETS.get(id(data.items))
     if cached is not None and cached[0] is data.items:
         return cached[1]
-    categories: list[set[str]] = []
-    prices = np.full(data.n_items, np.nan)
-    for i, rec in enumerate(data.items.to_dict("records")):
-        f = normalise_fields(rec)
-        labels: set[str] = set()
-        if f["category"]:
-            parts = [p.strip().lower() for p in f["category"].split(">")]
-            labels.update(p for p in parts if p)
-            labels.add(f["category"].lower())
-        if f["genres"]:
-            labels.update(g.strip().lower() for g in f["genres"].split(","))
-        categories.append(labels)
-        if f["price"] is not None:
-            prices[i] = f["price"]
-    facets = _Facets(categories, prices)
-    while len(_FACETS) >= 8:  # a long-running service rebuilds catalogues: keep the newest
-        del _FACETS[next(iter(_FACETS))]
-    _FACETS[id(data.items)] = (data.items, facets)
-    return facets
+    return _remember(data, _Facets.of(data.items))
+
+
+def edited_facets(old: Dataset, data: Dataset, added: np.ndarray) -> _Facets:
+    """:func:`item_facets` of ``data``, ``old`` edited by :meth:`Dataset.edited`, from
+    ``old``'s facets and the appended rows alone."""
+    return _remember(data, item_facets(old).extended(data.items.iloc[added]))

@@ -34,6 +34,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from promptrec.errors import ConfigError
+from promptrec.retrieval.rows import AppendOnlyRows
 from promptrec.retrieval.topk import top_k
 
 IndexKind = Literal["auto", "exact", "hnsw", "milvus"]
@@ -251,16 +252,17 @@ class ExactIndex(VectorIndex):
     def __init__(self, vectors: np.ndarray | None = None, config: IndexConfig | None = None):
         vectors = np.zeros((0, 0), np.float32) if vectors is None else vectors
         super().__init__(np.asarray(vectors).shape[1], config)
-        self._vectors = np.zeros((0, self.dim), dtype=np.float32)
+        self._rows = AppendOnlyRows(np.zeros((0, self.dim), dtype=np.float32))
+        self._vectors = self._rows.view(0)
         if len(vectors):
             self.add(vectors)
 
     def _add(self, vectors: np.ndarray) -> None:
-        # the first batch is kept as given (read only: never changed in place), later ones
-        # make a new array
-        self._vectors = (
-            vectors if not len(self._vectors) else np.concatenate([self._vectors, vectors])
-        )
+        if not len(self._vectors):  # the first batch is kept as given (never changed)
+            self._rows = AppendOnlyRows(vectors)
+            self._vectors = self._rows.view(len(vectors))
+        else:  # later ones are appended in place (searches running read their own prefix)
+            self._rows, self._vectors = self._rows.extended(len(self._vectors), vectors)
 
     def vectors(self, keys: np.ndarray) -> np.ndarray:
         return self._vectors[keys]

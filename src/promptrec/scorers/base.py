@@ -79,6 +79,16 @@ class Scorer(ABC):
             clone.space = copy.copy(space)  # type: ignore[attr-defined]
         return clone
 
+    def edited(self, data: Dataset, added: np.ndarray) -> Scorer:
+        """A copy bound to ``data``, which is this scorer's catalogue edited by
+        :meth:`Dataset.edited <promptrec.data.dataset.Dataset.edited>` (rows appended at
+        ``added``, some retired); this scorer keeps serving its own.
+
+        Nothing is learned from the change. This default refits the copy (linear in the
+        catalogue and the log); scorers that can bind just the appended rows override it.
+        """
+        return self.detached().fit(data)
+
     def _check_fitted(self) -> None:
         if self.data is None:
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit(data) first")

@@ -16,6 +16,17 @@ def item_counts(data: Dataset) -> np.ndarray:
     return np.bincount(idx, minlength=data.n_items).astype(np.float32)
 
 
+def edited_counts(counts: np.ndarray, old: Dataset, data: Dataset, added: np.ndarray) -> np.ndarray:
+    """:func:`item_counts` for ``data``, ``old`` edited (:meth:`Dataset.edited`): a replaced
+    item keeps its count at its new row, a new one starts at zero."""
+    before = old.item_index
+    carried = np.array(
+        [counts[before[i]] if i in before else 0.0 for i in data.item_ids[added]],
+        dtype=counts.dtype,
+    )
+    return np.concatenate([counts, carried])
+
+
 def popular_for_cold_users(
     scores: np.ndarray, users: np.ndarray, popularity: np.ndarray
 ) -> np.ndarray:

@@ -10,6 +10,7 @@ Both rank items by the inner product of normalised vectors (cosine).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +21,8 @@ from promptrec.encoders import Encoder, load_encoder, normalise
 from promptrec.errors import ConfigError
 from promptrec.prompts.items import ItemPrompter
 from promptrec.prompts.users import PromptCatalog, PromptStrategy, UserPrompt, get_strategy
-from promptrec.scorers.popularity import item_counts
+from promptrec.retrieval.rows import AppendOnlyRows
+from promptrec.scorers.popularity import edited_counts, item_counts
 from promptrec.scorers.vector import VectorScorer
 
 
@@ -45,10 +47,25 @@ class TextSpace:
             return self
         self.template_name = self.prompter.resolve(data.items.columns)
         self.texts = self.prompter.texts(data.items)
-        self.vectors = self.encoder.encode(self.texts, kind="document", show_progress=progress)
+        vectors = self.encoder.encode(self.texts, kind="document", show_progress=progress)
+        self._rows = AppendOnlyRows(vectors)
+        self.vectors = self._rows.view(len(vectors))
         self.catalog = PromptCatalog.from_items(data.items)
         self._items = data.items
         return self
+
+    def edited(self, data: Dataset, added: np.ndarray) -> TextSpace:
+        """A copy for ``data`` (this space's catalogue edited by :meth:`Dataset.edited`): only
+        the appended rows are rendered and encoded, with this catalogue's template."""
+        rows = data.items.iloc[added]
+        texts = [self.prompter.text(r, self.template_name) for r in rows.to_dict("records")]
+        clone = copy.copy(self)
+        clone.texts = self.texts + texts
+        vectors = self.encoder.encode(texts, kind="document") if texts else self.vectors[:0]
+        clone._rows, clone.vectors = self._rows.extended(len(self.vectors), vectors)
+        clone.catalog = self.catalog.extended(rows)
+        clone._items = data.items
+        return clone
 
 
 class _TextScorer(VectorScorer):
@@ -64,6 +81,14 @@ class _TextScorer(VectorScorer):
         self.popularity = item_counts(data)
         self.data = data
         return self
+
+    def edited(self, data: Dataset, added: np.ndarray) -> _TextScorer:
+        assert self.data is not None, "fit first"
+        clone = copy.copy(self)
+        clone.space = self.space.edited(data, added)
+        clone.popularity = edited_counts(self.popularity, self.data, data, added)
+        clone.data = data
+        return clone
 
     @property
     def item_vectors(self) -> np.ndarray:

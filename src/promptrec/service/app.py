@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -110,6 +111,7 @@ def create_app(
     max_body_bytes: int = 1 << 20,
     reasons: ReasonWriter | None = None,
     evaluation: Path | None = None,
+    close_on_shutdown: bool = False,
 ) -> FastAPI:
     """The service around ``engine``.
 
@@ -119,6 +121,8 @@ def create_app(
         max_body_bytes: larger request bodies get 413.
         reasons: a writer of one-sentence reasons (``reasons=true`` on /recommend).
         evaluation: a ``promptrec evaluate --output`` JSON shown on the dashboard.
+        close_on_shutdown: close the engine and its store when the server stops (a worker
+            process owns them; otherwise whoever made the engine closes it).
 
     When the server stops (SIGTERM, Ctrl-C), requests in flight finish, then every served
     list still buffered is written to the store before the process exits.
@@ -131,6 +135,9 @@ def create_app(
         # served list still buffered (uvicorn re-raises the signal after this, so nothing
         # later in the process would run)
         engine.flush()
+        if close_on_shutdown:
+            engine.close()
+            engine.store.close()
 
     # the docs' Swagger UI assets come from the fastapi-offline package, not a CDN (its ReDoc
     # page still fetches a logo from one: not offered)
@@ -358,7 +365,7 @@ def create_app(
     )
     def users(limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> UsersOut:
         """Users with the longest histories (for the web page's picker): user data."""
-        return UsersOut(users=engine.live.users(limit))
+        return UsersOut(users=engine.histories.users(limit))
 
     @app.get(
         "/users/{user_id}/history",
@@ -369,8 +376,8 @@ def create_app(
     def history(user_id: PathId, limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> HistoryOut:
         """A user's newest events: user data."""
         snap = engine.snapshot
-        h = engine.live.history(user_id, snap.data, time.time())
-        if len(h) == 0 and not engine.live.knows(user_id):
+        h = engine.histories.history(user_id, snap.data, time.time())
+        if len(h) == 0 and not engine.histories.knows(user_id):
             raise HTTPException(404, f"user '{user_id}' has no history")
         labels = snap.arms[engine.arm_for(user_id)].recommender._labels()
         recent = list(zip(h.items[::-1], h.events[::-1], strict=True))[:limit]
@@ -432,10 +439,12 @@ def create_app(
         return HealthOut(
             status="ok",
             version=__version__,
-            items=snap.data.n_items,
+            items=snap.data.n_live,
             user_data_needs_key=not keys.public_user_data,
             reads_need_key=keys.protect_reads,
             skipped_rows=snap.skipped,
+            worker=os.getpid(),
+            catalogue_version=engine.catalogue_version,
         )
 
     @app.get(

@@ -8,38 +8,46 @@ reads: each build fits its own copies of the scorers and their text spaces (shar
 read-only encoder and model weights), so nothing a request uses changes after it is published.
 A catalogue change is committed only once the snapshot that serves it is built.
 
-Behaviour events do not rebuild anything: they are committed to the store, then appended to
-:class:`LiveLog`, from which every request rebuilds the user's history (and so the prompt). The
-next recommendation reflects them with no retraining.
+Behaviour events do not rebuild anything: they are committed to the store, from which every
+request reads the user's history (:class:`~promptrec.service.histories.StoredHistories`), so the
+next recommendation reflects them with no retraining, on every worker.
+
+Several engines may serve one store (``promptrec serve --workers N``; processes on several
+machines over PostgreSQL): the store is the one source of truth. Histories are read from it
+per request; catalogue changes are logged in it, and each engine follows the log
+(:meth:`Engine.follow_catalogue`, twice a second), applying the others' changes the same way as
+its own; the registry's pointer swaps models on all of them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import logging
-import math
 import os
 import secrets
 import socket
 import threading
 import time
-from collections import OrderedDict, defaultdict, deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from promptrec.data.dataset import Dataset, UserHistory
-from promptrec.data.store import Event, EventWrite, Impression, Store
+from promptrec.data.dataset import Dataset
+from promptrec.data.store import Event, EventWrite, Impression, Store, stored_text
 from promptrec.encoders import CachedEncoder, load_encoder
 from promptrec.errors import ConfigError, DataError
 from promptrec.recommender import Recommendation, Recommender
-from promptrec.retrieval.filters import Filters, item_facets
+from promptrec.retrieval.filters import Filters, edited_facets, item_facets
 from promptrec.retrieval.index import IndexConfig
 from promptrec.scorers import SCORERS, TextSpace, make_scorer
+from promptrec.service.histories import HISTORY_LIMIT, StoredHistories
 from promptrec.service.registry import ModelRegistry
 
 log = logging.getLogger("promptrec.service")
@@ -47,8 +55,8 @@ log = logging.getLogger("promptrec.service")
 FEEDBACK_EVENTS = ("click", "cart", "purchase")  # attributed to the list they answer
 MAX_PENDING_LISTS = 100_000  # served lists held while the store cannot take them
 ATTRIBUTION_WINDOW = 3600.0  # a click without request id counts for a list shown this recently
-SEARCH_CONTEXT = 1800.0  # a search this recent is the live query when the request has none
 REGISTRY = "registry"
+CHANGES_KEPT = 3600.0  # catalogue changes are kept this long for engines to follow
 
 
 @dataclass(frozen=True)
@@ -123,90 +131,6 @@ class Served:
     cold_start: bool
 
 
-class _Entry(NamedTuple):
-    """One event of a live history (a tuple of atoms: the garbage collector skips it)."""
-
-    item_id: str
-    timestamp: float
-    event: str
-    value: float
-    query: str | None
-
-
-class LiveLog:
-    """Every user's behaviour by item id, kept current as events arrive (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._events: dict[str, list[_Entry]] = defaultdict(list)
-        self._searches: dict[str, tuple[str, float]] = {}
-        self._lock = threading.Lock()
-
-    def load(self, data: Dataset, searches: Sequence[tuple[str, str, float]]) -> None:
-        events: dict[str, list[_Entry]] = defaultdict(list)
-        ids = data.item_ids
-        for h in data.histories():
-            events[h.user_id] = [
-                _Entry(str(ids[i]), float(t), e, float(v), q)
-                for i, t, e, v, q in zip(
-                    h.items, h.timestamps, h.events, h.values, h.queries, strict=True
-                )
-            ]
-        latest = {u: (q, t) for u, q, t in searches}
-        with self._lock:
-            self._events, self._searches = events, latest
-
-    def add(self, events: Sequence[Event], searches: Sequence[tuple[str, str, float]]) -> None:
-        with self._lock:
-            for user, item, stamp, kind, value, query in events:
-                entry = _Entry(
-                    item, float(stamp), kind, math.nan if value is None else value, query
-                )
-                history = self._events[user]
-                if history and history[-1].timestamp > entry.timestamp:  # late arrival
-                    pos = len(history)
-                    while pos and history[pos - 1].timestamp > entry.timestamp:
-                        pos -= 1
-                    history.insert(pos, entry)
-                else:
-                    history.append(entry)
-            for user, query, stamp in searches:
-                if user not in self._searches or self._searches[user][1] <= stamp:
-                    self._searches[user] = (query, stamp)
-
-    def forget(self, user_id: str) -> bool:
-        with self._lock:
-            had = self._events.pop(user_id, None) is not None
-            return self._searches.pop(user_id, None) is not None or had
-
-    def knows(self, user_id: str) -> bool:
-        with self._lock:
-            return user_id in self._events or user_id in self._searches
-
-    def users(self, limit: int) -> list[str]:
-        """The users with the longest histories first (for pickers and benchmarks)."""
-        with self._lock:
-            ranked = sorted(self._events.items(), key=lambda kv: -len(kv[1]))
-        return [u for u, _ in ranked[:limit]]
-
-    def history(self, user_id: str, data: Dataset, now: float) -> UserHistory:
-        """The user's history as indices into ``data`` (deleted items skipped), with a recent
-        search as its query."""
-        index = data.item_index
-        with self._lock:
-            entries = [e for e in self._events.get(user_id, ()) if e.item_id in index]
-            search = self._searches.get(user_id)
-        query = search[0] if search and now - search[1] <= SEARCH_CONTEXT else None
-        return UserHistory(
-            user_id,
-            np.fromiter((index[e.item_id] for e in entries), np.int64, len(entries)),
-            tuple(e.event for e in entries),
-            np.array([e.value for e in entries], dtype=np.float64),
-            np.array([e.timestamp for e in entries], dtype=np.float64),
-            tuple(e.query for e in entries),
-            query,
-        )
-
-
 class _ImpressionLog:
     """Served lists, written to the store in batches by a background thread (a crash loses at
     most the last ``interval`` seconds of impressions; events are never buffered; a graceful
@@ -248,6 +172,13 @@ class _ImpressionLog:
                 (i for i in self._recent.get(user_id, ()) if i.request_id == request_id), None
             )
         found = found or self.store.impression(request_id)
+        if found is None:
+            # served in the last moments by another worker on the store, whose batch is not
+            # written yet? Its id says when it was served: wait for that batch, once
+            wait = _served_at(request_id) + self.interval + 0.2 - time.time()
+            if 0 < wait <= self.interval + 0.2:
+                time.sleep(wait)
+                found = self.store.impression(request_id)
         return found if found is not None and self._kept(found, time.time()) else None
 
     def _kept(self, impression: Impression, now: float) -> bool:
@@ -330,6 +261,48 @@ class EngineConfig:
     owner: str = ""
     #: how the vector arms' lists are searched (exact, or an approximate HNSW graph)
     index: IndexConfig = field(default_factory=IndexConfig)
+    #: the newest events of a user each request reads from the store
+    history_limit: int = HISTORY_LIMIT
+    #: how often the engine reads the store's catalogue change log, to apply the changes other
+    #: engines on the store made (every worker serves a change within about this long)
+    follow_seconds: float = 0.5
+    #: take the store's service lock (``promptrec serve`` takes it once for all its workers,
+    #: whose engines do not)
+    claim_service: bool = True
+    #: a catalogue change edits the served snapshot (the cost of one item) until this share of
+    #: its rows are retired versions of changed or removed items; the next change then
+    #: rebuilds from the store, which compacts them away (the cost of the catalogue)
+    max_retired_share: float = 0.25
+
+    def check(self) -> None:
+        """Raise a ConfigError for arms that cannot be served (before anything is built)."""
+        if not self.arms:
+            raise ConfigError("give at least one arm")
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"arm names must differ: {names}")
+        for arm in self.arms:
+            if arm.source == REGISTRY:
+                if self.registry is None:
+                    raise ConfigError(f"arm '{arm.name}' serves the registry: give --models DIR")
+            elif arm.source not in SCORERS and not Path(arm.source).is_dir():
+                raise ConfigError(
+                    f"arm '{arm.name}': '{arm.source}' is neither a strategy {list(SCORERS)}, "
+                    "a model folder, nor 'registry'"
+                )
+
+    def to_json(self) -> str:
+        """These settings as JSON (:meth:`from_json` reads them back): how ``promptrec serve
+        --workers N`` hands them to its worker processes."""
+        return json.dumps(dataclasses.asdict(self), default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> EngineConfig:
+        values = json.loads(text)
+        values["arms"] = [ArmSpec(**a) for a in values["arms"]]
+        values["index"] = IndexConfig(**values["index"])
+        values["registry"] = Path(values["registry"]) if values["registry"] else None
+        return cls(**values)
 
 
 class Engine:
@@ -342,29 +315,25 @@ class Engine:
     def __init__(self, store: Store, config: EngineConfig | None = None) -> None:
         self.store = store
         self.config = config or EngineConfig()
-        if not self.config.arms:
-            raise ConfigError("give at least one arm")
-        names = [a.name for a in self.config.arms]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"arm names must differ: {names}")
+        self.config.check()
         self.registry = ModelRegistry(self.config.registry) if self.config.registry else None
-        for arm in self.config.arms:
-            self._check_source(arm)
         owner = self.config.owner or (
             f"a promptrec engine {id(self):x} (pid {os.getpid()} on {_host()})"
         )
-        store.claim_service(owner)
+        if self.config.claim_service:
+            store.claim_service(owner)
         try:
             self._setup()
         except BaseException:
-            store.release_service()
+            if self.config.claim_service:
+                store.release_service()
             raise
 
     def _setup(self) -> None:
         store = self.store
         self.salt = self.config.salt or self._stored_secret("ab_salt")
         self.log_key = self._stored_secret("log_key").encode()
-        self.live = LiveLog()
+        self.histories = StoredHistories(store, self.config.history_limit)
         self._encoders: dict[str, Any] = {}
         self._models: dict[str, Any] = {}  # loaded model folders, by resolved path
         self._registry_version: str | None = None  # the version served
@@ -379,14 +348,25 @@ class Engine:
         self._snapshot: Snapshot | None = None
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
-        self.pruned = {"impressions": 0, "attributions": 0, "idempotency": 0}
+        self.pruned = {
+            "impressions": 0,
+            "attributions": 0,
+            "idempotency": 0,
+            "catalogue_changes": 0,
+        }
+        # the catalogue change log: how far this engine has applied it, and the stored form
+        # of the changes it made or applied since its last rebuild (a change logged again is
+        # one it already serves)
+        self._catalogue_seen = 0
+        self._applied: dict[str, str | None] = {}
         self.rebuild()
-        self.live.load(self.snapshot.data, store.searches())
         self.impressions = _ImpressionLog(
             store, self.config.flush_seconds, keep_seconds=self.config.keep_served_seconds
         )
         self._janitor = threading.Thread(target=self._sweep, name="retention", daemon=True)
         self._janitor.start()
+        self._follower = threading.Thread(target=self._follow, name="catalogue", daemon=True)
+        self._follower.start()
 
     # ------------------------------------------------------------------ lifecycle
     def start_polling(self) -> None:
@@ -407,9 +387,11 @@ class Engine:
         self._stop.set()
         self.impressions.close()
         self._janitor.join(timeout=5)
+        self._follower.join(timeout=5)
         if self._poller is not None:
             self._poller.join(timeout=5)
-        self.store.release_service()
+        if self.config.claim_service:
+            self.store.release_service()
 
     def prune(self, now: float | None = None) -> dict[str, int]:
         """Apply the retention settings once (the background sweep runs it every
@@ -424,6 +406,7 @@ class Engine:
             idempotency_before=None
             if cfg.keep_idempotency_seconds is None
             else now - cfg.keep_idempotency_seconds,
+            changes_before=now - CHANGES_KEPT,
         )
         for key, n in removed.items():
             self.pruned[key] += n
@@ -435,6 +418,53 @@ class Engine:
                 self.prune()
             except Exception:  # the sweep must outlive a busy or broken store; it retries
                 log.exception("the retention sweep failed")
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.config.follow_seconds):
+            try:
+                self.follow_catalogue()
+            except Exception:  # the follower must outlive a busy store; it retries
+                log.exception("following the catalogue's changes failed")
+
+    @property
+    def catalogue_version(self) -> int:
+        """The newest change of the store's catalogue log this engine serves."""
+        return self._catalogue_seen
+
+    def follow_catalogue(self) -> int:
+        """Serve the catalogue changes logged in the store since the last call: those other
+        engines on the store made (each of this engine's own is served already). Each changed
+        item is served as the store holds it now, so engines that apply the log converge
+        whatever its order. Returns how many items changed here."""
+        try:
+            changes = self.store.catalogue_changes(self._catalogue_seen)
+        except LookupError:  # this engine fell more than CHANGES_KEPT behind: read it all
+            log.warning("catalogue changes were pruned before this engine read them: rebuilding")
+            self.rebuild()
+            return 0
+        if not changes:
+            return 0
+        served = 0
+        with self._build_lock:
+            for item_id in dict.fromkeys(item for _, item in changes):
+                text = self.store.item_text(item_id)
+                if item_id in self._applied and self._applied[item_id] == text:
+                    continue  # served already (this engine's own change, or applied before)
+                started = time.perf_counter()
+                snap = self.snapshot
+                if text is None and item_id not in snap.data.item_index:
+                    self._applied[item_id] = None
+                    continue
+                fields = None if text is None else json.loads(text)
+                if self._edits_in_place(snap):
+                    new = self._edited(snap, item_id, fields)
+                else:
+                    new, _ = self._build(self.store.dataset(), self._registry_version)
+                self._publish(new, self._registry_version, started)
+                self._applied[item_id] = text
+                served += 1
+            self._catalogue_seen = max(self._catalogue_seen, changes[-1][0])
+        return served
 
     def _poll(self) -> None:
         while not self._stop.wait(self.config.poll_seconds):
@@ -484,16 +514,6 @@ class Engine:
     def snapshot(self) -> Snapshot:
         assert self._snapshot is not None
         return self._snapshot
-
-    def _check_source(self, arm: ArmSpec) -> None:
-        if arm.source == REGISTRY:
-            if self.registry is None:
-                raise ConfigError(f"arm '{arm.name}' serves the registry: give --models DIR")
-        elif arm.source not in SCORERS and not Path(arm.source).is_dir():
-            raise ConfigError(
-                f"arm '{arm.name}': '{arm.source}' is neither a strategy {list(SCORERS)}, "
-                "a model folder, nor 'registry'"
-            )
 
     def _space(self) -> TextSpace:
         """A new text space for one snapshot (the encoder, read-only, is shared)."""
@@ -564,8 +584,8 @@ class Engine:
             if key not in keep:
                 del self._models[key]
         log.info(
-            "serving %d items, %d events, arms %s (built in %.1fs)",
-            snap.data.n_items,
+            "serving %d items, %d events, arms %s (built in %.3fs)",
+            snap.data.n_live,
             len(snap.data.events),
             {a.name: f"{a.strategy}@{a.model_version}" for a in snap.arms.values()},
             time.perf_counter() - started,
@@ -577,7 +597,9 @@ class Engine:
         and swap it in."""
         with self._build_lock:
             started = time.perf_counter()
+            seen = self.store.catalogue_version()  # every change up to it is in what is read
             snap, version = self._build(self.store.dataset(), version)
+            self._catalogue_seen, self._applied = max(self._catalogue_seen, seen), {}
             return self._publish(snap, version, started)
 
     def _change_catalogue(self, item_id: str, fields: dict[str, Any] | None) -> bool:
@@ -593,14 +615,45 @@ class Engine:
             return removed
         with self._build_lock:
             started = time.perf_counter()
-            data = self.store.dataset(pending={item_id: fields})
-            snap, version = self._build(data, None)
+            snap = self.snapshot
+            if self._edits_in_place(snap):
+                new, version = self._edited(snap, item_id, fields), self._registry_version
+            else:
+                new, version = self._build(self.store.dataset(pending={item_id: fields}), None)
             if fields is None:
                 changed = self.store.delete_item(item_id)
             else:
                 changed = self.store.upsert_item(item_id, fields)
-            self._publish(snap, version, started)
+            self._applied[item_id] = None if fields is None else stored_text(item_id, fields)
+            self._publish(new, version, started)
             return changed
+
+    def _edits_in_place(self, snap: Snapshot) -> bool:
+        """Whether a change can edit the served snapshot (:meth:`_edited`) rather than rebuild
+        from the store: not while the store holds rows that cannot be served (a change may
+        repair one: the rebuild recounts them), nor once ``max_retired_share`` of the
+        catalogue's rows are retired ones (the rebuild compacts them away)."""
+        retired = snap.data.n_items - snap.data.n_live
+        share = self.config.max_retired_share
+        return not snap.skipped.get("items") and retired < share * snap.data.n_items
+
+    def _edited(self, snap: Snapshot, item_id: str, fields: dict[str, Any] | None) -> Snapshot:
+        """``snap`` with one item added, replaced (``fields``) or removed (None), at the cost
+        of that item: it is rendered, encoded (by every arm's model) and added to the indexes
+        alone; the rest is shared with ``snap``, which keeps serving meanwhile."""
+        rows = self.store.items_frame({item_id: fields}) if fields is not None else None
+        data, added = snap.data.edited(
+            rows if rows is not None else snap.data.items.iloc[:0],
+            deleted=[item_id] if fields is None else [],
+        )
+        if data.n_live == 0:
+            raise DataError("the store has no items: ingest a catalogue first", file=None)
+        edited_facets(snap.data, data, added)
+        arms = {
+            name: replace(arm, recommender=arm.recommender.edited(data, added))
+            for name, arm in snap.arms.items()
+        }
+        return Snapshot(data, arms, time.time(), dict(snap.skipped))
 
     def activate(self, version: str) -> str:
         """Activate a registry version and swap to it (raises before swapping if it fails)."""
@@ -652,7 +705,7 @@ class Engine:
         snap = self.snapshot
         now = time.time()
         arm = snap.arms[self.arm_for(user_id)]
-        history = self.live.history(user_id, snap.data, now)
+        history = self.histories.history(user_id, snap.data, now)
         if query is not None:
             history = history.with_query(query)
         [rec] = arm.recommender.recommend_histories(
@@ -717,8 +770,6 @@ class Engine:
         result = self.store.add_events(
             events, searches=searches, attributions=attributions, idempotency_key=idempotency_key
         )
-        if not result.replayed:
-            self.live.add([events[row] for row in result.added_rows], searches)
         attributed = sum(1 for row in result.added_rows if row in attributions)
         return EventsAdded(result, attributed, unknown)
 
@@ -742,10 +793,7 @@ class Engine:
         with self.impressions.flushing():
             self.impressions.forget(user_id)
             counts = self.store.delete_user(user_id)
-        known = self.live.forget(user_id)
-        if not known and not any(counts.values()):
-            return None
-        return counts
+        return counts if any(counts.values()) else None
 
     def item(self, item_id: str) -> dict[str, Any] | None:
         snap = self.snapshot
@@ -758,7 +806,7 @@ class Engine:
     def describe(self) -> dict[str, Any]:
         snap = self.snapshot
         return {
-            "items": snap.data.n_items,
+            "items": snap.data.n_live,
             "events_at_build": len(snap.data.events),
             "built_at": snap.built_at,
             "arms": [
@@ -789,6 +837,15 @@ def new_request_id() -> str:
     random bits. Ids in time order keep the store's inserts at the end of its index (half the
     cost of random ids in a table of a million lists); 72 bits keep them unguessable."""
     return f"{time.time_ns() // 1000:014x}{secrets.token_hex(9)}"
+
+
+def _served_at(request_id: str) -> float:
+    """When a list was served, from its id (:func:`new_request_id`); 0 for an id that is
+    not one."""
+    try:
+        return int(request_id[:14], 16) / 1e6 if len(request_id) == 32 else 0.0
+    except ValueError:
+        return 0.0
 
 
 def _host() -> str:

@@ -226,6 +226,10 @@ class HealthOut(BaseModel):
         description="stored rows that cannot be served, skipped at the last build (fix or "
         "delete them)"
     )
+    worker: int = Field(description="the process id of the worker that answered")
+    catalogue_version: int = Field(
+        description="the newest catalogue change (in the store's log) this worker serves"
+    )
 
 
 class ErrorOut(BaseModel):

@@ -16,10 +16,12 @@ incompatible version, is a :class:`~promptrec.errors.ModelError`.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +33,9 @@ from promptrec.data.dataset import Dataset, UserHistory
 from promptrec.encoders import Encoder, load_encoder
 from promptrec.errors import ModelError
 from promptrec.prompts.templates import TEMPLATE_DIR
+from promptrec.retrieval.rows import AppendOnlyRows
 from promptrec.scorers.base import Scorer
-from promptrec.scorers.popularity import item_counts, popular_for_cold_users
+from promptrec.scorers.popularity import edited_counts, item_counts, popular_for_cold_users
 from promptrec.scorers.text import TextSpace
 from promptrec.scorers.vector import VectorScorer
 from promptrec.train.config import TrainConfig
@@ -97,9 +100,8 @@ class TrainedScorer(VectorScorer):
         return self
 
     def _bind_catalogue(self, data: Dataset) -> None:
-        position = {iid: i for i, iid in enumerate(self.train_item_ids)}
-        rows = np.array([position.get(str(i), -1) for i in data.item_ids])
-        known = rows >= 0
+        position = self._train_position
+        known = np.array([str(i) in position for i in data.item_ids], dtype=bool)
         overlap = known.sum() / max(len(self.train_item_ids), 1)
         if overlap < MIN_ITEM_OVERLAP:
             raise ModelError(
@@ -112,17 +114,54 @@ class TrainedScorer(VectorScorer):
                 "%d items are new to the model: their vectors come from text alone",
                 int((~known).sum()),
             )
-        text = torch.from_numpy(self.space.vectors)
-        id_mask = np.zeros(data.n_items, dtype=bool)
+        inputs, scored = self._item_rows(data.item_ids, self.space.vectors)
+        self._inputs, self._scored = AppendOnlyRows(inputs), AppendOnlyRows(scored)
+        self.input_vectors_ = torch.from_numpy(inputs)  # what the user tower reads
+        self.item_vectors_ = torch.from_numpy(scored)  # what is scored
+        self._bound = data.items
+
+    def _item_rows(
+        self, item_ids: Sequence[str], text: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The item tower's vectors for these items (``[n, dim]`` float32 each): as the user
+        tower reads them, and as they are scored. Items the model was trained with add their
+        id embedding; others come from their text alone."""
+        position = self._train_position
+        rows = np.array([position.get(str(i), -1) for i in item_ids], dtype=np.int64)
+        known = rows >= 0
+        id_mask = np.zeros(len(rows), dtype=bool)
         id_mask[known] = self.train_id_mask[rows[known]]
         with torch.no_grad():
-            vecs = self.model.items.project_query(text)  # the text part of the item tower
+            vecs = self.model.items.project_query(torch.from_numpy(np.asarray(text)))
             if self.model.items.ids is not None:
                 ids = self.model.items.ids.weight[torch.from_numpy(np.maximum(rows, 0))]
                 vecs = vecs + ids * torch.from_numpy(id_mask)[:, None].float()
-        self.input_vectors_ = vecs.contiguous()  # what the user tower reads
-        self.item_vectors_ = self.model.scoring(vecs).contiguous()  # what is scored
-        self._bound = data.items
+            scored = self.model.scoring(vecs)
+        return (
+            np.ascontiguousarray(vecs.numpy(), dtype=np.float32),
+            np.ascontiguousarray(scored.numpy(), dtype=np.float32),
+        )
+
+    @cached_property
+    def _train_position(self) -> dict[str, int]:
+        return {iid: i for i, iid in enumerate(self.train_item_ids)}
+
+    def edited(self, data: Dataset, added: np.ndarray) -> TrainedScorer:
+        """A copy for ``data`` (see :meth:`Scorer.edited`): the appended rows go through the
+        item tower, the rest are shared."""
+        assert self.data is not None, "fit first"
+        clone = copy.copy(self)
+        clone.space = self.space.edited(data, added)
+        inputs, scored = self._item_rows(data.item_ids[added], clone.space.vectors[added])
+        n = len(self.input_vectors_)
+        clone._inputs, view_in = self._inputs.extended(n, inputs)
+        clone._scored, view_scored = self._scored.extended(n, scored)
+        clone.input_vectors_ = torch.from_numpy(view_in)
+        clone.item_vectors_ = torch.from_numpy(view_scored)
+        clone.popularity = edited_counts(self.popularity, self.data, data, added)
+        clone._bound = data.items
+        clone.data = data
+        return clone
 
     @property
     def item_vectors(self) -> np.ndarray:

@@ -1,0 +1,64 @@
+"""Append-only rows shared by successive catalogue states.
+
+A catalogue change in the service makes a new state beside the one being served (see
+:meth:`promptrec.data.dataset.Dataset.edited`). Each state reads its own prefix of a shared
+buffer of item vectors: appending rows for the newest state writes past the end of every older
+state's prefix, so no state sees its rows change, and adding one item costs its own rows, not
+a copy of the catalogue (capacity grows by doubling, like a Python list).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+
+class AppendOnlyRows:
+    """A growable 2-d array whose prefixes are handed out as read-only-by-convention views.
+
+    Example::
+
+        rows = AppendOnlyRows(vectors)              # n rows
+        old = rows.view(len(vectors))
+        rows, new = rows.extended(len(old), more)   # old is unchanged; new has n + k rows
+    """
+
+    def __init__(self, rows: np.ndarray) -> None:
+        rows = np.asarray(rows)
+        self._buffer = rows  # kept as given until it first grows
+        self._length = len(rows)
+        self._lock = threading.Lock()
+
+    def view(self, n: int) -> np.ndarray:
+        """The first ``n`` rows (a view: no copy)."""
+        if n > self._length:
+            raise ValueError(f"only {self._length} rows, asked for {n}")
+        return self._buffer[:n]
+
+    def extended(self, n: int, rows: np.ndarray) -> tuple[AppendOnlyRows, np.ndarray]:
+        """The buffer and view of the first ``n`` rows followed by ``rows``.
+
+        When ``n`` is the end of what was written (the newest state grows), the rows are
+        written in place: older views keep their own prefix. Otherwise (a state built on an
+        older one, e.g. after a change that was never served) a new buffer is made, so rows
+        another state may read are never overwritten.
+        """
+        rows = np.asarray(rows, dtype=self._buffer.dtype)
+        if rows.ndim != self._buffer.ndim or rows.shape[1:] != self._buffer.shape[1:]:
+            raise ValueError(f"rows of shape {rows.shape[1:]} for a buffer of {self._buffer.shape}")
+        with self._lock:
+            if n == self._length:
+                end = n + len(rows)
+                if end > len(self._buffer) or not self._buffer.flags.writeable:
+                    grown = np.empty(
+                        (max(end, 2 * len(self._buffer), 16), *self._buffer.shape[1:]),
+                        dtype=self._buffer.dtype,
+                    )
+                    grown[:n] = self._buffer[:n]
+                    self._buffer = grown  # older views keep the old array
+                self._buffer[n:end] = rows
+                self._length = end
+                return self, self._buffer[:end]
+        branch = AppendOnlyRows(np.concatenate([self._buffer[:n], rows]))
+        return branch, branch.view(n + len(rows))

@@ -1,0 +1,121 @@
+"""``promptrec serve --workers N``: N worker processes behind one port, one store.
+
+uvicorn's supervisor starts the workers (and restarts one that dies); each builds its own
+:class:`~promptrec.service.engine.Engine` from the settings the command hands down in
+:data:`SETTINGS_ENV`, without the store's service lock, which the command holds for all of
+them. Nothing a request needs lives in one worker only: histories are read from the store,
+catalogue changes are followed through the store's log, models through the registry's pointer.
+The same factory serves the app under any ASGI server (``PROMPTREC_SERVE_SETTINGS=...
+gunicorn -k uvicorn.workers.UvicornWorker 'promptrec.service.workers:worker_app()'``).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+
+from promptrec.errors import ConfigError
+from promptrec.service.engine import EngineConfig
+
+if TYPE_CHECKING:
+    from promptrec.data.store import Store
+
+SETTINGS_ENV = "PROMPTREC_SERVE_SETTINGS"
+
+
+@dataclass
+class ServeSettings:
+    """What every worker needs to serve: the store, the engine's settings, the app's."""
+
+    db: str
+    engine: EngineConfig
+    keys: list[str]
+    protect_reads: bool = False
+    public_user_data: bool = False
+    max_body_bytes: int = 1 << 20
+    reasons: str | None = None
+    evaluation: str | None = None
+
+    def to_json(self) -> str:
+        values = {k: v for k, v in vars(self).items() if k != "engine"}
+        return json.dumps({**values, "engine": json.loads(self.engine.to_json())})
+
+    @classmethod
+    def from_json(cls, text: str) -> ServeSettings:
+        values = json.loads(text)
+        values["engine"] = EngineConfig.from_json(json.dumps(values["engine"]))
+        return cls(**values)
+
+
+def one_thread_per_request() -> None:
+    """Concurrency across requests, not threads inside one: BLAS threads of concurrent
+    requests fight over the cores (with OpenBLAS's default of one thread per core, 8
+    concurrent clients got 91 requests/s instead of 513: known users, amazon-beauty, 2 cores);
+    an HNSW search is one thread too (building one still uses every core)."""
+    import faiss
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    faiss.omp_set_num_threads(1)
+    if "PROMPTREC_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)
+
+
+def build_app(settings: ServeSettings, store: Store | None = None) -> FastAPI:
+    """The service for ``settings``: its engine built (the catalogue encoded, the models
+    loaded), on ``store`` (its caller closes it and the engine), or on a store it opens and
+    closes with the engine when the server stops (a worker process)."""
+    from promptrec.data.store import Store
+    from promptrec.service.app import create_app
+    from promptrec.service.engine import Engine
+    from promptrec.service.security import ApiKeys
+
+    owned = store is None
+    store = Store(settings.db) if store is None else store
+    try:
+        engine = Engine(store, settings.engine)
+    except BaseException:
+        if owned:
+            store.close()
+        raise
+    engine.start_polling()
+    # what is loaded now (catalogue, models) lives as long as the process: keep it out of the
+    # garbage collector's full passes, which otherwise stall requests ~0.1 s
+    gc.collect()
+    gc.freeze()
+    writer = None
+    if settings.reasons is not None:
+        from promptrec.service.reasons import make_reason_writer
+
+        writer = make_reason_writer(settings.reasons)
+    keys = ApiKeys(
+        settings.keys,
+        protect_reads=settings.protect_reads,
+        public_user_data=settings.public_user_data,
+    )
+    return create_app(
+        engine,
+        keys,
+        max_body_bytes=settings.max_body_bytes,
+        reasons=writer,
+        evaluation=Path(settings.evaluation) if settings.evaluation else None,
+        close_on_shutdown=owned,
+    )
+
+
+def worker_app() -> FastAPI:
+    """The uvicorn factory each worker process runs (settings from :data:`SETTINGS_ENV`)."""
+    text = os.environ.get(SETTINGS_ENV)
+    if not text:
+        raise ConfigError(f"{SETTINGS_ENV} is not set: start workers with promptrec serve")
+    settings = ServeSettings.from_json(text)
+    settings.engine.claim_service = False  # the serve command holds the lock for all workers
+    one_thread_per_request()
+    return build_app(settings)
