@@ -5,20 +5,21 @@ service are what is measured, not a language model).
 For each size (``--sizes``): writes the shop as files, then measures
 
 * ``promptrec ingest``: wall time and peak memory;
-* ``promptrec serve``: time until ``/health`` answers, first start (vectors encoded, index
-  built) and second start (the index loaded from its cache), and the server's memory;
+* ``promptrec serve --workers N``: time until every worker answers, first start (vectors
+  encoded, index built) and second start (the index loaded from its cache), and each worker's
+  memory;
 * ``GET /recommend``: p50/p99 for known users, with a live query, and with a category filter
   (one connection, closed loop);
 * ``POST /events``: single-event requests on 4 connections: acknowledged events/s, p50/p99;
-* ``PUT /items``: latency of new items, and the time until each is served (asked with
-  ``allow=ID``);
+* ``PUT /items``: latency of five new items and five changes, and the time until every
+  worker serves each (asked of each worker on its own connection); one ``DELETE``;
 * ANN quality: recall@10 of the served index against exact search, with the user's history
   excluded and with a category filter, in process.
 
 Give it the machine alone. Writes ``results/scale.{json,md}``::
 
     python benchmarks/scale.py --sizes 100000
-    python benchmarks/scale.py --sizes 100000,1000000 --events-per-item 5
+    python benchmarks/scale.py --sizes 100000,1000000 --events 1000000,5000000 --workers 2
 """
 
 from __future__ import annotations
@@ -236,7 +237,64 @@ def ann_quality(catalog: Path, log: Path, n_users: int = 500) -> dict:
     return out
 
 
-def measure(n_items: int, events_per_item: float, work: Path, seconds: float) -> dict:
+def worker_clients(url: str, workers: int) -> dict[int, httpx.Client]:
+    """A client per worker process (each keeps its connection, so it talks to one worker)."""
+    clients: dict[int, httpx.Client] = {}
+    deadline = time.monotonic() + 120
+    while len(clients) < workers and time.monotonic() < deadline:
+        client = httpx.Client(base_url=url, timeout=3600)
+        pid = client.get("/health").json()["worker"]
+        if pid in clients:
+            client.close()
+        else:
+            clients[pid] = client
+    return clients
+
+
+def catalogue_changes(url: str, key: str, workers: int, n: int = 10) -> dict:
+    """PUT new items, change and delete items; each change's latency, and the time until every
+    worker serves it (asked of each worker on its own connection)."""
+    clients = worker_clients(url, workers)
+    put_ms, everywhere_ms = [], []
+    with httpx.Client(base_url=url, timeout=3600, headers={"X-API-Key": key}) as writer:
+        for step in range(n):
+            item = f"new-{step % 5}"  # five new items, then the same five changed
+            body = {"title": f"Rosa gentle argan shampoo {step}", "price": 9.5 + step}
+            t = time.perf_counter()
+            r = writer.put(f"/items/{item}", json=body)
+            put_ms.append((time.perf_counter() - t) * 1000)
+            assert r.status_code == 200, r.text
+            waiting = dict(clients)
+            while waiting:
+                for pid, client in list(waiting.items()):
+                    got = client.get(f"/items/{item}")
+                    if got.status_code == 200 and got.json()["title"] == body["title"]:
+                        del waiting[pid]
+                time.sleep(0.005)
+            everywhere_ms.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        assert writer.delete("/items/new-0").status_code == 204
+        delete_ms = (time.perf_counter() - t) * 1000
+    for client in clients.values():
+        client.close()
+    return {
+        "workers_seen": len(clients),
+        "put": percentiles(put_ms),
+        "served_everywhere": percentiles(everywhere_ms),
+        "served_everywhere_max_ms": round(max(everywhere_ms), 1),
+        "delete_ms": round(delete_ms, 1),
+    }
+
+
+def worker_rss(url: str, workers: int) -> list[float]:
+    clients = worker_clients(url, workers)
+    rss = [round(rss_gb(pid), 2) for pid in sorted(clients)]
+    for client in clients.values():
+        client.close()
+    return rss
+
+
+def measure(n_items: int, events_per_item: float, work: Path, seconds: float, workers: int) -> dict:
     items, events = make_shop(n_items, int(n_items * events_per_item))
     catalog, log = write_shop(items, events, work / f"shop-{n_items}")
     db = work / f"shop-{n_items}.db"
@@ -244,19 +302,22 @@ def measure(n_items: int, events_per_item: float, work: Path, seconds: float) ->
         "items": n_items,
         "events": len(events),
         "users": int(events["user_id"].nunique()),
+        "workers": workers,
     }
     seconds_ingest, peak = run(
         ["ingest", "--catalog", str(catalog), "--events", str(log), "--db", str(db)]
     )
     report["ingest"] = {"seconds": round(seconds_ingest, 1), "peak_gb": round(peak, 2)}
-    args = ["--db", str(db), "--encoder", "hashing"]
+    args = ["--db", str(db), "--encoder", "hashing", "--workers", str(workers)]
     for start in ("first start", "second start"):
         server = LiveServer(args, work / "server.log")
         t = time.perf_counter()
         server.start(timeout=3600)
+        # every worker is up (the port answers as soon as the first one is)
+        assert len(worker_clients(server.url, workers)) == workers
         report[start] = {
             "seconds": round(time.perf_counter() - t, 1),
-            "rss_gb": round(rss_gb(server.proc.pid), 2),
+            "rss_gb_per_worker": worker_rss(server.url, workers),
         }
         if start == "first start":
             server.stop()
@@ -277,27 +338,8 @@ def measure(n_items: int, events_per_item: float, work: Path, seconds: float) ->
         report["POST /events, one event each, 4 connections"] = post_events(
             server.url, key, items["item_id"].sample(1000, random_state=1).tolist(), seconds
         )
-        put_ms, served_ms = [], []
-        with httpx.Client(base_url=server.url, timeout=3600, headers={"X-API-Key": key}) as client:
-            for n in range(3):
-                item = f"new-{n}"
-                t = time.perf_counter()
-                r = client.put(
-                    f"/items/{item}", json={"title": f"Rosa gentle argan shampoo {n}", "price": 9.5}
-                )
-                put_ms.append((time.perf_counter() - t) * 1000)
-                assert r.status_code == 200, r.text
-                while item not in [
-                    i["item_id"]
-                    for i in client.get(f"/recommend?user_id=x&allow={item}").json()["items"]
-                ]:
-                    time.sleep(0.01)
-                served_ms.append((time.perf_counter() - t) * 1000)
-        report["PUT /items"] = {
-            "ms": [round(x) for x in put_ms],
-            "served_after_ms": [round(x) for x in served_ms],
-        }
-        report["rss_gb_after"] = round(rss_gb(server.proc.pid), 2)
+        report["catalogue changes"] = catalogue_changes(server.url, key, workers)
+        report["rss_gb_per_worker_after"] = worker_rss(server.url, workers)
     finally:
         server.stop()
     report["ann recall@10"] = ann_quality(catalog, log)
@@ -307,25 +349,34 @@ def measure(n_items: int, events_per_item: float, work: Path, seconds: float) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000", help="catalogue sizes, comma-separated")
-    parser.add_argument("--events-per-item", type=float, default=10.0)
+    parser.add_argument(
+        "--events", default=None, help="events per size, comma-separated (default 10 per item)"
+    )
     parser.add_argument("--seconds", type=float, default=20.0, help="per latency phase")
     parser.add_argument("--output", type=Path, default=Path("results/scale"))
     parser.add_argument("--work", type=Path, default=None, help="a folder for the shops")
+    parser.add_argument("--workers", type=int, default=2, help="promptrec serve --workers")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="promptrec-scale-"))
     os.environ.setdefault("PROMPTREC_CACHE_DIR", str(work / "cache"))
     sizes = [int(s) for s in args.sizes.split(",")]
+    events = [int(e) for e in args.events.split(",")] if args.events else [10 * n for n in sizes]
+    if len(events) != len(sizes):
+        parser.error("give --events for every size")
     report = {
         "cpu": os.cpu_count(),
         "encoder": "hashing (model-free stand-in)",
-        "server": "promptrec serve, one worker",
-        "sizes": {str(n): measure(n, args.events_per_item, work, args.seconds) for n in sizes},
+        "server": f"promptrec serve --workers {args.workers}",
+        "sizes": {
+            str(n): measure(n, e / n, work, args.seconds, args.workers)
+            for n, e in zip(sizes, events, strict=True)
+        },
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
-        f"promptrec at shop scale ({os.cpu_count()} cores, one `serve` worker, the model-free "
-        "`hashing` encoder)",
+        f"promptrec at shop scale ({os.cpu_count()} cores, `promptrec serve --workers "
+        f"{args.workers}`, the model-free `hashing` encoder)",
         "",
         "| measure | " + " | ".join(f"{int(n):,} items" for n in report["sizes"]) + " |",
         "|---|" + "---:|" * len(report["sizes"]),
@@ -335,14 +386,14 @@ def main() -> None:
         return f"{r[phase]['p50_ms']} / {r[phase]['p99_ms']}"
 
     def started(r: dict, which: str) -> str:
-        return f"{r[which]['seconds']} ({r[which]['rss_gb']})"
+        return f"{r[which]['seconds']} ({r[which]['rss_gb_per_worker']})"
 
     events_phase = "POST /events, one event each, 4 connections"
     rows = {
         "events": lambda r: f"{r['events']:,}",
         "ingest s (peak GB)": lambda r: f"{r['ingest']['seconds']} ({r['ingest']['peak_gb']})",
-        "first start s (RSS GB)": lambda r: started(r, "first start"),
-        "second start s (RSS GB)": lambda r: started(r, "second start"),
+        "first start s (RSS GB per worker)": lambda r: started(r, "first start"),
+        "second start s (RSS GB per worker)": lambda r: started(r, "second start"),
         "/recommend known user p50 / p99 ms": lambda r: pair(r, "recommend known user"),
         "/recommend with a query p50 / p99 ms": lambda r: pair(r, "recommend with a query"),
         "/recommend with a category filter p50 / p99 ms": lambda r: pair(
@@ -351,10 +402,13 @@ def main() -> None:
         "POST /events acked/s (p50 / p99 ms)": lambda r: (
             f"{r[events_phase]['acked_per_s']} ({pair(r, events_phase)})"
         ),
-        "PUT /items ms (served after ms)": lambda r: (
-            f"{r['PUT /items']['ms']} ({r['PUT /items']['served_after_ms']})"
+        "PUT /items p50 / p99 ms (10 changes)": lambda r: pair(r["catalogue changes"], "put"),
+        "served by every worker after p50 / max ms": lambda r: (
+            f"{r['catalogue changes']['served_everywhere']['p50_ms']} / "
+            f"{r['catalogue changes']['served_everywhere_max_ms']}"
         ),
-        "RSS after the phases GB": lambda r: f"{r['rss_gb_after']}",
+        "DELETE /items ms": lambda r: f"{r['catalogue changes']['delete_ms']}",
+        "RSS per worker after the phases GB": lambda r: f"{r['rss_gb_per_worker_after']}",
         "index; recall@10 vs exact (history excluded / + filter)": lambda r: "{}; {} / {}".format(
             *r["ann recall@10"].values()
         ),

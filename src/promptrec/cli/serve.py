@@ -166,6 +166,7 @@ def serve(
         ServeSettings,
         build_app,
         one_thread_per_request,
+        run_workers,
     )
 
     keys = list(api_key or [])
@@ -228,15 +229,7 @@ def serve(
         os.environ[SETTINGS_ENV] = settings.to_json()
         echo(f"serving on {url} with {workers} workers (web page /, dashboard /dashboard)")
         try:  # the store's service lock is held here, for all the workers
-            uvicorn.run(
-                "promptrec.service.workers:worker_app",
-                factory=True,
-                workers=workers,
-                host=host,
-                port=port,
-                access_log=False,
-                log_level="warning",
-            )
+            run_workers(workers, host, port)
         finally:
             store.close()
         return

@@ -463,19 +463,26 @@ def cached_index(
         return cached_collection(vectors, config, digest.hexdigest())
     root = Path(cache_dir) if cache_dir else default_cache_dir() / "indexes"
     folder = root / digest.hexdigest()
-    if (folder / "index.json").exists():
-        try:
-            return load_index(folder)
-        except Exception:  # a damaged or partial copy: build it again
-            shutil.rmtree(folder, ignore_errors=True)
-    index = HNSWIndex(vectors, config, progress=progress)
-    partial = root / f".{folder.name}.{os.getpid()}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    index.save(partial)
-    try:
-        partial.rename(folder)  # atomic: readers see a whole index or none
-    except OSError:  # another process saved it first
+    root.mkdir(parents=True, exist_ok=True)
+    # one builder at a time (the workers of one service start together): the others wait for
+    # its graph and load it
+    with (root / f".{folder.name}.lock").open("a") as lock:
+        import fcntl
+
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (folder / "index.json").exists():
+            try:
+                return load_index(folder)
+            except Exception:  # a damaged or partial copy: build it again
+                shutil.rmtree(folder, ignore_errors=True)
+        index = HNSWIndex(vectors, config, progress=progress)
+        partial = root / f".{folder.name}.{os.getpid()}.partial"
         shutil.rmtree(partial, ignore_errors=True)
+        index.save(partial)
+        try:
+            partial.rename(folder)  # atomic: readers see a whole index or none
+        except OSError:  # saved meanwhile by a process that did not lock (an older version)
+            shutil.rmtree(partial, ignore_errors=True)
     return index
 
 
