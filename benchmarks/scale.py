@@ -92,7 +92,10 @@ def make_shop(n_items: int, n_events: int, seed: int = 0) -> tuple[pd.DataFrame,
     order = rng.permutation(n_items)
     weight = np.empty(n_items)
     weight[order] = 1.0 / np.arange(1, n_items + 1) ** 0.9
+    everything = np.cumsum(weight) / weight.sum()
     by_leaf = [np.flatnonzero(leaf == j) for j in range(len(leaves))]
+    leaf_cdf = [np.cumsum(weight[m]) / max(weight[m].sum(), 1e-300) for m in by_leaf]
+    leaf_weight = np.array([weight[m].sum() for m in by_leaf])
     n_users = max(1000, n_events // 20)
     lengths = np.maximum(1, rng.geometric(1 / 20, n_users))
     lengths = np.round(lengths * n_events / lengths.sum()).astype(int)
@@ -101,17 +104,19 @@ def make_shop(n_items: int, n_events: int, seed: int = 0) -> tuple[pd.DataFrame,
     for u, length in enumerate(lengths):
         if length == 0:
             continue
+        # 80% from three favourite leaves (a leaf in proportion to its items' popularity, then
+        # an item of it in proportion to its own), 20% from the whole catalogue
         favourites = rng.integers(0, len(leaves), 3)
-        pool = np.concatenate([by_leaf[f] for f in favourites if len(by_leaf[f])])
+        share = leaf_weight[favourites] / leaf_weight[favourites].sum()
+        which = favourites[np.searchsorted(np.cumsum(share), rng.random(length) * 0.999999)]
+        chosen = np.searchsorted(everything, rng.random(length) * 0.999999)
         own = rng.random(length) < 0.8
-        p = weight[pool] / weight[pool].sum()
-        chosen = np.where(
-            own,
-            rng.choice(pool, length, p=p),
-            rng.choice(n_items, length, p=weight / weight.sum()),
-        )
+        for f in np.unique(which[own]):
+            rows = np.flatnonzero(own & (which == f))
+            cdf = leaf_cdf[f]
+            chosen[rows] = by_leaf[f][np.searchsorted(cdf, rng.random(len(rows)) * cdf[-1])]
         users.extend([f"u{u}"] * length)
-        picks.append(chosen)
+        picks.append(np.minimum(chosen, n_items - 1))
         stamps.append(start + np.sort(rng.uniform(0, 3e7, length)))
     events = pd.DataFrame(
         {
@@ -356,6 +361,9 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("results/scale"))
     parser.add_argument("--work", type=Path, default=None, help="a folder for the shops")
     parser.add_argument("--workers", type=int, default=2, help="promptrec serve --workers")
+    parser.add_argument(
+        "--update", action="store_true", help="replace these sizes in the results, keep others"
+    )
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="promptrec-scale-"))
     os.environ.setdefault("PROMPTREC_CACHE_DIR", str(work / "cache"))
@@ -363,22 +371,26 @@ def main() -> None:
     events = [int(e) for e in args.events.split(",")] if args.events else [10 * n for n in sizes]
     if len(events) != len(sizes):
         parser.error("give --events for every size")
-    report = {
+    report: dict = {
         "cpu": os.cpu_count(),
         "encoder": "hashing (model-free stand-in)",
         "server": f"promptrec serve --workers {args.workers}",
-        "sizes": {
-            str(n): measure(n, e / n, work, args.seconds, args.workers)
-            for n, e in zip(sizes, events, strict=True)
-        },
+        "sizes": {},
     }
+    previous = args.output.with_suffix(".json")
+    if args.update and previous.exists():  # keep the other sizes of an earlier run
+        report["sizes"] = json.loads(previous.read_text())["sizes"]
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    for n, e in zip(sizes, events, strict=True):
+        report["sizes"][str(n)] = measure(n, e / n, work, args.seconds, args.workers)
+        args.output.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         f"promptrec at shop scale ({os.cpu_count()} cores, `promptrec serve --workers "
         f"{args.workers}`, the model-free `hashing` encoder)",
         "",
-        "| measure | " + " | ".join(f"{int(n):,} items" for n in report["sizes"]) + " |",
+        "| measure | "
+        + " | ".join(f"{int(n):,} items" for n in sorted(report["sizes"], key=int))
+        + " |",
         "|---|" + "---:|" * len(report["sizes"]),
     ]
 
@@ -414,7 +426,8 @@ def main() -> None:
         ),
     }
     for name, cell in rows.items():
-        lines.append(f"| {name} | " + " | ".join(cell(r) for r in report["sizes"].values()) + " |")
+        ordered = [report["sizes"][n] for n in sorted(report["sizes"], key=int)]
+        lines.append(f"| {name} | " + " | ".join(cell(r) for r in ordered) + " |")
     args.output.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -39,7 +39,7 @@ import httpx
 import numpy as np
 
 from promptrec.data.store import Impression, Store
-from promptrec.service.engine import new_request_id
+from promptrec.service.impressions import new_request_id
 from promptrec.service.process import LiveServer
 
 QUERIES = [

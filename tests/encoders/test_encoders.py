@@ -40,6 +40,33 @@ def test_cache_skips_known_texts(tmp_path) -> None:
     assert again.misses == 2
 
 
+def test_an_interrupted_encoding_resumes_where_it_stopped(tmp_path, monkeypatch) -> None:
+    """A crash part way through a catalogue keeps the chunks already written: the next run
+    encodes only the rest."""
+    from promptrec.encoders import cache
+    from promptrec.encoders.hashing import HashingEncoder
+
+    monkeypatch.setattr(cache, "_WRITE_CHUNK", 10)
+    texts = [f"argan shampoo {n}" for n in range(35)]
+    inner = HashingEncoder(dim=16)
+    encode, calls = inner.encode, []
+
+    def crash_on_third_chunk(batch, **kwargs):
+        calls.append(len(batch))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the process is stopped mid-way
+        return encode(batch, **kwargs)
+
+    monkeypatch.setattr(inner, "encode", crash_on_third_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        CachedEncoder(inner, tmp_path).encode(texts)
+    monkeypatch.setattr(inner, "encode", encode)
+    again = CachedEncoder(inner, tmp_path)
+    vectors = again.encode(texts)
+    assert (again.hits, again.misses) == (20, 15)
+    np.testing.assert_array_equal(vectors, encode(texts))
+
+
 CHINESE_ITEMS = pd.DataFrame(
     [
         {

@@ -62,23 +62,40 @@ def embed(
     encoder: EncoderOpt = "default",
     item_template: TemplateOpt = None,
     encoding: EncodingOpt = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="Encode on a Ray cluster ('local' starts one here; 'auto' or an address "
+            'joins one; pip install "promptrec[ray]"): each finished batch is cached as it '
+            "comes back, so a rerun encodes only what is left.",
+        ),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Encode the catalogue's item texts into the on-disk cache (only new or changed texts)."""
     from promptrec.data.store import Store
     from promptrec.encoders import CachedEncoder, load_encoder, text_hash
+    from promptrec.prompts.items import ItemPrompter
     from promptrec.scorers import TextSpace
 
     setup(verbose)
     dataset = load_data(data, catalog, events, db, encoding=encoding)
-    enc = load_encoder(encoder)
     t0 = time.perf_counter()
+    remote = 0
+    if ray_address is not None:
+        from promptrec.encoders.ray_batch import encode_on_ray
+
+        texts = ItemPrompter(item_template).texts(dataset.items)
+        remote, _ = encode_on_ray(encoder, texts, address=ray_address)
+    enc = load_encoder(encoder)
     space = TextSpace(enc, item_template).fit(dataset, progress=True)
     seconds = time.perf_counter() - t0
-    hits = enc.hits if isinstance(enc, CachedEncoder) else 0
+    hits = (enc.hits if isinstance(enc, CachedEncoder) else 0) - remote
+    where = f" ({remote} on Ray)" if ray_address is not None else ""
     echo(
         f"{dataset.n_items} items, template {space.template_name}, encoder {enc.name}: "
-        f"{dataset.n_items - hits} encoded, {hits} from cache, {seconds:.1f}s"
+        f"{dataset.n_items - hits} encoded{where}, {hits} from cache, {seconds:.1f}s"
     )
     if db is not None:
         with Store(db) as store:

@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from promptrec.encoders.base import Encoder, TextKind
 
 _CHUNK = 500
+_WRITE_CHUNK = 4096  # texts encoded, then written, at a time (what an interruption can lose)
 
 
 def default_cache_dir() -> Path:
@@ -68,6 +70,29 @@ class CachedEncoder(Encoder):
     def _key(self, text: str, kind: TextKind) -> str:
         return hashlib.sha1(f"{self.name}\x00{kind}\x00{text}".encode()).hexdigest()
 
+    def missing(self, texts: Sequence[str], kind: TextKind = "document") -> list[tuple[str, str]]:
+        """``(key, text)`` of the distinct texts not in the cache yet (what is left to encode,
+        e.g. elsewhere: :func:`promptrec.encoders.ray_batch.encode_on_ray`)."""
+        first = {self._key(t, kind): t for t in reversed(texts)}
+        with self._lock:
+            found = self._lookup(list(first))
+        return [(k, t) for k, t in reversed(first.items()) if k not in found]
+
+    def store(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        """Write vectors under keys given by :meth:`missing` (one transaction)."""
+        with self._lock:
+            self._write(keys, vectors)
+
+    def _write(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO vectors (key, dim, vec) VALUES (?, ?, ?)",
+                [
+                    (str(k), v.shape[0], np.asarray(v, dtype=np.float32).tobytes())
+                    for k, v in zip(keys, vectors, strict=True)
+                ],
+            )
+
     def _lookup(self, keys: list[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
         for start in range(0, len(keys), _CHUNK):
@@ -107,21 +132,18 @@ class CachedEncoder(Encoder):
             first = {}
             for k, t in zip(keys, texts, strict=True):
                 first.setdefault(k, t)
-            vecs = self.encoder.encode(
-                [first[k] for k in missing],
-                kind=kind,
-                batch_size=batch_size,
-                show_progress=show_progress,
-            )
-            with self._db:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO vectors (key, dim, vec) VALUES (?, ?, ?)",
-                    [
-                        (k, v.shape[0], v.astype(np.float32).tobytes())
-                        for k, v in zip(missing, vecs, strict=True)
-                    ],
-                )
-            found.update(zip(missing, vecs, strict=True))
+            # written a chunk at a time: an interrupted run keeps what it finished, and the
+            # next one encodes only the rest
+            bar = tqdm(total=len(missing), disable=not show_progress, desc="encoding", unit="text")
+            with bar:
+                for start in range(0, len(missing), _WRITE_CHUNK):
+                    chunk = missing[start : start + _WRITE_CHUNK]
+                    vecs = self.encoder.encode(
+                        [first[k] for k in chunk], kind=kind, batch_size=batch_size
+                    )
+                    self._write(chunk, vecs)
+                    found.update(zip(chunk, vecs, strict=True))
+                    bar.update(len(chunk))
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)

@@ -19,6 +19,7 @@ import numpy as np
 from promptrec.encoders.base import Encoder, TextKind, normalise
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+_CHUNK = 8192  # texts encoded at a time
 
 
 class HashingEncoder(Encoder):
@@ -58,12 +59,16 @@ class HashingEncoder(Encoder):
         batch_size: int = 64,
         show_progress: bool = False,
     ) -> np.ndarray:
-        words = [_WORD.findall(t.lower()) or [""] for t in texts]
-        rows = self._rows_of([w for ws in words for w in ws])
-        starts = np.cumsum([0] + [len(ws) for ws in words[:-1]])
-        if not len(texts):
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return normalise(np.add.reduceat(self._table[rows], starts, axis=0))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        # a chunk of texts at a time: their word vectors are gathered before they are summed
+        # (all of a million items' words at once would take 23 GB)
+        for start in range(0, len(texts), _CHUNK):
+            words = [_WORD.findall(t.lower()) or [""] for t in texts[start : start + _CHUNK]]
+            rows = self._rows_of([w for ws in words for w in ws])
+            starts = np.cumsum([0] + [len(ws) for ws in words[:-1]])
+            summed = np.add.reduceat(self._table[rows], starts, axis=0)
+            out[start : start + len(words)] = normalise(summed)
+        return out
 
     def count_tokens(self, text: str) -> int:
         return len(_WORD.findall(text)) + 2

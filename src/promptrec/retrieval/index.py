@@ -258,8 +258,8 @@ class ExactIndex(VectorIndex):
             self.add(vectors)
 
     def _add(self, vectors: np.ndarray) -> None:
-        if not len(self._vectors):  # the first batch is kept as given (never changed)
-            self._rows = AppendOnlyRows(vectors)
+        if not len(self._vectors):  # the first batch: copied once, with room for more
+            self._rows = AppendOnlyRows(vectors, spare=AppendOnlyRows.spare_for(len(vectors)))
             self._vectors = self._rows.view(len(vectors))
         else:  # later ones are appended in place (searches running read their own prefix)
             self._rows, self._vectors = self._rows.extended(len(self._vectors), vectors)

@@ -24,11 +24,27 @@ class AppendOnlyRows:
         rows, new = rows.extended(len(old), more)   # old is unchanged; new has n + k rows
     """
 
-    def __init__(self, rows: np.ndarray) -> None:
+    def __init__(self, rows: np.ndarray, *, spare: int = 0) -> None:
+        """Args:
+        rows: the first rows. Kept as given (no copy) when ``spare`` is 0.
+        spare: room for this many more rows, made now (a copy of ``rows`` into a larger
+            buffer), so that the first appends do not copy the whole buffer while requests
+            wait.
+        """
         rows = np.asarray(rows)
-        self._buffer = rows  # kept as given until it first grows
-        self._length = len(rows)
+        n = len(rows)
+        if spare > 0:
+            grown = np.empty((n + spare, *rows.shape[1:]), dtype=rows.dtype)
+            grown[:n] = rows
+            rows = grown
+        self._buffer = rows
+        self._length = n
         self._lock = threading.Lock()
+
+    @staticmethod
+    def spare_for(n: int) -> int:
+        """Room kept for later rows by the catalogue's buffers: a sixteenth, at least 256."""
+        return max(256, n // 16)
 
     def view(self, n: int) -> np.ndarray:
         """The first ``n`` rows (a view: no copy)."""

@@ -48,8 +48,9 @@ class TextSpace:
         self.template_name = self.prompter.resolve(data.items.columns)
         self.texts = self.prompter.texts(data.items)
         vectors = self.encoder.encode(self.texts, kind="document", show_progress=progress)
-        self._rows = AppendOnlyRows(vectors)
-        self.vectors = self._rows.view(len(vectors))
+        n = len(vectors)  # (room for the items a service will add: see Dataset.edited)
+        self._rows = AppendOnlyRows(vectors, spare=AppendOnlyRows.spare_for(n))
+        self.vectors = self._rows.view(n)
         self.catalog = PromptCatalog.from_items(data.items)
         self._items = data.items
         return self

@@ -15,7 +15,7 @@ next recommendation reflects them with no retraining, on every worker.
 Several engines may serve one store (``promptrec serve --workers N``; processes on several
 machines over PostgreSQL): the store is the one source of truth. Histories are read from it
 per request; catalogue changes are logged in it, and each engine follows the log
-(:meth:`Engine.follow_catalogue`, twice a second), applying the others' changes the same way as
+(:meth:`Engine.follow_catalogue`, four times a second), applying the others' changes the same way as
 its own; the registry's pointer swaps models on all of them.
 """
 
@@ -30,7 +30,6 @@ import secrets
 import socket
 import threading
 import time
-from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -48,13 +47,12 @@ from promptrec.retrieval.filters import Filters, edited_facets, item_facets
 from promptrec.retrieval.index import IndexConfig
 from promptrec.scorers import SCORERS, TextSpace, make_scorer
 from promptrec.service.histories import HISTORY_LIMIT, StoredHistories
+from promptrec.service.impressions import ImpressionLog, new_request_id
 from promptrec.service.registry import ModelRegistry
 
 log = logging.getLogger("promptrec.service")
 
 FEEDBACK_EVENTS = ("click", "cart", "purchase")  # attributed to the list they answer
-MAX_PENDING_LISTS = 100_000  # served lists held while the store cannot take them
-ATTRIBUTION_WINDOW = 3600.0  # a click without request id counts for a list shown this recently
 REGISTRY = "registry"
 CHANGES_KEPT = 3600.0  # catalogue changes are kept this long for engines to follow
 
@@ -131,113 +129,6 @@ class Served:
     cold_start: bool
 
 
-class _ImpressionLog:
-    """Served lists, written to the store in batches by a background thread (a crash loses at
-    most the last ``interval`` seconds of impressions; events are never buffered; a graceful
-    stop flushes them all). The newest lists of recent users are also kept in memory, to
-    attribute feedback without a read."""
-
-    def __init__(
-        self, store: Store, interval: float = 0.25, keep_seconds: float | None = None
-    ) -> None:
-        self.store = store
-        self.interval = interval
-        self.keep_seconds = keep_seconds  # older lists are gone from the store: ignored here too
-        self._pending: list[Impression] = []
-        self._flushing = threading.Lock()  # held while a batch moves from pending to stored
-        self.dropped = 0  # lists dropped while the store could not take them
-        self._recent: OrderedDict[str, deque[Impression]] = OrderedDict()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="impressions", daemon=True)
-        self._thread.start()
-
-    def add(self, impression: Impression) -> None:
-        with self._lock:
-            self._pending.append(impression)
-            if len(self._pending) > MAX_PENDING_LISTS:  # the store is down: keep the newest
-                self.dropped += len(self._pending) - MAX_PENDING_LISTS
-                del self._pending[: len(self._pending) - MAX_PENDING_LISTS]
-            recent = self._recent.setdefault(impression.user_id, deque(maxlen=20))
-            recent.appendleft(impression)
-            self._recent.move_to_end(impression.user_id)
-            while len(self._recent) > 100_000:
-                self._recent.popitem(last=False)
-
-    def find(self, request_id: str, user_id: str) -> Impression | None:
-        """The list ``request_id``: among the user's recent lists, else in the store (whoever
-        it was served to: the caller checks that)."""
-        with self._lock:
-            found = next(
-                (i for i in self._recent.get(user_id, ()) if i.request_id == request_id), None
-            )
-        found = found or self.store.impression(request_id)
-        if found is None:
-            # served in the last moments by another worker on the store, whose batch is not
-            # written yet? Its id says when it was served: wait for that batch, once
-            wait = _served_at(request_id) + self.interval + 0.2 - time.time()
-            if 0 < wait <= self.interval + 0.2:
-                time.sleep(wait)
-                found = self.store.impression(request_id)
-        return found if found is not None and self._kept(found, time.time()) else None
-
-    def _kept(self, impression: Impression, now: float) -> bool:
-        return self.keep_seconds is None or now - impression.at <= self.keep_seconds
-
-    def latest_with(self, user_id: str, item_id: str, now: float) -> Impression | None:
-        with self._lock:
-            recent = list(self._recent.get(user_id, ()))
-        if not recent:
-            recent = self.store.impressions(user_id)
-        for imp in recent:
-            if now - imp.at <= ATTRIBUTION_WINDOW and item_id in imp.items and self._kept(imp, now):
-                return imp
-        return None
-
-    def forget(self, user_id: str) -> None:
-        with self._lock:
-            self._recent.pop(user_id, None)
-            self._pending = [i for i in self._pending if i.user_id != user_id]
-
-    def flushing(self) -> threading.Lock:
-        """Held while a batch moves from memory to the store (hold it to keep one from
-        moving)."""
-        return self._flushing
-
-    def flush(self) -> None:
-        with self._flushing:  # readers of the counts see a batch either pending or stored
-            with self._lock:
-                batch, self._pending = self._pending, []
-            if batch:
-                try:
-                    self.store.record_impressions(batch)
-                except Exception:  # keep serving; the next flush retries
-                    log.exception("could not store %d impressions", len(batch))
-                    with self._lock:
-                        self._pending = batch + self._pending
-
-    def online_stats(
-        self, *, bucket_seconds: float | None = None, since: float | None = None
-    ) -> list[dict[str, Any]]:
-        """:meth:`Store.online_stats` with the lists not yet written counted in: exact at any
-        moment, and no write (a scrape never waits for a disk)."""
-        with self._flushing:  # no batch moves between the two reads
-            with self._lock:
-                pending = list(self._pending)
-            return self.store.online_stats(
-                bucket_seconds=bucket_seconds, since=since, unwritten=pending
-            )
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.flush()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.flush()
-
-
 @dataclass
 class EngineConfig:
     """How the engine serves (see ``promptrec serve --help``)."""
@@ -265,7 +156,7 @@ class EngineConfig:
     history_limit: int = HISTORY_LIMIT
     #: how often the engine reads the store's catalogue change log, to apply the changes other
     #: engines on the store made (every worker serves a change within about this long)
-    follow_seconds: float = 0.5
+    follow_seconds: float = 0.25
     #: take the store's service lock (``promptrec serve`` takes it once for all its workers,
     #: whose engines do not)
     claim_service: bool = True
@@ -360,7 +251,7 @@ class Engine:
         self._catalogue_seen = 0
         self._applied: dict[str, str | None] = {}
         self.rebuild()
-        self.impressions = _ImpressionLog(
+        self.impressions = ImpressionLog(
             store, self.config.flush_seconds, keep_seconds=self.config.keep_served_seconds
         )
         self._janitor = threading.Thread(target=self._sweep, name="retention", daemon=True)
@@ -830,22 +721,6 @@ class Engine:
                 "versions": self.registry.versions(),
             },
         }
-
-
-def new_request_id() -> str:
-    """A served list's id: 32 hex digits, the first 14 the time in microseconds, the rest 72
-    random bits. Ids in time order keep the store's inserts at the end of its index (half the
-    cost of random ids in a table of a million lists); 72 bits keep them unguessable."""
-    return f"{time.time_ns() // 1000:014x}{secrets.token_hex(9)}"
-
-
-def _served_at(request_id: str) -> float:
-    """When a list was served, from its id (:func:`new_request_id`); 0 for an id that is
-    not one."""
-    try:
-        return int(request_id[:14], 16) / 1e6 if len(request_id) == 32 else 0.0
-    except ValueError:
-        return 0.0
 
 
 def _host() -> str:

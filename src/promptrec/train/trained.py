@@ -115,9 +115,11 @@ class TrainedScorer(VectorScorer):
                 int((~known).sum()),
             )
         inputs, scored = self._item_rows(data.item_ids, self.space.vectors)
-        self._inputs, self._scored = AppendOnlyRows(inputs), AppendOnlyRows(scored)
-        self.input_vectors_ = torch.from_numpy(inputs)  # what the user tower reads
-        self.item_vectors_ = torch.from_numpy(scored)  # what is scored
+        spare, n = AppendOnlyRows.spare_for(len(inputs)), len(inputs)
+        self._inputs = AppendOnlyRows(inputs, spare=spare)
+        self._scored = AppendOnlyRows(scored, spare=spare)
+        self.input_vectors_ = torch.from_numpy(self._inputs.view(n))  # what the user tower reads
+        self.item_vectors_ = torch.from_numpy(self._scored.view(n))  # what is scored
         self._bound = data.items
 
     def _item_rows(

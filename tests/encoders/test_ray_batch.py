@@ -1,0 +1,88 @@
+"""Catalogue encoding on Ray (a local cluster started by the test): the vectors are the local
+encoder's, each finished batch is cached as it comes back, and an interrupted run resumes
+without encoding again what it finished."""
+
+from __future__ import annotations
+
+import pytest
+
+from promptrec.encoders import CachedEncoder, load_encoder, ray_batch
+from promptrec.prompts.items import ItemPrompter
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = ray_batch.connect("local")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROMPTREC_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_encoding_on_ray_resumes_after_an_interruption(
+    local_ray, fresh_cache, beauty_slice, monkeypatch
+) -> None:
+    texts = ItemPrompter().texts(beauty_slice.items.iloc[:300])
+    distinct = len(set(texts))
+    monkeypatch.setattr(ray_batch, "RESULT_BATCH", 64)
+    store, stored = CachedEncoder.store, []
+
+    def stop_after_two_batches(self, keys, vectors):
+        if len(stored) == 2:
+            raise KeyboardInterrupt  # the run is stopped part way
+        stored.append(len(keys))
+        return store(self, keys, vectors)
+
+    monkeypatch.setattr(CachedEncoder, "store", stop_after_two_batches)
+    with pytest.raises(KeyboardInterrupt):
+        ray_batch.encode_on_ray("default", texts, address="local", batch_size=32, progress=False)
+    monkeypatch.setattr(CachedEncoder, "store", store)
+    assert stored == [64, 64]
+    encoded, cached = ray_batch.encode_on_ray(
+        "default", texts, address="local", batch_size=32, progress=False
+    )
+    assert (encoded, cached) == (distinct - 128, 128)  # what was finished is not sent again
+    assert ray_batch.encode_on_ray("default", texts, address="local", progress=False) == (
+        0,
+        distinct,
+    )
+    cache = load_encoder("default")
+    from_cache = cache.encode(texts)
+    assert cache.misses == 0
+    local = load_encoder("default", cache=False).encode(texts)
+    # the same model: equal up to the numerics of other batches (padding, reduced precision)
+    cosine = (from_cache * local).sum(axis=1)
+    assert cosine.min() > 0.999
+
+
+def test_embed_on_ray_from_the_command_line(local_ray, fresh_cache, capsys, tmp_path) -> None:
+    import json
+
+    from promptrec.cli.main import main
+
+    def cli(args: list[str]) -> tuple[int, str, str]:
+        try:
+            main(args)
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        return code, *capsys.readouterr()
+
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_text(
+        "\n".join(
+            json.dumps({"item_id": str(n), "title": f"Argan shampoo {n}", "brand": "Rosa"})
+            for n in range(40)
+        )
+    )
+    events = tmp_path / "events.csv"
+    events.write_text("user_id,item_id,timestamp\nu1,1,1\nu1,2,2\n")
+    args = ["embed", "--catalog", str(catalog), "--events", str(events), "--ray-address", "local"]
+    code, out, err = cli(args)
+    assert code == 0, err
+    assert "40 encoded (40 on Ray), 0 from cache" in out
+    code, out, _ = cli(args)
+    assert "0 encoded (0 on Ray), 40 from cache" in out
