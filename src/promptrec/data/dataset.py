@@ -12,6 +12,7 @@ Both are pandas DataFrames with normalised columns:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -179,7 +180,7 @@ class Dataset:
         alive[retired] = False
         added = np.arange(n, n + len(upserts), dtype=np.int64)
         index.update(zip(new_ids, added.tolist(), strict=True))
-        clone = self.with_events(self.events)
+        clone = copy.copy(self)  # the log is shared as it is (with_events would copy it)
         clone.items = (
             pd.concat([self.items, upserts], ignore_index=True) if len(upserts) else self.items
         )

@@ -22,6 +22,7 @@ fetched with room for the excluded items, filtered, and fetched again wider whil
 
 from __future__ import annotations
 
+import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -324,13 +325,20 @@ class HNSWIndex(VectorIndex):
             self.add(vectors)
 
     def _add(self, vectors: np.ndarray) -> None:
+        faiss = _faiss()
         step = 20_000
-        with tqdm(
-            total=len(vectors), disable=not self.progress, desc="HNSW index", unit="item"
-        ) as bar:
-            for start in range(0, len(vectors), step):
-                self._index.add(vectors[start : start + step])
-                bar.update(min(step, len(vectors) - start))
+        threads = faiss.omp_get_max_threads()
+        if len(vectors) > step:  # a build: every core (a service limits searches to one)
+            faiss.omp_set_num_threads(os.cpu_count() or 1)
+        try:
+            with tqdm(
+                total=len(vectors), disable=not self.progress, desc="HNSW index", unit="item"
+            ) as bar:
+                for start in range(0, len(vectors), step):
+                    self._index.add(vectors[start : start + step])
+                    bar.update(min(step, len(vectors) - start))
+        finally:
+            faiss.omp_set_num_threads(threads)
 
     def _removed(self, keys: np.ndarray) -> None:
         faiss = _faiss()
