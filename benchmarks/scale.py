@@ -40,7 +40,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from promptrec.service.process import LiveServer
+from promptrec.service.process import LiveServer, clients_per_worker
 
 ADJECTIVES = (
     "red blue green black white pink gold silver matte glossy organic vegan gentle strong "
@@ -242,24 +242,10 @@ def ann_quality(catalog: Path, log: Path, n_users: int = 500) -> dict:
     return out
 
 
-def worker_clients(url: str, workers: int) -> dict[int, httpx.Client]:
-    """A client per worker process (each keeps its connection, so it talks to one worker)."""
-    clients: dict[int, httpx.Client] = {}
-    deadline = time.monotonic() + 120
-    while len(clients) < workers and time.monotonic() < deadline:
-        client = httpx.Client(base_url=url, timeout=3600)
-        pid = client.get("/health").json()["worker"]
-        if pid in clients:
-            client.close()
-        else:
-            clients[pid] = client
-    return clients
-
-
 def catalogue_changes(url: str, key: str, workers: int, n: int = 10) -> dict:
     """PUT new items, change and delete items; each change's latency, and the time until every
     worker serves it (asked of each worker on its own connection)."""
-    clients = worker_clients(url, workers)
+    clients = clients_per_worker(url, workers, timeout=120, request_timeout=3600)
     put_ms, everywhere_ms = [], []
     with httpx.Client(base_url=url, timeout=3600, headers={"X-API-Key": key}) as writer:
         for step in range(n):
@@ -292,7 +278,7 @@ def catalogue_changes(url: str, key: str, workers: int, n: int = 10) -> dict:
 
 
 def worker_rss(url: str, workers: int) -> list[float]:
-    clients = worker_clients(url, workers)
+    clients = clients_per_worker(url, workers, timeout=120, request_timeout=3600)
     rss = [round(rss_gb(pid), 2) for pid in sorted(clients)]
     for client in clients.values():
         client.close()
@@ -319,7 +305,10 @@ def measure(n_items: int, events_per_item: float, work: Path, seconds: float, wo
         t = time.perf_counter()
         server.start(timeout=3600)
         # every worker is up (the port answers as soon as the first one is)
-        assert len(worker_clients(server.url, workers)) == workers
+        up = clients_per_worker(server.url, workers, timeout=120)
+        for client in up.values():
+            client.close()
+        assert len(up) == workers
         report[start] = {
             "seconds": round(time.perf_counter() - t, 1),
             "rss_gb_per_worker": worker_rss(server.url, workers),

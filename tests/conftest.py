@@ -8,7 +8,7 @@ tests of the PostgreSQL store without a server (``PROMPTREC_TEST_POSTGRES_URL``;
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -126,3 +126,24 @@ def postgres_store_url(postgres_url: str) -> Iterator[str]:
     yield f"{postgres_url}{joiner}options=-csearch_path%3D{schema}"
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+RunCli = Callable[[list[str]], tuple[int, str, str]]
+
+
+@pytest.fixture
+def cli(capsys) -> RunCli:
+    """The CLI as a user runs it, in-process: ``cli(["train", ...])`` runs ``promptrec train
+    ...`` and returns (exit code, stdout, stderr)."""
+    from promptrec.cli.main import main
+
+    def run(args: list[str]) -> tuple[int, str, str]:
+        try:
+            main(args)
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -58,18 +58,8 @@ def test_encoding_on_ray_resumes_after_an_interruption(
     assert cosine.min() > 0.999
 
 
-def test_embed_on_ray_from_the_command_line(local_ray, fresh_cache, capsys, tmp_path) -> None:
+def test_embed_on_ray_from_the_command_line(local_ray, fresh_cache, cli, tmp_path) -> None:
     import json
-
-    from promptrec.cli.main import main
-
-    def cli(args: list[str]) -> tuple[int, str, str]:
-        try:
-            main(args)
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        return code, *capsys.readouterr()
 
     catalog = tmp_path / "catalog.jsonl"
     catalog.write_text(

@@ -14,7 +14,7 @@ import pytest
 
 from promptrec.data.store import Event, Store
 from promptrec.service.engine import ArmSpec, Engine, EngineConfig
-from promptrec.service.process import LiveServer
+from promptrec.service.process import LiveServer, clients_per_worker
 
 AUTH = {"X-API-Key": "test-key"}
 
@@ -112,20 +112,6 @@ def _pids(url: str, want: int, seconds: float = 60.0) -> set[int]:
     return seen
 
 
-def _one_client_per_worker(url: str, workers: int) -> dict[int, httpx.Client]:
-    """A client per worker: each keeps its connection, so it always talks to one worker."""
-    clients: dict[int, httpx.Client] = {}
-    deadline = time.monotonic() + 60
-    while len(clients) < workers and time.monotonic() < deadline:
-        client = httpx.Client(base_url=url, timeout=10)
-        pid = client.get("/health").json()["worker"]
-        if pid in clients:
-            client.close()
-        else:
-            clients[pid] = client
-    return clients
-
-
 def test_serve_with_two_workers(slice_files, tmp_path) -> None:
     catalog, events = slice_files
     server = LiveServer(
@@ -139,7 +125,7 @@ def test_serve_with_two_workers(slice_files, tmp_path) -> None:
         user = httpx.get(f"{url}/users", params={"limit": 1}, headers=AUTH).json()["users"][0]
 
         # a new item is served by every worker within a second of its PUT
-        clients = _one_client_per_worker(url, 2)
+        clients = clients_per_worker(url, 2)
         assert len(clients) == 2
         put = time.monotonic()
         r = httpx.put(f"{url}/items/new-polish", json={"title": "Red nail polish"}, headers=AUTH)

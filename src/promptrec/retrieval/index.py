@@ -174,6 +174,10 @@ class VectorIndex(ABC):
         return np.where(idx >= 0, subset[np.maximum(idx, 0)], -1), best.astype(np.float32)
 
     # ------------------------------------------------------------------ search
+    def _eligible(self, allowed: np.ndarray | None) -> np.ndarray:
+        """``[size]`` bool: the live keys ``allowed`` keeps (all live ones for None)."""
+        return self._alive if allowed is None else self._alive & _mask(allowed, self.size)
+
     def search(
         self,
         queries: np.ndarray,
@@ -192,7 +196,7 @@ class VectorIndex(ABC):
         """
         queries = _rows(queries, self.dim)
         with self._lock.reading():
-            eligible = self._alive if allowed is None else self._alive & _mask(allowed, self.size)
+            eligible = self._eligible(allowed)
             n_eligible = int(eligible.sum())
             keys = np.full((len(queries), k), -1, dtype=np.int64)
             scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
@@ -287,7 +291,7 @@ class ExactIndex(VectorIndex):
         allowed: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         with self._lock.reading():
-            eligible = self._alive if allowed is None else self._alive & _mask(allowed, self.size)
+            eligible = self._eligible(allowed)
             return top_k(self.scores(queries), k, exclude=exclude, allowed=eligible)
 
     def save(self, path: str | Path) -> Path:

@@ -347,11 +347,8 @@ class Engine:
                     self._applied[item_id] = None
                     continue
                 fields = None if text is None else json.loads(text)
-                if self._edits_in_place(snap):
-                    new = self._edited(snap, item_id, fields)
-                else:
-                    new, _ = self._build(self.store.dataset(), self._registry_version)
-                self._publish(new, self._registry_version, started)
+                new, version = self._changed(item_id, fields, committed=True)
+                self._publish(new, version, started)
                 self._applied[item_id] = text
                 served += 1
             self._catalogue_seen = max(self._catalogue_seen, changes[-1][0])
@@ -506,11 +503,7 @@ class Engine:
             return removed
         with self._build_lock:
             started = time.perf_counter()
-            snap = self.snapshot
-            if self._edits_in_place(snap):
-                new, version = self._edited(snap, item_id, fields), self._registry_version
-            else:
-                new, version = self._build(self.store.dataset(pending={item_id: fields}), None)
+            new, version = self._changed(item_id, fields, committed=False)
             if fields is None:
                 changed = self.store.delete_item(item_id)
             else:
@@ -518,6 +511,19 @@ class Engine:
             self._applied[item_id] = None if fields is None else stored_text(item_id, fields)
             self._publish(new, version, started)
             return changed
+
+    def _changed(
+        self, item_id: str, fields: dict[str, Any] | None, *, committed: bool
+    ) -> tuple[Snapshot, str | None]:
+        """The served snapshot with one item added, replaced (``fields``) or removed (None),
+        not yet published, and the registry version it serves: edited in place
+        (:meth:`_edited`), or rebuilt from the store, where a change not yet ``committed`` is
+        applied to what is read."""
+        snap = self.snapshot
+        if self._edits_in_place(snap):
+            return self._edited(snap, item_id, fields), self._registry_version
+        pending = None if committed else {item_id: fields}
+        return self._build(self.store.dataset(pending=pending), self._registry_version)
 
     def _edits_in_place(self, snap: Snapshot) -> bool:
         """Whether a change can edit the served snapshot (:meth:`_edited`) rather than rebuild

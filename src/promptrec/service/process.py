@@ -63,3 +63,21 @@ class LiveServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def clients_per_worker(
+    url: str, workers: int, *, timeout: float = 60.0, request_timeout: float = 10.0
+) -> dict[int, httpx.Client]:
+    """One client per worker process of a server (``promptrec serve --workers N``), by the
+    worker's pid: each keeps its connection, so it always talks to the same worker. Fewer
+    than ``workers`` when not all of them answered within ``timeout`` seconds."""
+    clients: dict[int, httpx.Client] = {}
+    deadline = time.monotonic() + timeout
+    while len(clients) < workers and time.monotonic() < deadline:
+        client = httpx.Client(base_url=url, timeout=request_timeout)
+        pid = client.get("/health").json()["worker"]
+        if pid in clients:
+            client.close()
+        else:
+            clients[pid] = client
+    return clients
