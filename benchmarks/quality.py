@@ -40,6 +40,9 @@ VARIANTS: dict[str, dict] = {
     # one change each from no-refit (measured so, before refit became the default)
     "bce": {"loss": "bce", "num_negatives": 1, "refit": False},  # the baseline formulation
     "sampled-softmax": {"loss": "sampled-softmax", "refit": False},
+    # what catalogues above sample_above items get: each step encodes its batch's items alone,
+    # and the softmax is estimated over sampled negatives (logQ); forced here at 0 items
+    "batch-items": {"sample_above": 0, "refit": False},
     "text-only": {"use_ids": False, "refit": False},  # no id embeddings: items from text
     # full mode: LoRA on the language model reading `recent` prompts (CPU: small data only)
     "full-lora": {

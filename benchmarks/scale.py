@@ -14,7 +14,8 @@ For each size (``--sizes``): writes the shop as files, then measures
 * ``PUT /items``: latency of five new items and five changes, and the time until every
   worker serves each (asked of each worker on its own connection); one ``DELETE``;
 * ANN quality: recall@10 of the served index against exact search, with the user's history
-  excluded and with a category filter, in process.
+  excluded and with a category filter, in process;
+* fast-mode training: the seconds of one epoch, in process.
 
 Give it the machine alone. Writes ``results/scale.{json,md}``::
 
@@ -242,6 +243,30 @@ def ann_quality(catalog: Path, log: Path, n_users: int = 500) -> dict:
     return out
 
 
+def training_epoch(catalog: Path, log: Path, max_len: int = 50) -> dict:
+    """Fast-mode training on the shop, in process: the seconds of one epoch (every training
+    position once) and of the validation that follows it; above ``sample_above`` items each
+    step encodes its batch's items alone (see ``TrainConfig.sample_above``)."""
+    from promptrec.data.loaders import load_dataset
+    from promptrec.scorers.text import TextSpace
+    from promptrec.train import TrainConfig, Trainer
+
+    data = load_dataset(catalog=catalog, events=log)
+    config = TrainConfig(
+        encoder="hashing", epochs=1, refit=False, max_minutes=None, max_len=max_len
+    )
+    trainer = Trainer(config, space=TextSpace("hashing"), progress=False, device="cpu")
+    started = time.perf_counter()
+    trainer.fit(data)
+    [epoch] = trainer.state.history
+    return {
+        "sampled": trainer.sampled,
+        "epoch_seconds": epoch.seconds,
+        "fit_seconds": round(time.perf_counter() - started, 1),
+        "validation_users": config.validation_users,
+    }
+
+
 def catalogue_changes(url: str, key: str, workers: int, n: int = 10) -> dict:
     """PUT new items, change and delete items; each change's latency, and the time until every
     worker serves it (asked of each worker on its own connection)."""
@@ -337,6 +362,7 @@ def measure(n_items: int, events_per_item: float, work: Path, seconds: float, wo
     finally:
         server.stop()
     report["ann recall@10"] = ann_quality(catalog, log)
+    report["training"] = training_epoch(catalog, log)
     return report
 
 
@@ -412,6 +438,11 @@ def main() -> None:
         "RSS per worker after the phases GB": lambda r: f"{r['rss_gb_per_worker_after']}",
         "index; recall@10 vs exact (history excluded / + filter)": lambda r: "{}; {} / {}".format(
             *r["ann recall@10"].values()
+        ),
+        "fast-mode training: one epoch s (fit with validation s)": lambda r: (
+            f"{r['training']['epoch_seconds']} ({r['training']['fit_seconds']})"
+            if "training" in r
+            else "-"
         ),
     }
     for name, cell in rows.items():

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -24,6 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from promptrec.data.dataset import Dataset, UserHistory
+from promptrec.data.rows import Column
 from promptrec.encoders import Encoder
 from promptrec.errors import ConfigError
 from promptrec.explain import Explanation, explain_items
@@ -80,7 +81,7 @@ class Recommendation:
 class _Fitted:
     data: Dataset
     scorer: Scorer
-    labels: list[str] = field(default_factory=list)
+    labels: Column | None = None  # each item's display label (see Recommender._labels)
     index: VectorIndex | None = None  # for a vector scorer: what lists are ranked through
 
     @cached_property
@@ -171,11 +172,12 @@ class Recommender:
                 index.add(scorer.item_vectors[added])
             else:  # keys were added for a change never served: start a clean index
                 index = cached_index(scorer.item_vectors, self.index_config)
-        labels = self._labels() + ItemPrompter.labels(data.items.iloc[added])
         clone = copy.copy(self)
         clone._scorer = scorer
         clone._space = getattr(scorer, "space", None) or self._space
-        clone._fitted = _Fitted(data, scorer, labels, index)
+        clone._fitted = _Fitted(data, scorer, None, index)
+        if clone._shared_labels() is None:  # the text space's, else extended here
+            clone._fitted.labels = self._labels().extended(ItemPrompter.labels(data.rows(added)))
         return clone
 
     def _select(self, data: Dataset, *, progress: bool) -> str:
@@ -346,11 +348,20 @@ class Recommender:
         ]
         return Recommendation(history.user_id, items, st.scorer.name, prompt, len(history))
 
-    def _labels(self) -> list[str]:
+    def _labels(self) -> Column:
+        """Each item's display label: the text space's (the same labels its prompts use),
+        else made here once."""
         st = self._state()
-        if not st.labels:
-            st.labels = ItemPrompter.labels(st.data.items)
+        if st.labels is None:
+            st.labels = self._shared_labels() or Column(ItemPrompter.labels(st.data.items))
         return st.labels
+
+    def _shared_labels(self) -> Column | None:
+        st = self._state()
+        space = getattr(st.scorer, "space", None)
+        if isinstance(space, TextSpace) and getattr(space, "_items", None) is st.data.items:
+            return space.catalog.labels
+        return None
 
     def describe(self) -> dict[str, Any]:
         st = self._state()

@@ -129,6 +129,7 @@ def test_evaluate_writes_json_markdown_and_report(files, tmp_path, cli) -> None:
         (["recommend", "--data", "DATA", "--user", "1", "--strategy", "magic"], "unknown strategy"),
         (["evaluate", "--data", "DATA", "--splits", "train"], "unknown split"),
         (["recommend", "--data", "DATA", "--all-users"], "--output"),
+        (["recommend", "--data", "DATA", "--user", "1", "--ray-address", "local"], "--all-users"),
         (
             ["recommend", "--data", "DATA", "--user", "1", "--price-min", "9", "--price-max", "1"],
             "price_min",

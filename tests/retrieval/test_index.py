@@ -72,10 +72,22 @@ def test_exclusions_and_filters_keep_their_exact_meaning(vectors, queries, hnsw)
     # each user's history: 30 of the items nearest to them (the hardest to leave out)
     near, _ = exact.search(queries, 40)
     exclude = [row[rng.permutation(40)[:30]] for row in near]
+    hnsw.config = IndexConfig(kind="hnsw", exact_below=50)  # filters searched on the graph
+    calls = []
+    search_graph = hnsw.candidates
+    hnsw.candidates = lambda *a, **kw: calls.append(kw.get("only")) or search_graph(*a, **kw)
     for share in (0.5, 0.05, 0.002):  # broad, selective, and narrow enough for exact search
         allowed = rng.random(len(vectors)) < share
         want, _ = exact.search(queries, 10, exclude=exclude, allowed=allowed)
+        calls.clear()
         got, got_scores = hnsw.search(queries, 10, exclude=exclude, allowed=allowed)
+        if allowed.sum() > 50:
+            # the graph searched among the allowed items, history left out: one call a query
+            # (no widening until enough candidates pass)
+            assert len(calls) == len(queries)
+            assert all(only is not None and not (only & ~allowed).any() for only in calls)
+        else:
+            assert not calls  # exact over the few allowed items
         for row, keys in enumerate(got):
             keys = keys[keys >= 0]
             assert allowed[keys].all() and not set(keys) & set(exclude[row])

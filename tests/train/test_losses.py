@@ -58,3 +58,23 @@ def test_sampled_softmax_with_logq_by_hand() -> None:
 def test_losses_describe_themselves() -> None:
     assert SampledBCELoss(3).get_config_dict() == {"loss": "bce", "num_negatives": 3}
     assert FullSoftmaxLoss(0.1).get_config_dict()["temperature"] == 0.1
+
+
+def test_sampled_softmax_over_the_batch_items_equals_the_catalogue_form() -> None:
+    """Given the vectors of just the items a batch touches (and their catalogue indices), the
+    loss is the one over the whole catalogue: what training at scale relies on."""
+    popularity = torch.tensor([3.0, 1.0, 0.0, 7.0])
+    items = torch.cat([ITEMS, torch.tensor([[2.0, -1.0]])])
+    loss = SampledSoftmaxLoss(popularity, num_negatives=3, temperature=0.5, alpha=0.7)
+    negatives = torch.tensor([3, 1, 3])
+    whole = loss.sampled(USERS, TARGETS, items, negatives)
+    ids = torch.tensor([0, 1, 3])  # item 2 is in no role of this batch
+    local = {0: 0, 1: 1, 3: 2}
+    batch = loss(
+        USERS,
+        torch.tensor([local[int(t)] for t in TARGETS]),
+        items[ids],
+        negatives=torch.tensor([local[int(n)] for n in negatives]),
+        ids=ids,
+    )
+    assert float(batch) == pytest.approx(float(whole), rel=1e-6)

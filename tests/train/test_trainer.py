@@ -167,3 +167,53 @@ def test_other_losses_train(loss, beauty_slice, encoder) -> None:
     trainer.fit(data)
     losses = [e.loss for e in trainer.state.history]
     assert losses[-1] < losses[0]
+
+
+def test_a_step_over_the_batch_items_equals_one_over_the_catalogue(beauty_slice, encoder) -> None:
+    """Above ``sample_above`` items a step runs the item tower on its batch's items alone; with
+    the same negatives (and no dropout) its loss and gradients are the catalogue-wide step's."""
+    import torch
+
+    from promptrec.scorers.popularity import item_counts
+    from promptrec.train.model import TwoTowerModel
+    from promptrec.train.sequences import training_windows
+
+    data = leave_last_out(beauty_slice)["test"].fit
+    cfg = TrainConfig(**{**SMALL, "loss": "sampled-softmax", "num_negatives": 64})
+    trainer = Trainer(cfg, space=TextSpace(encoder), progress=False, device="cpu")
+    trainer.space.fit(data)
+    text = torch.from_numpy(trainer.space.vectors)
+    counts = item_counts(data)
+    id_mask = torch.from_numpy(counts >= cfg.id_min_count)
+    inputs, targets = training_windows(data.histories()[:64], cfg.max_len)
+    inp, tgt = torch.from_numpy(inputs), torch.from_numpy(targets)
+    model = TwoTowerModel(text.shape[1], data.n_items, dim=32, max_len=cfg.max_len, layers=1)
+    model.eval()  # no dropout: both steps see the same vectors
+    results = []
+    for sampled in (False, True):
+        trainer.sampled = sampled
+        gen = torch.Generator().manual_seed(7)
+        loss_fn = trainer._loss(torch.from_numpy(counts), gen)
+        model.zero_grad()
+        loss = trainer._step_loss(model, loss_fn, text, id_mask, inp, tgt, tgt >= 0)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((float(loss.detach()), grads))
+    (full, full_grads), (batch, batch_grads) = results
+    assert batch == pytest.approx(full, rel=1e-5)
+    assert full_grads.keys() == batch_grads.keys()
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(batch_grads[name], grad, rtol=1e-4, atol=1e-6)
+
+
+def test_training_above_sample_above_learns(beauty_slice, encoder) -> None:
+    data = leave_last_out(beauty_slice)["test"].fit
+    cfg = TrainConfig(**{**SMALL, "epochs": 4, "sample_above": 0, "num_negatives": 64})
+    trainer = Trainer(cfg, space=TextSpace(encoder), progress=False)
+    scorer = trainer.fit(data)
+    assert trainer.sampled
+    ndcgs = [e.ndcg10 for e in trainer.state.history]
+    assert max(ndcgs) > ndcgs[0]
+    losses = [e.loss for e in trainer.state.history]
+    assert losses[-1] < losses[0]
+    assert scorer.score(data.histories()[:5]).shape == (5, data.n_items)

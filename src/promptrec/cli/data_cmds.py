@@ -84,7 +84,7 @@ def embed(
     t0 = time.perf_counter()
     remote = 0
     if ray_address is not None:
-        from promptrec.encoders.ray_batch import encode_on_ray
+        from promptrec.ray_batch import encode_on_ray
 
         texts = ItemPrompter(item_template).texts(dataset.items)
         remote, _ = encode_on_ray(encoder, texts, address=ray_address)

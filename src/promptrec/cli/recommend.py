@@ -79,6 +79,15 @@ def recommend(
     milvus_uri: MilvusUriOpt = None,
     unknown_items: UnknownOpt = "drop",
     encoding: EncodingOpt = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="With --all-users: rank the users on a Ray cluster ('local' starts one here; "
+            "'auto' or an address joins one; pip install \"promptrec[ray]\"). A language "
+            "model's folder must exist at the same path on every node.",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Recommend items for users; `--all-users -k 20 --output preds.jsonl` exports everyone."""
@@ -92,6 +101,8 @@ def recommend(
         raise ConfigError("--all-users needs --output FILE.jsonl")
     if all_users and (query or category or price_min or price_max or allow or deny or keep_seen):
         raise ConfigError("--all-users exports plain lists: drop --query and the filters")
+    if ray_address is not None and not all_users:
+        raise ConfigError("--ray-address ranks --all-users on Ray: add --all-users")
     filters = Filters(
         categories=category, price_min=price_min, price_max=price_max, allow=allow, deny=deny
     )
@@ -110,8 +121,12 @@ def recommend(
         typer.echo(f"strategy auto: validation NDCG@10 {chosen} -> {rec.strategy}", err=True)
     if all_users:
         assert output is not None
-        n = _export(rec, dataset, k, output)
-        echo(f"wrote {n} users to {output} (strategy {rec.strategy}, k={k}, seen items excluded)")
+        n = _export(rec, dataset, k, output, ray_address)
+        where = " on Ray" if ray_address is not None else ""
+        echo(
+            f"wrote {n} users to {output} (strategy {rec.strategy}, k={k}, seen items "
+            f"excluded){where}"
+        )
         return
     results = rec.recommend(
         user or [], k, query=query, filters=filters, exclude_seen=not keep_seen, explain=explain
@@ -135,20 +150,30 @@ def recommend(
 
 
 def _line(dataset, r) -> dict:  # type: ignore[no-untyped-def]
+    return _row(dataset, r.user_id, r.item_ids, r.scores)
+
+
+def _row(dataset, user_id: str, items: list[str], scores: list[float]) -> dict:  # type: ignore[no-untyped-def]
     return {
-        "user_id": dataset.export_id(r.user_id, "user_id"),
-        "items": [dataset.export_id(i) for i in r.item_ids],
-        "scores": [round(s, 6) for s in r.scores],
+        "user_id": dataset.export_id(user_id, "user_id"),
+        "items": [dataset.export_id(i) for i in items],
+        "scores": [round(s, 6) for s in scores],
     }
 
 
-def _export(rec, dataset, k: int, output: Path) -> int:  # type: ignore[no-untyped-def]
+def _export(rec, dataset, k: int, output: Path, ray_address: str | None = None) -> int:  # type: ignore[no-untyped-def]
+    if ray_address is not None:
+        from promptrec.ray_batch import recommend_on_ray
+
+        lists = recommend_on_ray(rec, k, address=ray_address)
+    else:
+        lists = ((r.user_id, r.item_ids, r.scores) for r in rec.recommend_all(k, progress=True))
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
     n = 0
     with tmp.open("w") as fh:
-        for r in rec.recommend_all(k, progress=True):
-            fh.write(json.dumps(_line(dataset, r)) + "\n")
+        for user_id, items, scores in lists:
+            fh.write(json.dumps(_row(dataset, user_id, items, scores)) + "\n")
             n += 1
     tmp.replace(output)  # never leave a half-written export behind
     return n

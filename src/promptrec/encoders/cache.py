@@ -52,16 +52,28 @@ class CachedEncoder(Encoder):
         self.name = encoder.name
         self.max_tokens = encoder.max_tokens
         path = Path(cache_dir) if cache_dir else default_cache_dir()
-        path.mkdir(parents=True, exist_ok=True)
         self.path = path / "embeddings.sqlite"
+        self._open()
+        self.hits = 0
+        self.misses = 0
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, dim INTEGER, vec BLOB)"
         )
         self._db.commit()
-        self.hits = 0
-        self.misses = 0
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_db")}
+
+    def __setstate__(self, state: dict) -> None:
+        # a copy elsewhere (a Ray worker) opens the cache at the same path, on its machine
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._open()
 
     @property
     def dim(self) -> int:  # type: ignore[override]
@@ -72,7 +84,7 @@ class CachedEncoder(Encoder):
 
     def missing(self, texts: Sequence[str], kind: TextKind = "document") -> list[tuple[str, str]]:
         """``(key, text)`` of the distinct texts not in the cache yet (what is left to encode,
-        e.g. elsewhere: :func:`promptrec.encoders.ray_batch.encode_on_ray`)."""
+        e.g. elsewhere: :func:`promptrec.ray_batch.encode_on_ray`)."""
         first = {self._key(t, kind): t for t in reversed(texts)}
         with self._lock:
             found = self._lookup(list(first))

@@ -37,6 +37,13 @@ class HashingEncoder(Encoder):
         self._table = np.zeros((0, self.dim), dtype=np.float32)
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def _rows_of(self, words: list[str]) -> np.ndarray:
         """Row indices into the word table for ``words`` (new words get their vectors)."""
         with self._lock:

@@ -86,6 +86,8 @@ class SentenceTransformerEncoder(Encoder):
             native = device.startswith("cuda") or cpu_has_native_bf16()
             precision = "bf16" if native else "fp32"
         label = "default:all-MiniLM-L6-v2" if model is None else str(model)
+        # how to load it again, where a copy of it is unpickled (a Ray worker)
+        self._source = {"model": model, "precision": precision, "max_tokens": max_tokens}
         self._adopt(self.model, device, precision)
         self.name = f"st:{label}:{self.precision}:{self.max_tokens}"
 
@@ -100,6 +102,20 @@ class SentenceTransformerEncoder(Encoder):
         # a fast tokenizer is not re-entrant ("Already borrowed" when two threads pad or
         # truncate at once): one call at a time, so a threaded server can share the encoder
         self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        """A copy travels as where the model comes from (a name or a folder, loaded again
+        where it is unpickled: the same folder must exist there), not as its weights."""
+        source = getattr(self, "_source", None)
+        if source is None:
+            raise ConfigError(
+                f"encoder {self.name} was not loaded from a name or folder: save it first "
+                "(a model being tuned cannot be copied to another process)"
+            )
+        return {"source": source}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state["source"])  # type: ignore[misc]
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         import torch

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from promptrec.data.dataset import UserHistory
+from promptrec.data.rows import Column
 from promptrec.errors import ConfigError
 from promptrec.prompts.items import ItemPrompter, normalise_fields
 from promptrec.prompts.templates import load_template, render
@@ -55,12 +56,14 @@ class UserPrompt:
 
 @dataclass(frozen=True)
 class PromptCatalog:
-    """What user prompts need to know about items, computed once per catalogue."""
+    """What user prompts need to know about items, computed once per catalogue: per item, its
+    label, most specific category, brand and genres (columns that a catalogue change extends
+    at the cost of the new items)."""
 
-    labels: list[str]
-    categories: list[str | None]  # the most specific category of each item
-    brands: list[str | None]
-    genres: list[list[str]]
+    labels: Column  # of str
+    categories: Column  # of str | None
+    brands: Column  # of str | None
+    genres: Column  # of list[str]
 
     @classmethod
     def from_items(cls, items: pd.DataFrame) -> PromptCatalog:
@@ -72,16 +75,16 @@ class PromptCatalog:
             categories.append(cat.split(" > ")[-1].strip() if cat else None)
             brands.append(f["brand"])
             genres.append([g.strip() for g in f["genres"].split(",")] if f["genres"] else [])
-        return cls(labels, categories, brands, genres)
+        return cls(Column(labels), Column(categories), Column(brands), Column(genres))
 
     def extended(self, items: pd.DataFrame) -> PromptCatalog:
         """This catalogue followed by ``items`` (new rows; this one is unchanged)."""
         more = PromptCatalog.from_items(items)
         return PromptCatalog(
-            self.labels + more.labels,
-            self.categories + more.categories,
-            self.brands + more.brands,
-            self.genres + more.genres,
+            self.labels.extended(more.labels.values),
+            self.categories.extended(more.categories.values),
+            self.brands.extended(more.brands.values),
+            self.genres.extended(more.genres.values),
         )
 
 
@@ -128,6 +131,14 @@ class PromptStrategy(ABC):
         self.template_name = template or f"user_{self.name}"
         self.template = load_template(self.template_name)
         self.max_items = max_items
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a compiled template does not pickle: a copy (on a Ray worker) loads it again by name
+        return {k: v for k, v in self.__dict__.items() if k != "template"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.template = load_template(self.template_name)
 
     @abstractmethod
     def context(self, history: UserHistory, catalog: PromptCatalog) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from promptrec.data.dataset import Dataset
+from promptrec.data.rows import Column
 from promptrec.prompts.items import normalise_fields
 
 
@@ -78,9 +79,11 @@ class Filters(BaseModel):
 
 
 class _Facets:
+    """Per item: its lower-cased category labels and its price (columns a catalogue change
+    extends at the cost of the new items), and the items of each label."""
+
     def __init__(self, categories: list[set[str]], prices: np.ndarray) -> None:
-        self.categories = categories
-        self.prices = prices
+        self._prices = Column(prices)
         self.all_categories: frozenset[str] = frozenset().union(*categories)
         # label -> the items that have it: a filter costs its matches, not the catalogue
         members: dict[str, list[int]] = {}
@@ -88,8 +91,13 @@ class _Facets:
             for label in labels:
                 members.setdefault(label, []).append(item)
         self._by_label = {
-            label: np.array(items, dtype=np.int64) for label, items in members.items()
+            label: Column(np.array(items, dtype=np.int64)) for label, items in members.items()
         }
+
+    @property
+    def prices(self) -> np.ndarray:
+        """``[n_items]``: NaN where an item has no price."""
+        return self._prices.values
 
     @classmethod
     def of(cls, items: pd.DataFrame) -> _Facets:
@@ -113,20 +121,21 @@ class _Facets:
         """These facets followed by those of ``items`` (new rows): the cost of the new rows
         and of the labels they carry, not of the catalogue."""
         more = _Facets.of(items)
-        offset = len(self.categories)
+        offset = len(self.prices)
         clone = copy.copy(self)
-        clone.categories = self.categories + more.categories
-        clone.prices = np.concatenate([self.prices, more.prices])
+        clone._prices = self._prices.extended(more.prices)
         clone.all_categories = self.all_categories | more.all_categories
         clone._by_label = dict(self._by_label)
         for label, rows in more._by_label.items():
-            before = self._by_label.get(label, np.zeros(0, dtype=np.int64))
-            clone._by_label[label] = np.concatenate([before, rows + offset])
+            before = self._by_label.get(label)
+            shifted = rows.values + offset
+            clone._by_label[label] = Column(shifted) if before is None else before.extended(shifted)
         return clone
 
     def items_labelled(self, label: str) -> np.ndarray:
         """Indices of the items with this (lower-cased) category label."""
-        return self._by_label.get(label, np.zeros(0, dtype=np.int64))
+        rows = self._by_label.get(label)
+        return np.zeros(0, dtype=np.int64) if rows is None else rows.values
 
 
 _FACETS: dict[int, tuple[object, _Facets]] = {}
@@ -150,4 +159,4 @@ def item_facets(data: Dataset) -> _Facets:
 def edited_facets(old: Dataset, data: Dataset, added: np.ndarray) -> _Facets:
     """:func:`item_facets` of ``data``, ``old`` edited by :meth:`Dataset.edited`, from
     ``old``'s facets and the appended rows alone."""
-    return _remember(data, item_facets(old).extended(data.items.iloc[added]))
+    return _remember(data, item_facets(old).extended(data.rows(added)))

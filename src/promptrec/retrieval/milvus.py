@@ -96,7 +96,11 @@ class MilvusIndex(VectorIndex):
         )
 
     def candidates(
-        self, queries: np.ndarray, n: int, banned: np.ndarray | None = None
+        self,
+        queries: np.ndarray,
+        n: int,
+        banned: np.ndarray | None = None,
+        only: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The best items by Milvus; ``banned`` keys (the user's history) are left out by
         Milvus itself, as an ``id not in [...]`` expression."""

@@ -21,7 +21,7 @@ from promptrec.scorers.base import Scorer
 def interaction_matrix(data: Dataset) -> sp.csr_matrix:
     """Binary users x items matrix of ``data``'s log (users in order of first appearance)."""
     ev = data.events
-    items = ev["item_id"].map(data.item_index)
+    items = ev["item_id"].map(data.item_index.as_dict())
     keep = items.notna().to_numpy()
     users, _ = ev["user_id"][keep].factorize()
     cols = items[keep].to_numpy(dtype=np.int64)

@@ -7,24 +7,25 @@ from collections.abc import Sequence
 import numpy as np
 
 from promptrec.data.dataset import Dataset, UserHistory
+from promptrec.data.rows import Column
 from promptrec.scorers.base import Scorer
 
 
 def item_counts(data: Dataset) -> np.ndarray:
     """Interactions per item in ``data``'s log, ``[n_items]``."""
-    idx = data.events["item_id"].map(data.item_index).dropna().to_numpy(dtype=np.int64)
+    idx = data.events["item_id"].map(data.item_index.as_dict()).dropna().to_numpy(dtype=np.int64)
     return np.bincount(idx, minlength=data.n_items).astype(np.float32)
 
 
-def edited_counts(counts: np.ndarray, old: Dataset, data: Dataset, added: np.ndarray) -> np.ndarray:
+def edited_counts(counts: Column, old: Dataset, data: Dataset, added: np.ndarray) -> Column:
     """:func:`item_counts` for ``data``, ``old`` edited (:meth:`Dataset.edited`): a replaced
-    item keeps its count at its new row, a new one starts at zero."""
+    item keeps its count at its new row, a new one starts at zero (the cost of the new rows)."""
     before = old.item_index
     carried = np.array(
         [counts[before[i]] if i in before else 0.0 for i in data.item_ids[added]],
-        dtype=counts.dtype,
+        dtype=counts.values.dtype,
     )
-    return np.concatenate([counts, carried])
+    return counts.extended(carried)
 
 
 def popular_for_cold_users(

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 
 from promptrec.data.dataset import Dataset, UserHistory
+from promptrec.data.rows import AppendOnlyRows, Column
 from promptrec.encoders import Encoder, load_encoder, normalise
 from promptrec.errors import ConfigError
 from promptrec.prompts.items import ItemPrompter
 from promptrec.prompts.users import PromptCatalog, PromptStrategy, UserPrompt, get_strategy
-from promptrec.retrieval.rows import AppendOnlyRows
 from promptrec.scorers.popularity import edited_counts, item_counts
 from promptrec.scorers.vector import VectorScorer
 
@@ -46,8 +46,9 @@ class TextSpace:
         if self._items is data.items:
             return self
         self.template_name = self.prompter.resolve(data.items.columns)
-        self.texts = self.prompter.texts(data.items)
-        vectors = self.encoder.encode(self.texts, kind="document", show_progress=progress)
+        texts = self.prompter.texts(data.items)
+        vectors = self.encoder.encode(texts, kind="document", show_progress=progress)
+        self.texts = Column(texts)  # each item's text, as encoded
         n = len(vectors)  # (room for the items a service will add: see Dataset.edited)
         self._rows = AppendOnlyRows(vectors, spare=AppendOnlyRows.spare_for(n))
         self.vectors = self._rows.view(n)
@@ -58,10 +59,10 @@ class TextSpace:
     def edited(self, data: Dataset, added: np.ndarray) -> TextSpace:
         """A copy for ``data`` (this space's catalogue edited by :meth:`Dataset.edited`): only
         the appended rows are rendered and encoded, with this catalogue's template."""
-        rows = data.items.iloc[added]
+        rows = data.rows(added)
         texts = [self.prompter.text(r, self.template_name) for r in rows.to_dict("records")]
         clone = copy.copy(self)
-        clone.texts = self.texts + texts
+        clone.texts = self.texts.extended(texts)
         vectors = self.encoder.encode(texts, kind="document") if texts else self.vectors[:0]
         clone._rows, clone.vectors = self._rows.extended(len(self.vectors), vectors)
         clone.catalog = self.catalog.extended(rows)
@@ -87,7 +88,7 @@ class _TextScorer(VectorScorer):
         assert self.data is not None, "fit first"
         clone = copy.copy(self)
         clone.space = self.space.edited(data, added)
-        clone.popularity = edited_counts(self.popularity, self.data, data, added)
+        clone._popularity = edited_counts(self._popularity, self.data, data, added)
         clone.data = data
         return clone
 

@@ -16,6 +16,7 @@ from typing import ClassVar
 import numpy as np
 
 from promptrec.data.dataset import UserHistory
+from promptrec.data.rows import Column
 from promptrec.scorers.base import Scorer
 from promptrec.scorers.popularity import popular_for_cold_users
 
@@ -31,7 +32,16 @@ class VectorScorer(Scorer):
     """
 
     ranks_by_vectors: ClassVar[bool] = True
-    popularity: np.ndarray
+    _popularity: Column
+
+    @property
+    def popularity(self) -> np.ndarray:
+        return self._popularity.values
+
+    @popularity.setter
+    def popularity(self, counts: np.ndarray) -> None:
+        # a column: a catalogue change appends the new items' counts (edited_counts)
+        self._popularity = Column(np.asarray(counts, dtype=np.float64))
 
     @property
     @abstractmethod

@@ -697,7 +697,7 @@ class Engine:
         pos = snap.data.item_index.get(str(item_id))
         if pos is None:
             return None
-        record = snap.data.items.iloc[pos].to_dict()
+        record = snap.data.rows(np.array([pos])).iloc[0].to_dict()
         return {k: _plain(v) for k, v in record.items()}
 
     def describe(self) -> dict[str, Any]:

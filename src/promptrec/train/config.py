@@ -29,7 +29,15 @@ class TrainConfig(BaseModel):
             improved for ``patience`` epochs; the best epoch's weights are kept.
         similarity / temperature: cosine (unit vectors) or dot-product scores, divided by the
             temperature in the loss.
-        num_negatives: sampled negatives per step (see :mod:`promptrec.train.losses`).
+        num_negatives: sampled negatives per step (see :mod:`promptrec.train.losses`): per
+            position for ``bce`` (default 256), shared by the batch for ``sampled-softmax``
+            (default 8192: on amazon-beauty's validation split, 256 scored NDCG@10 0.0388,
+            2048 0.0505 and 8192 0.0573, against 0.0534 for the full softmax).
+        sample_above: fast mode, catalogues of more items than this: each step runs the item
+            tower on its batch's items alone (inputs, targets, negatives), and the ``softmax``
+            loss is estimated by ``sampled-softmax`` (popularity-sampled negatives shared by
+            the batch, with logQ correction), so that an epoch costs in proportion to the
+            events rather than events x items (README, "Training at scale").
         precision: ``auto`` uses bf16 autocast where the hardware does bf16 natively (a GPU, or
             a CPU with AVX512-BF16/AMX), fp32 elsewhere.
         validation_users: validate on a seeded sample of at most this many users.
@@ -73,7 +81,8 @@ class TrainConfig(BaseModel):
     patience: int = Field(5, ge=1)
     similarity: Literal["cosine", "dot"] = "cosine"
     temperature: float = Field(0.05, gt=0)
-    num_negatives: int = Field(256, ge=1)
+    num_negatives: int | None = Field(None, ge=1)
+    sample_above: int = Field(50_000, ge=0)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     validation_users: int | None = Field(5000, ge=1)
     refit: bool = True
@@ -87,3 +96,10 @@ class TrainConfig(BaseModel):
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     prefix_tokens: int = Field(16, ge=1, le=256)
+
+    @property
+    def negatives(self) -> int:
+        """Sampled negatives per step: ``num_negatives``, else the loss's default."""
+        if self.num_negatives is not None:
+            return self.num_negatives
+        return 256 if self.loss == "bce" else 8192

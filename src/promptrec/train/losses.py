@@ -4,6 +4,12 @@
 position), ``targets`` is ``[P]`` (the item index each position must predict) and ``items`` is
 ``[n_items, d]`` (every item's current vector). Scores are inner products ``users @ items.T``.
 
+The sampling losses also take the negatives drawn beforehand (``draw``) and the items' catalogue
+indices (``ids``): then ``items`` holds only the vectors of the batch's items (its inputs,
+targets and negatives), ``targets`` and ``negatives`` index into it, and a training step costs
+in proportion to the batch, not to the catalogue (``Trainer`` does so above
+``TrainConfig.sample_above`` items).
+
 Relations: :class:`SampledBCELoss` is the baseline formulation (binary cross-entropy on
 ``sigmoid(user . item)`` against uniformly sampled negatives, as in SASRec); the softmax losses
 (:class:`FullSoftmaxLoss`, :class:`SampledSoftmaxLoss`) are InfoNCE with a temperature, and
@@ -38,18 +44,23 @@ class SampledBCELoss(nn.Module):
         self.num_negatives = num_negatives
         self.generator = generator
 
-    def forward(
-        self, users: torch.Tensor, targets: torch.Tensor, items: torch.Tensor
-    ) -> torch.Tensor:
-        n_items = items.shape[0]
-        neg = torch.randint(
-            0,
-            n_items,
-            (users.shape[0], self.num_negatives),
-            generator=self.generator,
-            device=users.device,
+    def draw(self, n_positions: int, n_items: int, device: torch.device | str) -> torch.Tensor:
+        """Uniform negatives ``[n_positions, num_negatives]`` (catalogue indices)."""
+        return torch.randint(
+            0, n_items, (n_positions, self.num_negatives), generator=self.generator, device=device
         )
-        return self.bce(users, targets, items, neg)
+
+    def forward(
+        self,
+        users: torch.Tensor,
+        targets: torch.Tensor,
+        items: torch.Tensor,
+        negatives: torch.Tensor | None = None,
+        ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if negatives is None:
+            negatives = self.draw(users.shape[0], items.shape[0], users.device)
+        return self.bce(users, targets, items, negatives)
 
     @staticmethod
     def bce(
@@ -81,7 +92,12 @@ class FullSoftmaxLoss(nn.Module):
         self.temperature = temperature
 
     def forward(
-        self, users: torch.Tensor, targets: torch.Tensor, items: torch.Tensor
+        self,
+        users: torch.Tensor,
+        targets: torch.Tensor,
+        items: torch.Tensor,
+        negatives: None = None,
+        ids: None = None,
     ) -> torch.Tensor:
         logits = users @ items.T / self.temperature  # [P, n_items]
         return F.cross_entropy(logits, targets)
@@ -125,13 +141,25 @@ class SampledSoftmaxLoss(nn.Module):
         self.logq = logq
         self.generator = generator
 
-    def forward(
-        self, users: torch.Tensor, targets: torch.Tensor, items: torch.Tensor
+    def draw(
+        self, n_positions: int = 0, n_items: int = 0, device: torch.device | str = "cpu"
     ) -> torch.Tensor:
-        neg = torch.multinomial(
+        """The shared negatives ``[num_negatives]`` (catalogue indices)."""
+        return torch.multinomial(
             self.q, self.num_negatives, replacement=True, generator=self.generator
         )
-        return self.sampled(users, targets, items, neg)
+
+    def forward(
+        self,
+        users: torch.Tensor,
+        targets: torch.Tensor,
+        items: torch.Tensor,
+        negatives: torch.Tensor | None = None,
+        ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if negatives is None:
+            negatives = self.draw()
+        return self.sampled(users, targets, items, negatives, ids)
 
     def sampled(
         self,
@@ -139,13 +167,16 @@ class SampledSoftmaxLoss(nn.Module):
         targets: torch.Tensor,
         items: torch.Tensor,
         negatives: torch.Tensor,
+        ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The loss for given shared negatives ``[N]``."""
+        """The loss for given shared negatives ``[N]`` (rows of ``items``, whose catalogue
+        indices are ``ids``; None: ``items`` is the whole catalogue)."""
         pos = (users * items[targets]).sum(-1, keepdim=True) / self.temperature  # [P, 1]
         neg = users @ items[negatives].T / self.temperature  # [P, N]
         if self.logq:
-            pos = pos - torch.log(self.q[targets])[:, None]
-            neg = neg - torch.log(self.q[negatives])[None, :]
+            q = self.q if ids is None else self.q[ids]
+            pos = pos - torch.log(q[targets])[:, None]
+            neg = neg - torch.log(q[negatives])[None, :]
         neg = neg.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
         logits = torch.cat([pos, neg], dim=1)
         return F.cross_entropy(

@@ -42,14 +42,20 @@ class ItemTower(nn.Module):
         if self.ids is not None:
             nn.init.normal_(self.ids.weight, std=0.02)
 
-    def forward(self, text: torch.Tensor, id_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``text`` ``[n, text_dim]`` (all items, in index order) -> ``[n, dim]``.
+    def forward(
+        self,
+        text: torch.Tensor,
+        id_mask: torch.Tensor | None = None,
+        items: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``text`` ``[n, text_dim]`` -> ``[n, dim]``: all items in index order, or the items
+        ``items`` ``[n]`` (their indices) alone.
 
         ``id_mask`` ``[n]`` (bool): items whose id embedding is used.
         """
         out = self.norm(self.proj(text))
         if self.ids is not None:
-            ids = self.ids.weight[: text.shape[0]]
+            ids = self.ids.weight[: text.shape[0]] if items is None else self.ids(items)
             if id_mask is not None:
                 ids = ids * id_mask[:, None].to(ids.dtype)
             out = out + ids
@@ -121,9 +127,15 @@ class TwoTowerModel(nn.Module):
         self.items = ItemTower(text_dim, dim, n_items, dropout, use_ids)
         self.users = SequenceUserTower(dim, max_len, layers, heads, dropout)
 
-    def item_vectors(self, text: torch.Tensor, id_mask: torch.Tensor | None) -> torch.Tensor:
-        """Item vectors as the user tower reads them (inputs of the sequence)."""
-        return self.items(text, id_mask)
+    def item_vectors(
+        self,
+        text: torch.Tensor,
+        id_mask: torch.Tensor | None,
+        items: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Item vectors as the user tower reads them (inputs of the sequence): of every item,
+        or of the items ``items`` (indices; ``text`` and ``id_mask`` are then theirs)."""
+        return self.items(text, id_mask, items)
 
     def scoring(self, vectors: torch.Tensor) -> torch.Tensor:
         """User or item vectors as they are scored: unit length under cosine similarity."""

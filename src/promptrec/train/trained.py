@@ -30,10 +30,10 @@ import torch
 
 from promptrec import __version__
 from promptrec.data.dataset import Dataset, UserHistory
+from promptrec.data.rows import AppendOnlyRows
 from promptrec.encoders import Encoder, load_encoder
 from promptrec.errors import ModelError
 from promptrec.prompts.templates import TEMPLATE_DIR
-from promptrec.retrieval.rows import AppendOnlyRows
 from promptrec.scorers.base import Scorer
 from promptrec.scorers.popularity import edited_counts, item_counts, popular_for_cold_users
 from promptrec.scorers.text import TextSpace
@@ -160,7 +160,7 @@ class TrainedScorer(VectorScorer):
         clone._scored, view_scored = self._scored.extended(n, scored)
         clone.input_vectors_ = torch.from_numpy(view_in)
         clone.item_vectors_ = torch.from_numpy(view_scored)
-        clone.popularity = edited_counts(self.popularity, self.data, data, added)
+        clone._popularity = edited_counts(self._popularity, self.data, data, added)
         clone._bound = data.items
         clone.data = data
         return clone

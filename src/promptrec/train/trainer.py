@@ -180,6 +180,15 @@ class Trainer:
         model.to(self.device)
         # negatives are drawn on the training device, with their own seeded generator
         loss_gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.sampled = data.n_items > cfg.sample_above
+        if self.sampled:
+            log.info(
+                "%d items (more than sample_above, %d): each step encodes its batch's items "
+                "and samples %d negatives",
+                data.n_items,
+                cfg.sample_above,
+                cfg.negatives,
+            )
         loss_fn = self._loss(torch.from_numpy(counts).to(self.device), loss_gen)
         inputs, targets = training_windows(data.histories(), cfg.max_len)
         if len(inputs) == 0:
@@ -209,12 +218,9 @@ class Trainer:
                 width = int(lengths[rows].max())  # trim the padding this batch does not need
                 inp = torch.from_numpy(inputs[rows, :width]).to(self.device)
                 tgt = torch.from_numpy(targets[rows, :width]).to(self.device)
+                valid = tgt >= 0
                 with self._autocast():
-                    item_vecs = model.item_vectors(text, id_mask)
-                    states = model.sequence_states(item_vecs, inp)
-                    valid = tgt >= 0
-                    users = model.scoring(states[valid]) / cfg.temperature
-                    loss = loss_fn(users, tgt[valid], model.scoring(item_vecs))
+                    loss = self._step_loss(model, loss_fn, text, id_mask, inp, tgt, valid)
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip:
@@ -263,6 +269,37 @@ class Trainer:
             model.load_state_dict(best_weights)
         return model.cpu().eval(), id_mask_np
 
+    def _step_loss(
+        self,
+        model: TwoTowerModel,
+        loss_fn: torch.nn.Module,
+        text: torch.Tensor,
+        id_mask: torch.Tensor,
+        inp: torch.Tensor,
+        tgt: torch.Tensor,
+        valid: torch.Tensor,
+    ) -> torch.Tensor:
+        """One batch's loss: over every item's vector, or (``self.sampled``) over the vectors
+        of the batch's own items (inputs, targets, negatives drawn for it) alone."""
+        temperature = self.config.temperature
+        targets = tgt[valid]
+        if not self.sampled:
+            item_vecs = model.item_vectors(text, id_mask)
+            users = model.scoring(model.sequence_states(item_vecs, inp)[valid]) / temperature
+            return loss_fn(users, targets, model.scoring(item_vecs))
+        negatives = loss_fn.draw(len(targets), len(text), self.device)
+        items = torch.unique(torch.cat([inp[inp >= 0], targets, negatives.flatten()]))
+        item_vecs = model.item_vectors(text[items], id_mask[items], items)
+        local = torch.where(inp >= 0, torch.searchsorted(items, inp.clamp_min(0)), -1)
+        users = model.scoring(model.sequence_states(item_vecs, local)[valid]) / temperature
+        return loss_fn(
+            users,
+            torch.searchsorted(items, targets),
+            model.scoring(item_vecs),
+            negatives=torch.searchsorted(items, negatives),
+            ids=items,
+        )
+
     def validate(
         self, model: TwoTowerModel, text: torch.Tensor, id_mask: torch.Tensor, val: Split
     ) -> float:
@@ -272,24 +309,27 @@ class Trainer:
         with torch.no_grad():
             item_vecs = model.item_vectors(text, id_mask)
             scored = model.scoring(item_vecs)
-            for start in range(0, len(val.histories), 1024):
-                hist = val.histories[start : start + 1024]
+            step = max(16, min(1024, 50_000_000 // len(text)))  # at most 200 MB of scores
+            for start in range(0, len(val.histories), step):
+                hist = val.histories[start : start + step]
                 seqs = torch.from_numpy(last_items(hist, model.users.max_len)).to(self.device)
                 users = model.user_vectors(item_vecs, seqs)
                 scores = (users @ scored.T).float().cpu().numpy()
                 ranks.append(
-                    target_ranks(scores, val.targets[start : start + 1024], [h.items for h in hist])
+                    target_ranks(scores, val.targets[start : start + step], [h.items for h in hist])
                 )
         return ndcg_at(np.concatenate(ranks), 10)
 
     def _loss(self, counts: torch.Tensor, gen: torch.Generator) -> torch.nn.Module:
         cfg = self.config
         # the temperature is applied to the user vectors before the loss (see _train)
-        if cfg.loss == "softmax":
+        if cfg.loss == "softmax" and not self.sampled:
             return FullSoftmaxLoss()
+        if cfg.loss == "softmax":  # estimated over sampled negatives: see sample_above
+            return SampledSoftmaxLoss(counts, cfg.negatives, generator=gen)
         if cfg.loss == "sampled-softmax":
-            return SampledSoftmaxLoss(counts, cfg.num_negatives, generator=gen)
-        return SampledBCELoss(cfg.num_negatives, generator=gen)
+            return SampledSoftmaxLoss(counts, cfg.negatives, generator=gen)
+        return SampledBCELoss(cfg.negatives, generator=gen)
 
     # ------------------------------------------------------------------ checkpoints
     def _best_path(self) -> Path:

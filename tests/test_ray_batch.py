@@ -4,9 +4,12 @@ without encoding again what it finished."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from promptrec.encoders import CachedEncoder, load_encoder, ray_batch
+from promptrec import ray_batch
+from promptrec.encoders import CachedEncoder, load_encoder
 from promptrec.prompts.items import ItemPrompter
 
 
@@ -76,3 +79,41 @@ def test_embed_on_ray_from_the_command_line(local_ray, fresh_cache, cli, tmp_pat
     assert "40 encoded (40 on Ray), 0 from cache" in out
     code, out, _ = cli(args)
     assert "0 encoded (0 on Ray), 40 from cache" in out
+
+
+def test_every_users_list_on_ray_is_the_local_one(local_ray, beauty_slice, tmp_path, cli) -> None:
+    """``recommend --all-users --ray-address``: the fitted recommender is shipped to Ray actors
+    once (its language model as where it was loaded from) and they rank the users; the export
+    equals the one made here, user for user."""
+    catalog, events = tmp_path / "catalog.jsonl", tmp_path / "events.csv"
+    beauty_slice.items.drop(columns=["asin"]).to_json(catalog, orient="records", lines=True)
+    beauty_slice.events[["user_id", "item_id", "timestamp"]].to_csv(events, index=False)
+    exports = {}
+    for where, extra in (("here", []), ("ray", ["--ray-address", "local"])):
+        out = tmp_path / f"{where}.jsonl"
+        code, said, err = cli(
+            [
+                "recommend",
+                "--catalog",
+                str(catalog),
+                "--events",
+                str(events),
+                "--strategy",
+                "recent",
+                "--all-users",
+                "-k",
+                "5",
+                "--output",
+                str(out),
+                *extra,
+            ]
+        )
+        assert code == 0, err
+        assert ("on Ray" in said) == (where == "ray")
+        lines = [json.loads(line) for line in out.read_text().splitlines()]
+        exports[where] = {line["user_id"]: line for line in lines}
+    assert len(exports["ray"]) == len(exports["here"]) == beauty_slice.events["user_id"].nunique()
+    for user, line in exports["here"].items():
+        got = exports["ray"][user]
+        assert got["items"] == line["items"], user
+        assert got["scores"] == pytest.approx(line["scores"], abs=1e-5)
