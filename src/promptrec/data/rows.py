@@ -62,7 +62,9 @@ class AppendOnlyRows:
             raise ValueError(f"only {self._length} rows, asked for {n}")
         return self._buffer[:n]
 
-    def extended(self, n: int, rows: np.ndarray) -> tuple[AppendOnlyRows, np.ndarray]:
+    def extended(
+        self, n: int, rows: Iterable[Any] | np.ndarray
+    ) -> tuple[AppendOnlyRows, np.ndarray]:
         """The buffer and view of the first ``n`` rows followed by ``rows``.
 
         When ``n`` is the end of what was written (the newest state grows), the rows are
@@ -115,9 +117,7 @@ class Column(Sequence[Any]):
     def extended(self, more: Iterable[Any] | np.ndarray) -> Column:
         """This column followed by ``more`` (this one is unchanged)."""
         clone = Column.__new__(Column)
-        clone._rows, clone.values = self._rows.extended(
-            len(self.values), _as_rows(more, self.values.dtype)
-        )
+        clone._rows, clone.values = self._rows.extended(len(self.values), more)
         return clone
 
     def __len__(self) -> int:

@@ -41,7 +41,7 @@ class VectorScorer(Scorer):
     @popularity.setter
     def popularity(self, counts: np.ndarray) -> None:
         # a column: a catalogue change appends the new items' counts (edited_counts)
-        self._popularity = Column(np.asarray(counts, dtype=np.float64))
+        self._popularity = Column(np.asarray(counts))
 
     @property
     @abstractmethod

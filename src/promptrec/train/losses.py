@@ -26,7 +26,38 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class SampledBCELoss(nn.Module):
+class _SampledNegativesLoss(nn.Module):
+    """A loss against sampled negatives: drawn by :meth:`draw` at each call, or given (with the
+    items' catalogue indices ``ids`` when ``items`` holds only the batch's items)."""
+
+    def draw(self, n_positions: int, n_items: int, device: torch.device | str) -> torch.Tensor:
+        """Negatives for ``n_positions`` positions (catalogue indices)."""
+        raise NotImplementedError
+
+    def _given(
+        self,
+        users: torch.Tensor,
+        targets: torch.Tensor,
+        items: torch.Tensor,
+        negatives: torch.Tensor,
+        ids: torch.Tensor | None,
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(
+        self,
+        users: torch.Tensor,
+        targets: torch.Tensor,
+        items: torch.Tensor,
+        negatives: torch.Tensor | None = None,
+        ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if negatives is None:
+            negatives = self.draw(users.shape[0], items.shape[0], users.device)
+        return self._given(users, targets, items, negatives, ids)
+
+
+class SampledBCELoss(_SampledNegativesLoss):
     """Binary cross-entropy on ``sigmoid(u . v)``: the positive against sampled negatives.
 
     Args:
@@ -50,16 +81,7 @@ class SampledBCELoss(nn.Module):
             0, n_items, (n_positions, self.num_negatives), generator=self.generator, device=device
         )
 
-    def forward(
-        self,
-        users: torch.Tensor,
-        targets: torch.Tensor,
-        items: torch.Tensor,
-        negatives: torch.Tensor | None = None,
-        ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        if negatives is None:
-            negatives = self.draw(users.shape[0], items.shape[0], users.device)
+    def _given(self, users, targets, items, negatives, ids):  # type: ignore[no-untyped-def]
         return self.bce(users, targets, items, negatives)
 
     @staticmethod
@@ -106,7 +128,7 @@ class FullSoftmaxLoss(nn.Module):
         return {"loss": "softmax", "temperature": self.temperature}
 
 
-class SampledSoftmaxLoss(nn.Module):
+class SampledSoftmaxLoss(_SampledNegativesLoss):
     """InfoNCE against shared negatives sampled by popularity, with logQ correction.
 
     The ``num_negatives`` negatives are drawn once per call from ``q`` (item popularity to the
@@ -141,24 +163,13 @@ class SampledSoftmaxLoss(nn.Module):
         self.logq = logq
         self.generator = generator
 
-    def draw(
-        self, n_positions: int = 0, n_items: int = 0, device: torch.device | str = "cpu"
-    ) -> torch.Tensor:
-        """The shared negatives ``[num_negatives]`` (catalogue indices)."""
+    def draw(self, n_positions: int, n_items: int, device: torch.device | str) -> torch.Tensor:
+        """The shared negatives ``[num_negatives]`` (catalogue indices, drawn where ``q`` is)."""
         return torch.multinomial(
             self.q, self.num_negatives, replacement=True, generator=self.generator
         )
 
-    def forward(
-        self,
-        users: torch.Tensor,
-        targets: torch.Tensor,
-        items: torch.Tensor,
-        negatives: torch.Tensor | None = None,
-        ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        if negatives is None:
-            negatives = self.draw()
+    def _given(self, users, targets, items, negatives, ids):  # type: ignore[no-untyped-def]
         return self.sampled(users, targets, items, negatives, ids)
 
     def sampled(

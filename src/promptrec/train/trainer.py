@@ -325,9 +325,7 @@ class Trainer:
         # the temperature is applied to the user vectors before the loss (see _train)
         if cfg.loss == "softmax" and not self.sampled:
             return FullSoftmaxLoss()
-        if cfg.loss == "softmax":  # estimated over sampled negatives: see sample_above
-            return SampledSoftmaxLoss(counts, cfg.negatives, generator=gen)
-        if cfg.loss == "sampled-softmax":
+        if cfg.loss in ("softmax", "sampled-softmax"):  # softmax: estimated, see sample_above
             return SampledSoftmaxLoss(counts, cfg.negatives, generator=gen)
         return SampledBCELoss(cfg.negatives, generator=gen)
 
