@@ -26,6 +26,7 @@ Give it the machine alone. Writes ``results/scale.{json,md}``::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -214,7 +215,7 @@ def ann_quality(catalog: Path, log: Path, n_users: int = 500) -> dict:
     from promptrec.data.loaders import load_dataset
     from promptrec.recommender import Recommender
     from promptrec.retrieval.filters import Filters
-    from promptrec.retrieval.index import IndexConfig
+    from promptrec.retrieval.index import HNSWIndex, IndexConfig
 
     data = load_dataset(catalog=catalog, events=log)
     served = Recommender("mean-of-items", encoder="hashing").fit(data)
@@ -222,25 +223,36 @@ def ann_quality(catalog: Path, log: Path, n_users: int = 500) -> dict:
         data
     )
     users = list(data.user_ids[:n_users])
-    out = {"index": type(served._state().index).__name__}
+    index = served._state().index
+    out: dict = {"index": type(index).__name__}
     for name, filters in (
         ("history excluded", None),
         ("and a category filter", Filters(categories=["Makeup"])),
     ):
-        got = served.recommend(users, 10, filters=filters)
-        want = exact.recommend(users, 10, filters=filters)
-        out[name] = round(
-            float(
-                np.mean(
-                    [
-                        len(set(a.item_ids) & set(b.item_ids)) / max(len(b.item_ids), 1)
-                        for a, b in zip(got, want, strict=True)
-                    ]
-                )
-            ),
-            4,
-        )
+        out[name] = _recall(served.recommend(users, 10, filters=filters), exact, users, filters)
+    if isinstance(index, HNSWIndex):  # the beam width's trade-off, history excluded
+        default = index.config
+        out["by ef_search"] = {}
+        for ef in (256, 512, 1024, 2048):
+            index.config = dataclasses.replace(default, ef_search=ef)
+            started = time.perf_counter()
+            got = served.recommend(users, 10)
+            ms = (time.perf_counter() - started) / len(users) * 1000
+            out["by ef_search"][ef] = {
+                "recall": _recall(got, exact, users, None),
+                "ms per user": round(ms, 2),
+            }
+        index.config = default
     return out
+
+
+def _recall(got: list, exact, users: list, filters) -> float:
+    want = exact.recommend(users, 10, filters=filters)
+    overlap = [
+        len(set(a.item_ids) & set(b.item_ids)) / max(len(b.item_ids), 1)
+        for a, b in zip(got, want, strict=True)
+    ]
+    return round(float(np.mean(overlap)), 4)
 
 
 def training_epoch(catalog: Path, log: Path, max_len: int = 50) -> dict:
@@ -310,7 +322,14 @@ def worker_rss(url: str, workers: int) -> list[float]:
     return rss
 
 
-def measure(n_items: int, events_per_item: float, work: Path, seconds: float, workers: int) -> dict:
+def measure(
+    n_items: int,
+    events_per_item: float,
+    work: Path,
+    seconds: float,
+    workers: int,
+    earlier_training: dict | None = None,
+) -> dict:
     items, events = make_shop(n_items, int(n_items * events_per_item))
     catalog, log = write_shop(items, events, work / f"shop-{n_items}")
     db = work / f"shop-{n_items}.db"
@@ -362,7 +381,10 @@ def measure(n_items: int, events_per_item: float, work: Path, seconds: float, wo
     finally:
         server.stop()
     report["ann recall@10"] = ann_quality(catalog, log)
-    report["training"] = training_epoch(catalog, log)
+    if earlier_training is not None:  # --reuse-training: what an earlier run measured
+        report["training"] = {**earlier_training, "from an earlier run": True}
+    else:
+        report["training"] = training_epoch(catalog, log)
     return report
 
 
@@ -378,6 +400,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="promptrec serve --workers")
     parser.add_argument(
         "--update", action="store_true", help="replace these sizes in the results, keep others"
+    )
+    parser.add_argument(
+        "--reuse-training",
+        action="store_true",
+        help="keep the training figures of the earlier results (marked so) instead of training",
     )
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="promptrec-scale-"))
@@ -396,8 +423,12 @@ def main() -> None:
     if args.update and previous.exists():  # keep the other sizes of an earlier run
         report["sizes"] = json.loads(previous.read_text())["sizes"]
     args.output.parent.mkdir(parents=True, exist_ok=True)
+    earlier = json.loads(previous.read_text())["sizes"] if previous.exists() else {}
     for n, e in zip(sizes, events, strict=True):
-        report["sizes"][str(n)] = measure(n, e / n, work, args.seconds, args.workers)
+        training = earlier.get(str(n), {}).get("training") if args.reuse_training else None
+        if args.reuse_training and training is None:
+            parser.error(f"--reuse-training: {previous} has no training figures for {n} items")
+        report["sizes"][str(n)] = measure(n, e / n, work, args.seconds, args.workers, training)
         args.output.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         f"promptrec at shop scale ({os.cpu_count()} cores, `promptrec serve --workers "
@@ -437,10 +468,18 @@ def main() -> None:
         "DELETE /items ms": lambda r: f"{r['catalogue changes']['delete_ms']}",
         "RSS per worker after the phases GB": lambda r: f"{r['rss_gb_per_worker_after']}",
         "index; recall@10 vs exact (history excluded / + filter)": lambda r: "{}; {} / {}".format(
-            *r["ann recall@10"].values()
+            *list(r["ann recall@10"].values())[:3]
+        ),
+        "HNSW recall@10 (ms per user) at ef_search 256 / 512 / 1024 / 2048": lambda r: (
+            " / ".join(
+                f"{v['recall']} ({v['ms per user']})"
+                for v in r["ann recall@10"].get("by ef_search", {}).values()
+            )
+            or "-"
         ),
         "fast-mode training: one epoch s (fit with validation s)": lambda r: (
             f"{r['training']['epoch_seconds']} ({r['training']['fit_seconds']})"
+            + (" (earlier run)" if r["training"].get("from an earlier run") else "")
             if "training" in r
             else "-"
         ),

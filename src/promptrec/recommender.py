@@ -310,6 +310,7 @@ class Recommender:
                 n,
                 exclude=None if exclude is None else [exclude[r] for r in rows],
                 allowed=allowed,
+                exact=scorer.item_vectors,
             )
             idx[rows], best[rows] = found, found_scores
         if (~warm).any():

@@ -57,13 +57,33 @@ def hnsw(vectors) -> HNSWIndex:
 
 
 def test_hnsw_recall_against_exact(vectors, queries, hnsw) -> None:
+    assert hnsw.compressed  # 8-bit codes by default
     exact, exact_scores = ExactIndex(vectors).search(queries, 10)
-    found, scores = hnsw.search(queries, 10)
+    found, scores = hnsw.search(queries, 10, exact=vectors)
     assert recall(found, exact) >= 0.95
     # scores are the true inner products of the keys found, best first
     true = np.einsum("qd,qkd->qk", queries, vectors[found])
-    assert np.allclose(scores, true, atol=1e-4)
+    assert np.allclose(scores, true, atol=1e-5)
     assert np.all(np.diff(scores, axis=1) <= 1e-6)
+    # without the exact vectors: the codes' scores, close but not exact
+    coded, coded_scores = hnsw.search(queries, 10)
+    true = np.einsum("qd,qkd->qk", queries, vectors[coded])
+    assert 1e-5 < np.abs(coded_scores - true).max() < 0.02
+    assert recall(coded, exact) >= 0.9
+
+
+def test_codes_take_a_quarter_of_the_memory_and_lose_no_recall(vectors, queries, hnsw) -> None:
+    import faiss
+
+    flat = HNSWIndex(vectors, IndexConfig(kind="hnsw", quantize=False))
+    assert not flat.compressed
+    size = {i: faiss.serialize_index(i._index).nbytes for i in (flat, hnsw)}
+    vector_bytes = vectors.nbytes
+    assert size[flat] - size[hnsw] > 0.7 * vector_bytes  # 4 bytes a value against 1
+    exact, _ = ExactIndex(vectors).search(queries, 10)
+    found_flat, _ = flat.search(queries, 10)
+    found_coded, _ = hnsw.search(queries, 10, exact=vectors)
+    assert recall(found_coded, exact) >= recall(found_flat, exact) - 0.01
 
 
 def test_exclusions_and_filters_keep_their_exact_meaning(vectors, queries, hnsw) -> None:
@@ -102,7 +122,8 @@ def test_items_are_added_and_removed_one_at_a_time(vectors) -> None:
         new = vectors[5000:5003]
         keys = index.add(new)
         assert list(keys) == [1000, 1001, 1002] and len(index) == 1003
-        found, scores = index.search(new, 1)
+        by_key = np.concatenate([vectors[:1000], new])  # the exact vectors, by key
+        found, scores = index.search(new, 1, exact=by_key)
         assert list(found[:, 0]) == [1000, 1001, 1002]
         assert np.allclose(scores[:, 0], 1.0, atol=1e-5)
         index.remove([1001, 3])

@@ -26,18 +26,20 @@ class AppendOnlyRows:
         rows, new = rows.extended(len(old), more)   # old is unchanged; new has n + k rows
     """
 
-    def __init__(self, rows: np.ndarray, *, spare: int = 0) -> None:
+    def __init__(self, rows: np.ndarray, *, spare: int = 0, length: int | None = None) -> None:
         """Args:
         rows: the first rows. Kept as given (no copy) when ``spare`` is 0.
         spare: room for this many more rows, made now (a copy of ``rows`` into a larger
             buffer), so that the first appends do not copy the whole buffer while requests
             wait.
+        length: only the first ``length`` of ``rows`` are written; the rest is room already
+            made (a buffer filled in place, with no copy).
         """
         rows = _as_rows(rows, None)
-        n = len(rows)
+        n = len(rows) if length is None else length
         if spare > 0:
             grown = np.empty((n + spare, *rows.shape[1:]), dtype=rows.dtype)
-            grown[:n] = rows
+            grown[:n] = rows[:n]
             rows = grown
         self._buffer = rows
         self._length = n

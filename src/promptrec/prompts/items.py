@@ -84,29 +84,47 @@ def _truncate_words(text: str, n: int) -> str:
     return text if len(words) <= n else " ".join(words[:n]) + " ..."
 
 
+def _normalised(ours: str, value: Any) -> Any:
+    """One raw value (the first present of ``ALIASES[ours]``) as :func:`normalise_fields`
+    gives it."""
+    if value is None:
+        return "" if ours == "title" else None
+    if ours == "category":
+        return _as_text(value, sep=" > ")
+    if ours == "price":
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+    if ours == "description":
+        return _truncate_words(_as_text(value), MAX_DESCRIPTION_WORDS)
+    text = _as_text(value)
+    return text.split(".")[0] if ours == "year" else text  # year 1995.0 -> 1995
+
+
 def normalise_fields(record: Mapping[str, Any]) -> dict[str, Any]:
     """Map a catalogue row onto promptrec's field names (see ``ALIASES``)."""
-    out: dict[str, Any] = {}
-    for ours, names in ALIASES.items():
-        value = _first(record, names)
-        if value is None:
-            out[ours] = None
-        elif ours == "category":
-            out[ours] = _as_text(value, sep=" > ")
-        elif ours == "price":
-            try:
-                out[ours] = float(value)
-            except (TypeError, ValueError):
-                out[ours] = None
-        elif ours == "description":
-            out[ours] = _truncate_words(_as_text(value), MAX_DESCRIPTION_WORDS)
-        else:
-            out[ours] = _as_text(value)
-    if out["year"] is not None:
-        out["year"] = out["year"].split(".")[0]  # 1995.0 -> 1995
-    if out["title"] is None:
-        out["title"] = ""
+    return {ours: _normalised(ours, _first(record, names)) for ours, names in ALIASES.items()}
+
+
+def first_values(items: pd.DataFrame, names: Iterable[str]) -> list[Any]:
+    """Per row, the first present (non-missing) value among the columns ``names``, or None:
+    :func:`_first` of every row, a column at a time (no record per row)."""
+    columns = [items[name].tolist() for name in names if name in items.columns]
+    if not columns:
+        return [None] * len(items)
+    if len(columns) == 1:
+        return [None if _is_missing(v) else v for v in columns[0]]
+    out = []
+    for values in zip(*columns, strict=True):
+        out.append(next((v for v in values if not _is_missing(v)), None))
     return out
+
+
+def field_values(items: pd.DataFrame, ours: str) -> list[Any]:
+    """``normalise_fields(row)[ours]`` of every row (``ours`` a key of ``ALIASES``), a column
+    at a time: what per-item labels and filters need, at a fraction of the cost of records."""
+    return [_normalised(ours, v) for v in first_values(items, ALIASES[ours])]
 
 
 def detect_domain(columns: Iterable[str]) -> Domain:
@@ -167,16 +185,15 @@ class ItemPrompter:
     @staticmethod
     def labels(items: pd.DataFrame, max_words: int = 16) -> list[str]:
         """Short names for items inside user prompts and explanations (title, else first text)."""
-        labels = []
-        for rec in items.to_dict("records"):
-            title = _first(rec, ALIASES["title"])
-            if title is None:
+        titles = first_values(items, ALIASES["title"])
+        untitled = [i for i, t in enumerate(titles) if t is None]
+        if untitled:  # the first text field of the row, else its id
+            for i, rec in zip(untitled, items.iloc[untitled].to_dict("records"), strict=True):
                 text_fields = [
                     v for k, v in rec.items() if k not in _NOT_TEXT and isinstance(v, str) and v
                 ]
-                title = text_fields[0] if text_fields else rec.get("item_id", "")
-            labels.append(_truncate_words(_as_text(title), max_words))
-        return labels
+                titles[i] = text_fields[0] if text_fields else rec.get("item_id", "")
+        return [_truncate_words(_as_text(t), max_words) for t in titles]
 
 
 def validate_domain(template: str | None) -> None:

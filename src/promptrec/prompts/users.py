@@ -31,7 +31,7 @@ import pandas as pd
 from promptrec.data.dataset import UserHistory
 from promptrec.data.rows import Column
 from promptrec.errors import ConfigError
-from promptrec.prompts.items import ItemPrompter, normalise_fields
+from promptrec.prompts.items import ItemPrompter, field_values
 from promptrec.prompts.templates import load_template, render
 
 TokenCounter = Callable[[str], int]
@@ -65,16 +65,19 @@ class PromptCatalog:
     brands: Column  # of str | None
     genres: Column  # of list[str]
 
+    FIELDS: ClassVar[tuple[str, ...]] = ("labels", "categories", "brands", "genres")
+
     @classmethod
     def from_items(cls, items: pd.DataFrame) -> PromptCatalog:
         labels = ItemPrompter.labels(items)
-        categories, brands, genres = [], [], []
-        for rec in items.to_dict("records"):
-            f = normalise_fields(rec)
-            cat = f["category"]
-            categories.append(cat.split(" > ")[-1].strip() if cat else None)
-            brands.append(f["brand"])
-            genres.append([g.strip() for g in f["genres"].split(",")] if f["genres"] else [])
+        categories = [
+            c.split(" > ")[-1].strip() if c else None for c in field_values(items, "category")
+        ]
+        brands = field_values(items, "brand")
+        genres = [
+            [g.strip() for g in text.split(",")] if text else []
+            for text in field_values(items, "genres")
+        ]
         return cls(Column(labels), Column(categories), Column(brands), Column(genres))
 
     def extended(self, items: pd.DataFrame) -> PromptCatalog:

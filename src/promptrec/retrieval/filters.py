@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from promptrec.data.dataset import Dataset
 from promptrec.data.rows import Column
-from promptrec.prompts.items import normalise_fields
+from promptrec.prompts.items import field_values
 
 
 class Filters(BaseModel):
@@ -102,20 +102,20 @@ class _Facets:
     @classmethod
     def of(cls, items: pd.DataFrame) -> _Facets:
         categories: list[set[str]] = []
-        prices = np.full(len(items), np.nan)
-        for i, rec in enumerate(items.to_dict("records")):
-            f = normalise_fields(rec)
+        for path, genres in zip(
+            field_values(items, "category"), field_values(items, "genres"), strict=True
+        ):
             labels: set[str] = set()
-            if f["category"]:
-                parts = [p.strip().lower() for p in f["category"].split(">")]
-                labels.update(p for p in parts if p)
-                labels.add(f["category"].lower())
-            if f["genres"]:
-                labels.update(g.strip().lower() for g in f["genres"].split(","))
+            if path:
+                labels.update(p for p in (part.strip().lower() for part in path.split(">")) if p)
+                labels.add(path.lower())
+            if genres:
+                labels.update(g.strip().lower() for g in genres.split(","))
             categories.append(labels)
-            if f["price"] is not None:
-                prices[i] = f["price"]
-        return cls(categories, prices)
+        prices = np.array(
+            [np.nan if p is None else p for p in field_values(items, "price")], dtype=np.float64
+        )
+        return cls(categories, prices.reshape(len(items)))
 
     def extended(self, items: pd.DataFrame) -> _Facets:
         """These facets followed by those of ``items`` (new rows): the cost of the new rows

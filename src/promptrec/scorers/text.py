@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from promptrec.data.dataset import Dataset, UserHistory
 from promptrec.data.rows import AppendOnlyRows, Column
@@ -41,20 +42,68 @@ class TextSpace:
         self.prompter = ItemPrompter(item_template)
         self._items: object | None = None
 
+    #: catalogues of at least this many items are kept on disk row by row
+    #: (:mod:`promptrec.scorers.space_cache`): a restart renders and encodes only the rows that
+    #: changed since (None: never)
+    keep_on_disk_from: int | None = 50_000
+
     def fit(self, data: Dataset, *, progress: bool = False) -> TextSpace:
         """Encode the catalogue (a no-op when it is the same catalogue frame as before)."""
         if self._items is data.items:
             return self
         self.template_name = self.prompter.resolve(data.items.columns)
-        texts = self.prompter.texts(data.items)
-        vectors = self.encoder.encode(texts, kind="document", show_progress=progress)
-        self.texts = Column(texts)  # each item's text, as encoded
-        n = len(vectors)  # (room for the items a service will add: see Dataset.edited)
-        self._rows = AppendOnlyRows(vectors, spare=AppendOnlyRows.spare_for(n))
+        n = len(data.items)
+        self._rows = AppendOnlyRows(
+            np.empty((n + AppendOnlyRows.spare_for(n), self.encoder.dim), dtype=np.float32),
+            length=n,
+        )
         self.vectors = self._rows.view(n)
-        self.catalog = PromptCatalog.from_items(data.items)
+        if self.keep_on_disk_from is not None and n >= self.keep_on_disk_from:
+            self._fit_kept(data.items, progress)
+        else:
+            texts = self.prompter.texts(data.items)
+            self.vectors[:] = self._encode(texts, progress)
+            self.texts = Column(texts)  # each item's text, as encoded
+            self.catalog = PromptCatalog.from_items(data.items)
         self._items = data.items
         return self
+
+    def _encode(self, texts: list[str], progress: bool) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.encoder.dim), dtype=np.float32)
+        return self.encoder.encode(texts, kind="document", show_progress=progress)
+
+    def _fit_kept(self, items: pd.DataFrame, progress: bool) -> None:
+        """:meth:`fit` through the saved copy: its rows reused, the others computed, and the
+        copy replaced when any were."""
+        from promptrec.scorers.space_cache import SpaceCache, row_keys
+
+        cache = SpaceCache(self.encoder.name, self.template_name, items.dtypes)
+        keys = row_keys(items)
+        with cache.locked():
+            saved = cache.read()
+            if saved is not None and saved.vectors.shape[1:] != self.vectors.shape[1:]:
+                saved = None
+            at = saved.positions(keys) if saved is not None else np.full(len(keys), -1)
+            new = np.flatnonzero(at < 0)
+            old = np.flatnonzero(at >= 0)
+            texts = np.empty(len(items), dtype=object)
+            columns = {name: np.empty(len(items), dtype=object) for name in PromptCatalog.FIELDS}
+            if saved is not None:
+                saved.gather_vectors(at, self.vectors)
+                texts[old] = saved.texts[at[old]]
+                for name in PromptCatalog.FIELDS:
+                    columns[name][old] = _take(getattr(saved, name), at[old])
+            if len(new):
+                rows = items.iloc[new]
+                texts[new] = fresh = self.prompter.texts(rows)
+                self.vectors[new] = self._encode(fresh, progress)
+                more = PromptCatalog.from_items(rows)
+                for name in PromptCatalog.FIELDS:
+                    columns[name][new] = _as_objects(getattr(more, name).values)
+                cache.write(keys, texts, self.vectors, **columns)
+        self.texts = Column(texts)
+        self.catalog = PromptCatalog(**{name: Column(columns[name]) for name in columns})
 
     def edited(self, data: Dataset, added: np.ndarray) -> TextSpace:
         """A copy for ``data`` (this space's catalogue edited by :meth:`Dataset.edited`): only
@@ -68,6 +117,20 @@ class TextSpace:
         clone.catalog = self.catalog.extended(rows)
         clone._items = data.items
         return clone
+
+
+def _take(values: Any, at: np.ndarray) -> np.ndarray:
+    if isinstance(values, np.ndarray):
+        return values[at]
+    return _as_objects([values[i] for i in at])
+
+
+def _as_objects(values: Any) -> np.ndarray:
+    """A 1-d object array of ``values`` (lists stay lists: no broadcasting)."""
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        out[i] = v
+    return out
 
 
 class _TextScorer(VectorScorer):

@@ -11,6 +11,7 @@ gunicorn -k uvicorn.workers.UvicornWorker 'promptrec.service.workers:worker_app(
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import os
@@ -70,6 +71,15 @@ def one_thread_per_request() -> None:
         torch.set_num_threads(1)
 
 
+def _release_free_memory() -> None:
+    """Hand the heap's free pages back to the system: the build's temporaries (a row per item
+    while texts are rendered) are freed, but glibc keeps their pages in the process."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
 def build_app(settings: ServeSettings, store: Store | None = None) -> FastAPI:
     """The service for ``settings``: its engine built (the catalogue encoded, the models
     loaded), on ``store`` (its caller closes it and the engine), or on a store it opens and
@@ -92,6 +102,7 @@ def build_app(settings: ServeSettings, store: Store | None = None) -> FastAPI:
     # garbage collector's full passes, which otherwise stall requests ~0.1 s
     gc.collect()
     gc.freeze()
+    _release_free_memory()
     writer = None
     if settings.reasons is not None:
         from promptrec.service.reasons import make_reason_writer

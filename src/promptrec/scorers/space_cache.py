@@ -1,0 +1,228 @@
+"""A text space kept on disk, row by row: a restart over a large catalogue reads its item texts,
+vectors and prompt labels back instead of rendering and encoding every item again.
+
+Each catalogue row is keyed by a 128-bit hash of its content (:func:`row_keys`), so a catalogue
+that changed since it was saved reuses every unchanged row and computes only the new or
+changed ones; the saved copy is then replaced. One saved copy is kept per encoder, item
+template (its source text), column set and promptrec version (:class:`SpaceCache`), under
+``PROMPTREC_CACHE_DIR/spaces``. A copy is written in a folder of its own and published by
+replacing a one-line pointer file, so a reader sees a whole copy or none; processes that fit
+the same catalogue at once (the workers of one service) take turns, and the later ones read
+what the first wrote.
+
+Measured at a million product rows (``benchmarks/scale.py``): rendering and encoding with the
+``hashing`` encoder took about two minutes; reading the saved copy back a few seconds.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+FORMAT = 1  # bump when what is saved, or how a row's text is made, changes
+_HASH_KEYS = ("promptrec-rows-a", "promptrec-rows-b")  # two 64-bit hashes: a 128-bit key
+_BLOCK = 65_536  # rows copied from the saved vectors at a time
+
+
+def row_keys(items: pd.DataFrame) -> np.ndarray:
+    """``[n_rows, 2]`` uint64: a hash of each row's values (columns in name order; lists and
+    other objects by their text), the same in every process."""
+    frame = pd.DataFrame(
+        {name: _plain_column(items[name]) for name in sorted(items.columns, key=str)},
+        index=pd.RangeIndex(len(items)),
+    )
+    if not len(frame.columns):
+        return np.zeros((len(items), 2), dtype=np.uint64)
+    return np.stack(
+        [
+            pd.util.hash_pandas_object(frame, index=False, hash_key=key).to_numpy(np.uint64)
+            for key in _HASH_KEYS
+        ],
+        axis=1,
+    )
+
+
+def _plain_column(column: pd.Series) -> pd.Series:
+    if column.dtype != object:
+        return column.reset_index(drop=True)
+    return pd.Series([_plain(v) for v in column.tolist()], dtype=object)
+
+
+def _plain(value: Any) -> str:
+    """An object cell as text that tells its type apart (a list from a string, None from
+    "None")."""
+    if value is None:
+        return "\x00none"
+    if isinstance(value, str):
+        return "s" + value
+    if isinstance(value, float) and value != value:
+        return "\x00nan"
+    if hasattr(value, "tolist") and not isinstance(value, (int, float)):
+        value = value.tolist()  # numpy arrays from parquet
+    if isinstance(value, (list, tuple)):
+        return "l" + "\x1e".join(_plain(v) for v in value)
+    return f"o{type(value).__name__}:{value!r}"
+
+
+@dataclass
+class SavedSpace:
+    """A saved copy: per row, its key, text, vector and prompt labels."""
+
+    keys: np.ndarray  # [m, 2] uint64
+    texts: np.ndarray  # [m] object (str)
+    vectors: np.ndarray  # [m, dim] float32, memory-mapped
+    labels: np.ndarray  # [m] object (str)
+    categories: np.ndarray  # [m] object (str | None)
+    brands: np.ndarray  # [m] object (str | None)
+    genres: list[list[str]]
+
+    def positions(self, keys: np.ndarray) -> np.ndarray:
+        """For each of ``keys``' rows, its row in this copy, or -1."""
+        found = pd.Index(self.keys[:, 0]).get_indexer(keys[:, 0])
+        same = found >= 0
+        same[same] = self.keys[found[same], 1] == keys[same, 1]  # the other 64 bits agree
+        return np.where(same, found, -1)
+
+    def gather_vectors(self, positions: np.ndarray, out: np.ndarray) -> None:
+        """``out[i] = vectors[positions[i]]`` for the rows where ``positions[i] >= 0``."""
+        rows = np.flatnonzero(positions >= 0)
+        for start in range(0, len(rows), _BLOCK):  # the map is read a block at a time
+            block = rows[start : start + _BLOCK]
+            out[block] = self.vectors[positions[block]]
+
+
+class SpaceCache:
+    """Where the saved copy of one kind of text space lives (see the module docstring).
+
+    Args:
+        encoder: the encoder's name (its vectors are what is saved).
+        template: the item template's name or path; its source text is part of the identity.
+        columns: the catalogue's columns and their dtypes.
+        cache_dir: the cache folder (default: ``PROMPTREC_CACHE_DIR`` or
+            ``~/.cache/promptrec``).
+    """
+
+    def __init__(
+        self,
+        encoder: str,
+        template: str,
+        columns: pd.Series,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        from promptrec import __version__
+        from promptrec.encoders.cache import default_cache_dir
+
+        identity = {
+            "format": FORMAT,
+            "promptrec": __version__,
+            "encoder": encoder,
+            "template": template,
+            "template_source": _template_source(template),
+            "columns": [[str(k), str(v)] for k, v in columns.items()],
+        }
+        digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        root = Path(cache_dir) if cache_dir else default_cache_dir() / "spaces"
+        self.folder = root / digest
+        self.identity = identity
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """One process at a time reads, computes and writes this copy."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with (self.folder / ".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def read(self) -> SavedSpace | None:
+        """The saved copy, or None (never saved, or unreadable: it is then computed again)."""
+        import pyarrow.parquet as pq
+
+        pointer = self.folder / "current"
+        if not pointer.exists():
+            return None
+        folder = self.folder / pointer.read_text().strip()
+        try:
+            keys = np.load(folder / "keys.npy")
+            vectors = np.load(folder / "vectors.npy", mmap_mode="r")
+            table = pq.read_table(folder / "columns.parquet")
+            if not len(keys) == len(vectors) == table.num_rows:
+                return None
+            return SavedSpace(
+                keys=keys,
+                texts=table.column("text").to_numpy(zero_copy_only=False),
+                vectors=vectors,
+                labels=table.column("label").to_numpy(zero_copy_only=False),
+                categories=_shared_strings(table.column("category")),
+                brands=_shared_strings(table.column("brand")),
+                genres=table.column("genres").to_pylist(),
+            )
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def write(
+        self,
+        keys: np.ndarray,
+        texts: Any,
+        vectors: np.ndarray,
+        labels: Any,
+        categories: Any,
+        brands: Any,
+        genres: Any,
+    ) -> None:
+        """Save a copy (rows with the same key once) and make it the current one."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        _, first = np.unique(keys[:, 0], return_index=True)
+        first.sort()
+        everything = len(first) == len(keys)  # no row twice: saved as they are, no copy
+        name = f"{os.getpid()}-{os.urandom(4).hex()}"
+        folder = self.folder / name
+        folder.mkdir(parents=True)
+        np.save(folder / "keys.npy", keys if everything else keys[first])
+        np.save(folder / "vectors.npy", vectors if everything else np.asarray(vectors)[first])
+        table = pa.table(
+            {
+                "text": pa.array([texts[i] for i in first], pa.string()),
+                "label": pa.array([labels[i] for i in first], pa.string()),
+                "category": pa.array([categories[i] for i in first], pa.string()),
+                "brand": pa.array([brands[i] for i in first], pa.string()),
+                "genres": pa.array([list(genres[i]) for i in first], pa.list_(pa.string())),
+            }
+        )
+        pq.write_table(table, folder / "columns.parquet")
+        (folder / "space.json").write_text(json.dumps(self.identity, indent=2) + "\n")
+        pointer = self.folder / f".current.{name}"
+        pointer.write_text(name + "\n")
+        os.replace(pointer, self.folder / "current")  # atomic: the new copy is published
+        for old in self.folder.iterdir():  # earlier copies (an open reader keeps its files)
+            if old.is_dir() and old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def _shared_strings(column: Any) -> np.ndarray:
+    """A string column with few distinct values (categories, brands) as an object array whose
+    equal values are one Python string (a million rows, a few hundred objects)."""
+    encoded = column.combine_chunks().dictionary_encode()
+    values = np.append(encoded.dictionary.to_numpy(zero_copy_only=False), None)
+    return values[encoded.indices.fill_null(len(encoded.dictionary)).to_numpy()]
+
+
+def _template_source(template: str) -> str:
+    from promptrec.prompts.templates import TEMPLATE_DIR
+
+    for path in (Path(template), TEMPLATE_DIR / f"{template}.j2"):
+        if path.suffix and path.is_file():
+            return path.read_text(encoding="utf-8")
+    return ""
