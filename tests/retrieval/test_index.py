@@ -154,6 +154,46 @@ def test_indexes_persist_and_the_graph_is_built_once(vectors, queries, tmp_path)
     assert isinstance(build_index(vectors, IndexConfig(auto_threshold=1000)), HNSWIndex)
 
 
+def test_a_changed_catalogue_reuses_the_saved_graph(vectors, queries, tmp_path) -> None:
+    """A restart after catalogue changes (removals, changed and new items, rows that moved)
+    adds only the changed rows to the saved graph, and searches it like a fresh one."""
+    cache = tmp_path / "cache"
+    cached_index(vectors[:8000], HNSW, cache_dir=cache)
+    rng = np.random.default_rng(5)
+    kept = np.delete(np.arange(8000), rng.choice(8000, 300, replace=False))  # removed items
+    changed = vectors[kept].copy()
+    changed[:40] = vectors[20_000:20_040]  # changed items: new vectors at the same rows
+    now = np.concatenate([vectors[25_000:25_060], changed])  # new items first: every row moved
+    grown = cached_index(now, HNSW, cache_dir=cache)
+    assert isinstance(grown, HNSWIndex) and grown._key_node is not None
+    assert grown._index.ntotal == 8000 + 60 + 40  # the saved nodes, and one per changed row
+    assert len(grown) == grown.size == len(now)
+    exact, _ = ExactIndex(now).search(queries, 10)
+    found, scores = grown.search(queries, 10, exact=now)
+    assert recall(found, exact) >= 0.95 and found.min() >= 0 and found.max() < len(now)
+    assert np.allclose(scores, np.einsum("qd,qkd->qk", queries, now[found]), atol=1e-5)
+    # a key's own vector finds the key (new, changed and moved rows alike)
+    rows = np.array([0, 59, 60, 99, 100, len(now) - 1])
+    assert list(grown.search(now[rows], 1, exact=now)[0][:, 0]) == list(rows)
+    # the grown graph is saved under the new catalogue and replaces the one it came from
+    assert len(list(cache.glob("*/index.json"))) == 1
+    again = cached_index(now, HNSW, cache_dir=cache)
+    assert np.array_equal(again._key_node, grown._key_node)
+    assert np.array_equal(again.search(queries, 10, exact=now)[0], found)
+    # a new item after a removal is found (the selector of live nodes grows with the graph)
+    again.remove([0])
+    [key] = again.add(vectors[29_000:29_001])
+    assert (
+        again.search(
+            vectors[29_000:29_001], 1, exact=np.concatenate([now, vectors[29_000:29_001]])
+        )[0][0, 0]
+        == key
+    )
+    # a catalogue mostly new is built afresh, not grown from a graph of dead nodes
+    fresh = cached_index(vectors[10_000:13_000], HNSW, cache_dir=cache)
+    assert fresh._key_node is None and fresh._index.ntotal == 3000
+
+
 def test_recommendations_through_the_approximate_index(beauty_slice) -> None:
     """The same lists as exact ranking on real MiniLM vectors, filters and seen items kept."""
     exact = Recommender("mean-of-items", index=IndexConfig(kind="exact")).fit(beauty_slice)

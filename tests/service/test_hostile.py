@@ -121,11 +121,11 @@ def test_a_catalogue_change_that_cannot_be_served_is_not_committed(store, make_c
 
         encoder.encode = down  # encoding the new item fails
         assert client.put("/items/z", json={"title": "Zest"}, headers=AUTH).status_code == 500
-        engine._edited = down  # any failure while the changed snapshot is built
+        engine.catalogue.builder.edited = down  # any failure while the changed snapshot is built
         assert client.delete(f"/items/{existing}", headers=AUTH).status_code == 500
         assert _items(store, "z") == 0 and _items(store, existing) == 1
         assert client.get(f"/items/{existing}").status_code == 200
-        del engine._edited
+        del engine.catalogue.builder.edited
         encoder.encode = encode
         assert client.put("/items/z", json={"title": "Zest"}, headers=AUTH).status_code == 200
         assert client.get("/items/z").status_code == 200 and _items(store, "z") == 1

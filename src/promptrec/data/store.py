@@ -333,10 +333,20 @@ def _fields_json(fields: Mapping[str, Any]) -> str:
 
 
 def _column(values: list[Any]) -> Any:
-    """A column rebuilt from JSON values: whole numbers with gaps stay integers (``Int64``)."""
+    """A column rebuilt from JSON values: whole numbers with gaps stay integers (``Int64``);
+    in lists (category paths, tags), equal strings are one object (a million items in a few
+    hundred categories hold a few hundred names, not three million strings)."""
     present = [v for v in values if v is not None]
     if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
         return pd.array(values, dtype="Int64")
+    if any(isinstance(v, list) for v in present):
+        names: dict[str, str] = {}
+        return [
+            [names.setdefault(x, x) if isinstance(x, str) else x for x in v]
+            if isinstance(v, list)
+            else v
+            for v in values
+        ]
     return values
 
 

@@ -54,6 +54,9 @@ class UserPrompt:
     n_tokens: int
 
 
+NO_GENRES: list[str] = []  # shared by every item without genres (never changed in place)
+
+
 @dataclass(frozen=True)
 class PromptCatalog:
     """What user prompts need to know about items, computed once per catalogue: per item, its
@@ -75,7 +78,7 @@ class PromptCatalog:
         ]
         brands = field_values(items, "brand")
         genres = [
-            [g.strip() for g in text.split(",")] if text else []
+            [g.strip() for g in text.split(",")] if text else NO_GENRES
             for text in field_values(items, "genres")
         ]
         return cls(Column(labels), Column(categories), Column(brands), Column(genres))

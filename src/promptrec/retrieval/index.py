@@ -22,6 +22,7 @@ fetched with room for the excluded items, filtered, and fetched again wider whil
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from abc import ABC, abstractmethod
@@ -143,6 +144,7 @@ class VectorIndex(ABC):
             keys = np.arange(self.size, self.size + len(vectors), dtype=np.int64)
             self._add(vectors)
             self._alive = np.concatenate([self._alive, np.ones(len(vectors), dtype=bool)])
+            self._added()
         return keys
 
     def remove(self, keys: Sequence[int] | np.ndarray) -> None:
@@ -158,6 +160,9 @@ class VectorIndex(ABC):
 
     @abstractmethod
     def _add(self, vectors: np.ndarray) -> None: ...
+
+    def _added(self) -> None:  # noqa: B027 (optional hook)
+        """Called after keys were added (``_alive`` covers them)."""
 
     def _removed(self, keys: np.ndarray) -> None:  # noqa: B027 (optional hook)
         """Called after keys were retired (an index may drop them from its structures)."""
@@ -362,6 +367,11 @@ class HNSWIndex(VectorIndex):
     """An approximate HNSW graph over inner products (faiss ``IndexHNSWFlat``, or
     ``IndexHNSWSQ`` with 8-bit codes when ``config.quantize``: see :class:`IndexConfig`).
 
+    A key is normally the node of the same number. A graph reused from an earlier catalogue
+    (:func:`cached_index`) maps keys to its nodes instead (``_key_node``, ``_node_key``): the
+    rows found in it keep their nodes, the others are added, and nodes of items no longer in
+    the catalogue are dead.
+
     Removed keys stay in the graph (HNSW cannot drop nodes) and are skipped during the search
     itself (an id selector), so they never take a candidate's place; so are the items a filter
     or the user's history rule out (:attr:`selects`), so that a filtered search costs about
@@ -390,11 +400,21 @@ class HNSWIndex(VectorIndex):
             self._index = faiss.IndexHNSWFlat(self.dim, self.config.m, faiss.METRIC_INNER_PRODUCT)
         self.compressed = self.config.quantize
         self._index.hnsw.efConstruction = self.config.ef_construction
-        self._selector = None  # of the live keys, when some were removed
+        self._selector = None  # of the live nodes, when some were removed
+        self._key_node: np.ndarray | None = None  # key -> node (None: the same number)
+        self._node_key: np.ndarray | None = None  # node -> key (-1: a dead node)
         if vectors is not None and len(vectors):
             self.add(vectors)
 
     def _add(self, vectors: np.ndarray) -> None:
+        if self._key_node is not None and len(vectors):  # new nodes for the new keys
+            nodes = np.arange(self._index.ntotal, self._index.ntotal + len(vectors))
+            self._key_node = np.concatenate([self._key_node, nodes])
+            self._node_key = np.concatenate([self._node_key, self.size + nodes - nodes[0]])
+        self._insert(vectors)
+
+    def _insert(self, vectors: np.ndarray) -> None:
+        """Add ``vectors`` to the graph as its next nodes."""
         faiss = _faiss()
         step = 20_000
         threads = faiss.omp_get_max_threads()
@@ -413,7 +433,27 @@ class HNSWIndex(VectorIndex):
             faiss.omp_set_num_threads(threads)
 
     def _removed(self, keys: np.ndarray) -> None:
-        self._bits, self._selector = _bitmap_selector(self._alive)
+        self._bits, self._selector = _bitmap_selector(self._nodes_of(self._alive))
+
+    def _added(self) -> None:
+        if self._selector is not None:  # the selector must keep the new keys too
+            self._removed(np.zeros(0, dtype=np.int64))
+
+    def _nodes_of(self, mask: np.ndarray) -> np.ndarray:
+        """A ``[size]`` key mask as a mask of the graph's nodes (dead nodes never kept)."""
+        if self._key_node is None:
+            return mask
+        nodes = np.zeros(self._index.ntotal, dtype=bool)
+        nodes[self._key_node[: len(mask)][mask]] = True
+        return nodes
+
+    def _mapped(self, alive: np.ndarray, key_node: np.ndarray) -> None:
+        """Serve keys ``0..len(key_node)-1`` from the nodes ``key_node`` (a reused graph)."""
+        self._key_node = key_node.astype(np.int64)
+        self._node_key = np.full(self._index.ntotal, -1, dtype=np.int64)
+        self._node_key[self._key_node] = np.arange(len(self._key_node))
+        self._alive = alive
+        self._removed(np.flatnonzero(~alive))
 
     def __getstate__(self) -> dict:
         state = {k: v for k, v in self.__dict__.items() if k not in ("_selector", "_bits")}
@@ -424,13 +464,16 @@ class HNSWIndex(VectorIndex):
         self.__dict__.update(state)
         self._index = _faiss().deserialize_index(state["_index"])
         self._selector = None
-        if not self._alive.all():
+        if not self._alive.all() or self._key_node is not None:
             self._removed(np.flatnonzero(~self._alive))
 
     def vectors(self, keys: np.ndarray) -> np.ndarray:
         faiss = _faiss()
+        keys = np.asarray(keys, dtype=np.int64)
+        if self._key_node is not None:
+            keys = self._key_node[keys]
         if self.compressed:  # decoded from the 8-bit codes
-            return self._index.reconstruct_batch(np.asarray(keys, dtype=np.int64))
+            return self._index.reconstruct_batch(keys)
         storage = faiss.downcast_index(self._index.storage)
         flat = faiss.rev_swig_ptr(storage.get_xb(), self.size * self.dim)
         return np.asarray(flat).reshape(self.size, self.dim)[keys]
@@ -451,12 +494,16 @@ class HNSWIndex(VectorIndex):
             # recall@10 0.914 unwidened, 0.998 so (2.1 ms a query), 1.0 at 1/share (17 ms)
             share = max(int(only[: self.size].sum()) / max(self.size, 1), 1e-3)
             params.efSearch = int(params.efSearch / share**0.5)
-            bits, params.sel = _bitmap_selector(only[: self.size])  # bits: kept while it runs
+            kept = self._nodes_of(only[: self.size])
+            bits, params.sel = _bitmap_selector(kept)  # bits: kept while it runs
         elif self._selector is not None:
             params.sel = self._selector
-        scores, keys = self._index.search(_rows(queries, self.dim), n, params=params)
+        scores, nodes = self._index.search(_rows(queries, self.dim), n, params=params)
+        keys = nodes.astype(np.int64)
+        if self._node_key is not None:
+            keys = np.where(nodes >= 0, self._node_key[np.maximum(nodes, 0)], -1)
         scores = np.where(keys >= 0, scores, -np.inf).astype(np.float32)
-        return keys.astype(np.int64), scores
+        return keys, scores
 
     def save(self, path: str | Path) -> Path:
         faiss = _faiss()
@@ -464,7 +511,9 @@ class HNSWIndex(VectorIndex):
         out.mkdir(parents=True, exist_ok=True)
         faiss.write_index(self._index, str(out / "hnsw.faiss"))
         np.save(out / "alive.npy", self._alive)
-        _write_kind(out, "hnsw", self.config)
+        if self._key_node is not None:
+            np.save(out / "nodes.npy", self._key_node)
+        _write_kind(out, "hnsw", self.config, dim=self.dim)
         return out
 
     @classmethod
@@ -475,6 +524,12 @@ class HNSWIndex(VectorIndex):
         index._index = graph
         index.compressed = not isinstance(graph, faiss.IndexHNSWFlat)
         alive = np.load(path / "alive.npy")
+        if (path / "nodes.npy").exists():
+            key_node = np.load(path / "nodes.npy")
+            if len(key_node) != len(alive) or (len(key_node) and key_node.max() >= graph.ntotal):
+                raise ConfigError(f"{path}: the key map does not fit the graph")
+            index._mapped(alive, key_node)
+            return index
         if len(alive) != graph.ntotal:
             raise ConfigError(f"{path}: {graph.ntotal} vectors but {len(alive)} keys")
         index._alive = alive
@@ -573,9 +628,7 @@ def cached_index(
     kind = config.resolve(len(vectors))
     if kind == "exact":
         return ExactIndex(vectors, config)
-    import dataclasses
     import hashlib
-    import os
     import shutil
 
     from promptrec.encoders.cache import default_cache_dir
@@ -600,15 +653,104 @@ def cached_index(
                 return load_index(folder)
             except Exception:  # a damaged or partial copy: build it again
                 shutil.rmtree(folder, ignore_errors=True)
-        index = HNSWIndex(vectors, config, progress=progress)
+        fingerprints = _fingerprints(vectors)
+        reused = _reused_graph(root, vectors, config, fingerprints)
+        if reused is not None:
+            index, nodes_fingerprints, base = reused
+        else:
+            index, nodes_fingerprints, base = (
+                HNSWIndex(vectors, config, progress=progress),
+                fingerprints,
+                None,
+            )
         partial = root / f".{folder.name}.{os.getpid()}.partial"
         shutil.rmtree(partial, ignore_errors=True)
         index.save(partial)
+        np.save(partial / "fingerprints.npy", nodes_fingerprints)
         try:
             partial.rename(folder)  # atomic: readers see a whole index or none
         except OSError:  # saved meanwhile by a process that did not lock (an older version)
             shutil.rmtree(partial, ignore_errors=True)
+        if base is not None:  # the graph it grew from is superseded
+            shutil.rmtree(base, ignore_errors=True)
     return index
+
+
+#: a graph reused for a changed catalogue is built afresh instead once more than this share of
+#: its nodes are dead (items no longer in the catalogue, or replaced)
+REUSE_DEAD_SHARE = 0.25
+
+
+def _fingerprints(vectors: np.ndarray) -> np.ndarray:
+    """``[n]`` uint64: a hash of each vector's bytes (rows with equal vectors are equal)."""
+    words = vectors.shape[1] if vectors.ndim == 2 else 0
+    coefficients = np.random.default_rng(20_261_130).integers(
+        1, 2**63, size=words, dtype=np.uint64
+    ) | np.uint64(1)
+    out = np.empty(len(vectors), dtype=np.uint64)
+    for start in range(0, len(vectors), 65_536):  # a block at a time: no 64-bit copy of all
+        block = np.ascontiguousarray(vectors[start : start + 65_536], dtype=np.float32)
+        with np.errstate(over="ignore"):
+            out[start : start + len(block)] = (
+                block.view(np.uint32).astype(np.uint64) * coefficients
+            ).sum(axis=1)
+    return out
+
+
+def _reused_graph(
+    root: Path, vectors: np.ndarray, config: IndexConfig, fingerprints: np.ndarray
+) -> tuple[HNSWIndex, np.ndarray, Path] | None:
+    """The newest graph saved in ``root`` with these settings, grown to serve ``vectors``:
+    each row whose vector is a node keeps that node, the others are added; the nodes of the
+    vectors no longer there are dead. Returns ``(index, fingerprint of each node, the folder
+    it came from)``, or None when no graph fits (none saved, or too many dead nodes).
+
+    A catalogue that changed since the graph was saved (items added, changed, removed, or
+    compacted by a rebuild) thus restarts at the cost of its changes, not of its size."""
+    import json
+
+    faiss = _faiss()
+    wanted = {"kind": "hnsw", "config": dataclasses.asdict(config), "dim": vectors.shape[1]}
+    saved = []
+    for meta_file in root.glob("*/index.json"):
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if all(meta.get(k) == v for k, v in wanted.items()):
+            if (meta_file.parent / "fingerprints.npy").exists():
+                saved.append((meta_file.stat().st_mtime, meta_file.parent))
+    if not saved:
+        return None
+    folder = max(saved)[1]
+    try:
+        known = np.load(folder / "fingerprints.npy")
+        graph = faiss.read_index(str(folder / "hnsw.faiss"))
+    except Exception:  # noqa: BLE001 (a damaged copy: not reused)
+        return None
+    if len(known) != graph.ntotal or not len(known):
+        return None
+    # each row's node: one with its vector; a node two rows share (equal vectors) serves the
+    # first of them, and the others get nodes of their own
+    order = np.argsort(known, kind="stable")
+    at = np.minimum(np.searchsorted(known[order], fingerprints), len(known) - 1)
+    node = np.where(known[order][at] == fingerprints, order[at], -1)
+    found = np.flatnonzero(node >= 0)
+    _, first = np.unique(node[found], return_index=True)
+    keep = np.zeros(len(node), dtype=bool)
+    keep[found[first]] = True
+    node[~keep] = -1
+    missing = np.flatnonzero(node < 0)
+    dead = graph.ntotal - (len(node) - len(missing))
+    if dead > REUSE_DEAD_SHARE * (graph.ntotal + len(missing)):
+        return None
+    node[missing] = graph.ntotal + np.arange(len(missing))
+    index = HNSWIndex(config=config, dim=graph.d)
+    index._index = graph
+    index.compressed = not isinstance(graph, faiss.IndexHNSWFlat)
+    index._insert(vectors[missing])
+    index._mapped(np.ones(len(vectors), dtype=bool), node)
+    return index, np.concatenate([known, fingerprints[missing]]), folder
 
 
 def load_index(path: str | Path) -> VectorIndex:

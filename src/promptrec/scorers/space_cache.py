@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from promptrec.prompts.users import NO_GENRES
+
 FORMAT = 1  # bump when what is saved, or how a row's text is made, changes
 _HASH_KEYS = ("promptrec-rows-a", "promptrec-rows-b")  # two 64-bit hashes: a 128-bit key
 _BLOCK = 65_536  # rows copied from the saved vectors at a time
@@ -165,7 +167,7 @@ class SpaceCache:
                 labels=table.column("label").to_numpy(zero_copy_only=False),
                 categories=_shared_strings(table.column("category")),
                 brands=_shared_strings(table.column("brand")),
-                genres=table.column("genres").to_pylist(),
+                genres=[g or NO_GENRES for g in table.column("genres").to_pylist()],
             )
         except (OSError, ValueError, KeyError):
             return None

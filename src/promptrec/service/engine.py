@@ -1,12 +1,17 @@
-"""The serving engine: live histories, A/B arms, atomic model swaps, impressions and feedback.
+"""The serving engine: A/B arms, model swaps, served lists and the feedback that answers them.
 
-Everything a request reads is in one immutable :class:`Snapshot` (catalogue, log at build time,
-one fitted :class:`~promptrec.recommender.Recommender` per arm). Catalogue changes and model
-swaps build a new snapshot beside the old one and replace the reference: a request in flight
-finishes on the snapshot it started with, so a swap drops nothing. A snapshot owns what it
-reads: each build fits its own copies of the scorers and their text spaces (sharing only the
-read-only encoder and model weights), so nothing a request uses changes after it is published.
-A catalogue change is committed only once the snapshot that serves it is built.
+The engine ties together the parts a service is made of, each in its own module:
+
+* what requests read: an immutable :class:`~promptrec.service.snapshots.Snapshot` (catalogue,
+  one fitted recommender per arm), built by
+  :class:`~promptrec.service.snapshots.SnapshotBuilder`;
+* the served catalogue and its changes (:class:`~promptrec.service.catalogue.LiveCatalogue`):
+  changes and model swaps build a new snapshot beside the old one and replace the reference,
+  so a request in flight finishes on the snapshot it started with and a swap drops nothing;
+* users' histories, read from the store per request
+  (:class:`~promptrec.service.histories.StoredHistories`);
+* the served lists and their attribution (:class:`~promptrec.service.impressions.ImpressionLog`);
+* the model registry (:class:`~promptrec.service.registry.ModelRegistry`), polled for swaps.
 
 Behaviour events do not rebuild anything: they are committed to the store, from which every
 request reads the user's history (:class:`~promptrec.service.histories.StoredHistories`), so the
@@ -31,72 +36,30 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from promptrec.data.dataset import Dataset
-from promptrec.data.store import Event, EventWrite, Impression, Store, stored_text
-from promptrec.encoders import CachedEncoder, load_encoder
-from promptrec.errors import ConfigError, DataError
-from promptrec.recommender import Recommendation, Recommender
-from promptrec.retrieval.filters import Filters, edited_facets, item_facets
+from promptrec.data.store import Event, EventWrite, Impression, Store
+from promptrec.errors import ConfigError
+from promptrec.recommender import Recommendation
+from promptrec.retrieval.filters import Filters
 from promptrec.retrieval.index import IndexConfig
-from promptrec.scorers import SCORERS, TextSpace, make_scorer
+from promptrec.scorers import SCORERS
+from promptrec.service.catalogue import LiveCatalogue
 from promptrec.service.histories import HISTORY_LIMIT, StoredHistories
 from promptrec.service.impressions import ImpressionLog, new_request_id
 from promptrec.service.registry import ModelRegistry
+from promptrec.service.snapshots import REGISTRY, ArmSpec, ServedArm, Snapshot, SnapshotBuilder
+
+__all__ = ["ArmSpec", "Engine", "EngineConfig", "EventsAdded", "Served", "ServedArm", "Snapshot"]
 
 log = logging.getLogger("promptrec.service")
 
-FEEDBACK_EVENTS = ("click", "cart", "purchase")  # attributed to the list they answer
-REGISTRY = "registry"
 CHANGES_KEPT = 3600.0  # catalogue changes are kept this long for engines to follow
-
-
-@dataclass(frozen=True)
-class ArmSpec:
-    """One arm of an A/B test.
-
-    Attributes:
-        name: the arm's name (reported in responses and metrics).
-        source: a strategy name (``mean-of-items``, ``sectioned``...), a trained model folder,
-            or ``"registry"``: the registry's active model, swapped when a new one is activated.
-        weight: share of users (relative to the other arms).
-    """
-
-    name: str
-    source: str
-    weight: float = 1.0
-
-    @classmethod
-    def parse(cls, text: str, weight: float = 1.0) -> ArmSpec:
-        """``NAME=SOURCE`` (or just ``SOURCE``, named after itself)."""
-        name, _, source = text.partition("=") if "=" in text else (text, "", text)
-        if not name or not source:
-            raise ConfigError(f"arm '{text}': expected NAME=SOURCE")
-        return cls(name.strip(), source.strip(), weight)
-
-
-@dataclass(frozen=True)
-class ServedArm:
-    name: str
-    recommender: Recommender
-    model_version: str
-    strategy: str
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """What requests read: immutable once built."""
-
-    data: Dataset
-    arms: dict[str, ServedArm]
-    built_at: float
-    skipped: dict[str, int] = field(default_factory=dict)  # store rows that cannot be served
 
 
 @dataclass(frozen=True)
@@ -225,18 +188,17 @@ class Engine:
         self.salt = self.config.salt or self._stored_secret("ab_salt")
         self.log_key = self._stored_secret("log_key").encode()
         self.histories = StoredHistories(store, self.config.history_limit)
-        self._encoders: dict[str, Any] = {}
-        self._models: dict[str, Any] = {}  # loaded model folders, by resolved path
-        self._registry_version: str | None = None  # the version served
+        self.catalogue = LiveCatalogue(
+            store,
+            SnapshotBuilder(store, self.config, self.registry),
+            self.registry,
+            self.config.max_retired_share,
+        )
         self._registry_error: dict[str, Any] | None = None  # the pointer's, if it failed to load
         self._registry_stamp = self.registry.stamp() if self.registry else 0.0
-        # one build at a time (catalogue changes, swaps): each reads the store inside it
-        self._build_lock = threading.Lock()
         # one model swap at a time (poller, activate, rollback): each reads the pointer and
         # builds inside it, so a slower swap never lands on top of a newer one
         self._swap_lock = threading.Lock()
-        self._item_template = self.config.item_template
-        self._snapshot: Snapshot | None = None
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self.pruned = {
@@ -245,11 +207,6 @@ class Engine:
             "idempotency": 0,
             "catalogue_changes": 0,
         }
-        # the catalogue change log: how far this engine has applied it, and the stored form
-        # of the changes it made or applied since its last rebuild (a change logged again is
-        # one it already serves)
-        self._catalogue_seen = 0
-        self._applied: dict[str, str | None] = {}
         self.rebuild()
         self.impressions = ImpressionLog(
             store, self.config.flush_seconds, keep_seconds=self.config.keep_served_seconds
@@ -320,39 +277,12 @@ class Engine:
     @property
     def catalogue_version(self) -> int:
         """The newest change of the store's catalogue log this engine serves."""
-        return self._catalogue_seen
+        return self.catalogue.version
 
     def follow_catalogue(self) -> int:
-        """Serve the catalogue changes logged in the store since the last call: those other
-        engines on the store made (each of this engine's own is served already). Each changed
-        item is served as the store holds it now, so engines that apply the log converge
-        whatever its order. Returns how many items changed here."""
-        try:
-            changes = self.store.catalogue_changes(self._catalogue_seen)
-        except LookupError:  # this engine fell more than CHANGES_KEPT behind: read it all
-            log.warning("catalogue changes were pruned before this engine read them: rebuilding")
-            self.rebuild()
-            return 0
-        if not changes:
-            return 0
-        served = 0
-        with self._build_lock:
-            for item_id in dict.fromkeys(item for _, item in changes):
-                text = self.store.item_text(item_id)
-                if item_id in self._applied and self._applied[item_id] == text:
-                    continue  # served already (this engine's own change, or applied before)
-                started = time.perf_counter()
-                snap = self.snapshot
-                if text is None and item_id not in snap.data.item_index:
-                    self._applied[item_id] = None
-                    continue
-                fields = None if text is None else json.loads(text)
-                new, version = self._changed(item_id, fields, committed=True)
-                self._publish(new, version, started)
-                self._applied[item_id] = text
-                served += 1
-            self._catalogue_seen = max(self._catalogue_seen, changes[-1][0])
-        return served
+        """Serve the catalogue changes other engines on the store made since the last call
+        (:meth:`LiveCatalogue.follow`); returns how many items changed here."""
+        return self.catalogue.follow()
 
     def _poll(self) -> None:
         while not self._stop.wait(self.config.poll_seconds):
@@ -374,7 +304,7 @@ class Engine:
                 return
             self._registry_stamp = stamp
             wanted = self.registry.active
-            if wanted != self._registry_version:
+            if wanted != self.catalogue.served_version:
                 try:
                     self.rebuild(version=wanted)
                 except Exception as exc:  # a bad model must not stop the service
@@ -384,7 +314,9 @@ class Engine:
                         "at": time.time(),
                     }
                     log.exception(
-                        "model swap to %s failed; still serving %s", wanted, self._registry_version
+                        "model swap to %s failed; still serving %s",
+                        wanted,
+                        self.catalogue.served_version,
                     )
                     return
             self._registry_error = None
@@ -400,157 +332,13 @@ class Engine:
     # ------------------------------------------------------------------ building
     @property
     def snapshot(self) -> Snapshot:
-        assert self._snapshot is not None
-        return self._snapshot
-
-    def _space(self) -> TextSpace:
-        """A new text space for one snapshot (the encoder, read-only, is shared)."""
-        name = self.config.encoder
-        if name not in self._encoders:
-            self._encoders[name] = load_encoder(name, cache_queries=False)
-        return TextSpace(self._encoders[name], self._item_template)
-
-    def _catalogue_template(self, data: Dataset) -> str:
-        """The item template, fixed per catalogue: the one the store recorded when it was first
-        served (picked then from its columns). An item with an unusual field never changes how
-        every other item reads (and so never re-encodes the catalogue)."""
-        from promptrec.prompts.items import ItemPrompter
-
-        picked = ItemPrompter(None).resolve(data.items.columns)
-        self.store.set_meta("item_template", picked, overwrite=False)
-        return self.store.meta("item_template") or picked
-
-    def _model(self, path: Path) -> Any:
-        from promptrec.train.trained import load_model
-
-        key = str(path.resolve())
-        if key not in self._models:
-            model = load_model(path)
-            encoder = getattr(getattr(model, "space", None), "encoder", None)
-            if isinstance(encoder, CachedEncoder):
-                encoder.cache_queries = False  # what users type is not kept on disk
-            self._models[key] = model
-        # this snapshot's own copy: fitting it leaves the other snapshots' as they are
-        return self._models[key].detached()
-
-    def _serve_arm(self, arm: ArmSpec, data: Dataset, version: str | None) -> ServedArm:
-        if arm.source in SCORERS:
-            scorer = make_scorer(arm.source, self._space())
-            rec = Recommender(scorer=scorer, index=self.config.index).fit(data)
-            return ServedArm(arm.name, rec, "zero-shot", arm.source)
-        path = self.registry.path(version) if arm.source == REGISTRY else Path(arm.source)  # type: ignore[union-attr]
-        scorer = self._model(path)
-        rec = Recommender(scorer=scorer, index=self.config.index).fit(data)
-        return ServedArm(arm.name, rec, path.name, scorer.name)
-
-    def _build(self, data: Dataset, version: str | None) -> tuple[Snapshot, str | None]:
-        """A snapshot of ``data`` (not yet served) and the registry version it serves."""
-        if data.n_items == 0:
-            raise DataError("the store has no items: ingest a catalogue first", file=None)
-        if self._item_template is None:
-            self._item_template = self._catalogue_template(data)
-        if self.registry is not None:
-            # a catalogue change keeps the version served; only a swap changes it
-            version = version or self._registry_version or self.registry.active
-        arms = {a.name: self._serve_arm(a, data, version) for a in self.config.arms}
-        # what the first request would otherwise compute: the filters' per-item labels, the
-        # items' display titles, the id map
-        item_facets(data)
-        for arm in arms.values():
-            arm.recommender._labels()
-        data.item_index  # noqa: B018 (a cached property: built now)
-        return Snapshot(data, arms, time.time(), dict(self.store.skipped)), version
-
-    def _publish(self, snap: Snapshot, version: str | None, started: float) -> Snapshot:
-        self._snapshot = snap  # the atomic swap: one reference assignment
-        if self.registry is not None:
-            self._registry_version = version
-        keep = {str(self.registry.path(version).resolve())} if version else set()
-        folders = [Path(a.source) for a in self.config.arms if a.source not in SCORERS]
-        keep |= {str(f.resolve()) for f in folders if f.is_dir()}
-        for key in list(self._models):  # drop models no arm serves any more
-            if key not in keep:
-                del self._models[key]
-        log.info(
-            "serving %d items, %d events, arms %s (built in %.3fs)",
-            snap.data.n_live,
-            len(snap.data.events),
-            {a.name: f"{a.strategy}@{a.model_version}" for a in snap.arms.values()},
-            time.perf_counter() - started,
-        )
-        return snap
+        """What requests read now."""
+        return self.catalogue.snapshot
 
     def rebuild(self, *, version: str | None = None) -> Snapshot:
         """Build a snapshot from the store (and the registry's active model, or ``version``)
         and swap it in."""
-        with self._build_lock:
-            started = time.perf_counter()
-            seen = self.store.catalogue_version()  # every change up to it is in what is read
-            snap, version = self._build(self.store.dataset(), version)
-            self._catalogue_seen, self._applied = max(self._catalogue_seen, seen), {}
-            return self._publish(snap, version, started)
-
-    def _change_catalogue(self, item_id: str, fields: dict[str, Any] | None) -> bool:
-        """Build the snapshot with the change, then commit it, then serve it: a change that
-        cannot be served is never committed, and one that failed to commit is never served.
-        Returns whether the item was new (an upsert) or existed (a delete)."""
-        if fields is None and item_id not in self.snapshot.data.item_index:
-            # not served: unknown, or a stored row that cannot be served (deleting it is how
-            # such a row is cleared; the rebuild updates the count of skipped rows)
-            removed = self.store.delete_item(item_id)
-            if removed:
-                self.rebuild()
-            return removed
-        with self._build_lock:
-            started = time.perf_counter()
-            new, version = self._changed(item_id, fields, committed=False)
-            if fields is None:
-                changed = self.store.delete_item(item_id)
-            else:
-                changed = self.store.upsert_item(item_id, fields)
-            self._applied[item_id] = None if fields is None else stored_text(item_id, fields)
-            self._publish(new, version, started)
-            return changed
-
-    def _changed(
-        self, item_id: str, fields: dict[str, Any] | None, *, committed: bool
-    ) -> tuple[Snapshot, str | None]:
-        """The served snapshot with one item added, replaced (``fields``) or removed (None),
-        not yet published, and the registry version it serves: edited in place
-        (:meth:`_edited`), or rebuilt from the store, where a change not yet ``committed`` is
-        applied to what is read."""
-        snap = self.snapshot
-        if self._edits_in_place(snap):
-            return self._edited(snap, item_id, fields), self._registry_version
-        pending = None if committed else {item_id: fields}
-        return self._build(self.store.dataset(pending=pending), self._registry_version)
-
-    def _edits_in_place(self, snap: Snapshot) -> bool:
-        """Whether a change can edit the served snapshot (:meth:`_edited`) rather than rebuild
-        from the store: not while the store holds rows that cannot be served (a change may
-        repair one: the rebuild recounts them), nor once ``max_retired_share`` of the
-        catalogue's rows are retired ones (the rebuild compacts them away)."""
-        retired = snap.data.n_items - snap.data.n_live
-        share = self.config.max_retired_share
-        return not snap.skipped.get("items") and retired < share * snap.data.n_items
-
-    def _edited(self, snap: Snapshot, item_id: str, fields: dict[str, Any] | None) -> Snapshot:
-        """``snap`` with one item added, replaced (``fields``) or removed (None), at the cost
-        of that item: it is rendered, encoded (by every arm's model) and added to the indexes
-        alone; the rest is shared with ``snap``, which keeps serving meanwhile."""
-        rows = self.store.items_frame({item_id: fields}) if fields is not None else None
-        data, added = snap.data.edited(
-            rows if rows is not None else snap.data.items.iloc[:0],
-            deleted=[item_id] if fields is None else [],
-        )
-        if data.n_live == 0:
-            raise DataError("the store has no items: ingest a catalogue first", file=None)
-        edited_facets(snap.data, data, added)
-        arms = {
-            name: replace(arm, recommender=arm.recommender.edited(data, added))
-            for name, arm in snap.arms.items()
-        }
-        return Snapshot(data, arms, time.time(), dict(snap.skipped))
+        return self.catalogue.rebuild(version=version)
 
     def activate(self, version: str) -> str:
         """Activate a registry version and swap to it (raises before swapping if it fails)."""
@@ -644,25 +432,7 @@ class Engine:
         Raises:
             DataError: invalid events or an item not in the store (nothing is written then).
         """
-        attributions: dict[int, str] = {}
-        unknown = 0
-        now = time.time()
-        lists: dict[tuple[str, str], Impression | None] = {}  # one lookup per quoted list
-        for row, (user, item, _, kind, _, _) in enumerate(events):
-            rid = request_ids[row] if row < len(request_ids) else None
-            if rid is not None:
-                if (rid, user) not in lists:
-                    lists[rid, user] = self.impressions.find(rid, str(user))
-                imp = lists[rid, user]
-                if imp is not None and imp.user_id == str(user):
-                    if kind in FEEDBACK_EVENTS and str(item) in imp.items:
-                        attributions[row] = rid
-                    continue
-                unknown += 1
-            if kind in FEEDBACK_EVENTS:
-                imp = self.impressions.latest_with(str(user), str(item), now)
-                if imp is not None:
-                    attributions[row] = imp.request_id
+        attributions, unknown = self.impressions.attribute(events, request_ids, time.time())
         self.impressions.flush()  # attributions refer to stored lists
         result = self.store.add_events(
             events, searches=searches, attributions=attributions, idempotency_key=idempotency_key
@@ -677,11 +447,11 @@ class Engine:
         Raises:
             DataError: a field the store cannot keep (nothing is stored then).
         """
-        return self._change_catalogue(str(item_id), fields)
+        return self.catalogue.change(str(item_id), fields)
 
     def delete_item(self, item_id: str) -> bool:
         """Remove an item (and its events) from the store and the lists; False if unknown."""
-        return self._change_catalogue(str(item_id), None)
+        return self.catalogue.change(str(item_id), None)
 
     def forget_user(self, user_id: str) -> dict[str, int] | None:
         """Forget a user everywhere (store, live history, recent lists); None if unknown."""
@@ -721,7 +491,7 @@ class Engine:
             if self.registry is None
             else {
                 "root": str(self.registry.root),
-                "active": self._registry_version,
+                "active": self.catalogue.served_version,
                 "pointer": self.registry.active,
                 "load_error": self._registry_error,
                 "versions": self.registry.versions(),

@@ -13,12 +13,14 @@ import secrets
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from typing import Any
 
-from promptrec.data.store import Impression, Store
+from promptrec.data.store import Event, Impression, Store
 
 log = logging.getLogger("promptrec.service")
 
+FEEDBACK_EVENTS = ("click", "cart", "purchase")  # attributed to the list they answer
 MAX_PENDING_LISTS = 100_000  # served lists held while the store cannot take them
 ATTRIBUTION_WINDOW = 3600.0  # a click without request id counts for a list shown this recently
 
@@ -85,6 +87,37 @@ class ImpressionLog:
             if now - imp.at <= ATTRIBUTION_WINDOW and item_id in imp.items and self._kept(imp, now):
                 return imp
         return None
+
+    def attribute(
+        self, events: Sequence[Event], request_ids: Sequence[str | None], now: float
+    ) -> tuple[dict[int, str], int]:
+        """Which served list each click, cart or purchase answers: ``({row: request_id},
+        number of request ids that name no list served to the event's user)``.
+
+        ``request_ids[row]`` names the list an event answers: the event is attributed to it
+        when that list was served to the event's user and shows the item. Without a request
+        id, or with one that names no such list (lost in a crash, pruned, or mistyped), to the
+        user's latest list with that item within ``ATTRIBUTION_WINDOW``.
+        """
+        attributions: dict[int, str] = {}
+        unknown = 0
+        lists: dict[tuple[str, str], Impression | None] = {}  # one lookup per quoted list
+        for row, (user, item, _, kind, _, _) in enumerate(events):
+            rid = request_ids[row] if row < len(request_ids) else None
+            if rid is not None:
+                if (rid, user) not in lists:
+                    lists[rid, user] = self.find(rid, str(user))
+                imp = lists[rid, user]
+                if imp is not None and imp.user_id == str(user):
+                    if kind in FEEDBACK_EVENTS and str(item) in imp.items:
+                        attributions[row] = rid
+                    continue
+                unknown += 1
+            if kind in FEEDBACK_EVENTS:
+                imp = self.latest_with(str(user), str(item), now)
+                if imp is not None:
+                    attributions[row] = imp.request_id
+        return attributions, unknown
 
     def forget(self, user_id: str) -> None:
         with self._lock:

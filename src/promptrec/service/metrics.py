@@ -173,12 +173,23 @@ def _route(scope: Scope) -> str:
     route = scope.get("route")
     if route is None:
         app: Any = scope.get("app")
-        for candidate in getattr(getattr(app, "router", None), "routes", ()):
+        for candidate in _routes(getattr(app, "router", None)):
             match, _ = candidate.matches(scope)
             if match is Match.FULL:
                 route = candidate
                 break
     return getattr(route, "path", "unmatched")
+
+
+def _routes(router: Any) -> Iterator[Any]:
+    """The routes of ``router``, those of the routers included in it too (FastAPI keeps an
+    included router as one entry; promptrec includes its routers without a prefix)."""
+    for candidate in getattr(router, "routes", ()):
+        inner = getattr(candidate, "original_router", None)
+        if inner is not None and not hasattr(candidate, "path"):
+            yield from _routes(inner)
+        else:
+            yield candidate
 
 
 def _user(scope: Scope) -> str | None:
