@@ -57,10 +57,7 @@ def main() -> None:
     exact = Recommender(args.strategy, index=IndexConfig(kind="exact")).fit(split.fit)
     approx = Recommender(args.strategy, index=IndexConfig(kind="hnsw")).fit(split.fit)
     facets = item_facets(split.fit)
-    counts: dict[str, int] = {}
-    for labels in facets.categories:
-        for label in labels:
-            counts[label] = counts.get(label, 0) + 1
+    counts = {label: len(facets.items_labelled(label)) for label in facets.all_categories}
     # a filter that keeps about a tenth of the catalogue
     category = min(counts, key=lambda c: abs(counts[c] - split.fit.n_items / 10))
     report: dict = {

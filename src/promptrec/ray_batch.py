@@ -21,7 +21,7 @@ do; ``auto`` or ``ray://HOST:10001`` joins a running cluster.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -124,7 +124,10 @@ class RankBatch:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rec = self.recommender
-        histories = [rec.history(str(u)) for u in batch["user_id"]]
+        histories = [
+            rec.history(str(u)).with_query(str(q) or None)
+            for u, q in zip(batch["user_id"], batch["query"], strict=True)
+        ]
         lists = rec.recommend_histories(histories, self.k, explain=False)
         return {
             "user_id": batch["user_id"],
@@ -138,6 +141,7 @@ def recommend_on_ray(
     k: int,
     *,
     address: str,
+    queries: Mapping[str, str] | None = None,
     batch_size: int = 1024,
     concurrency: int | None = None,
     progress: bool = True,
@@ -148,6 +152,7 @@ def recommend_on_ray(
     Args:
         recommender: a fitted :class:`~promptrec.recommender.Recommender`.
         address: ``local``, ``auto`` or a Ray address.
+        queries: a live query per user (the others get plain lists).
         batch_size: users per ``map_batches`` call.
         concurrency: ranking actors (default: one per CPU of the cluster).
     """
@@ -157,7 +162,9 @@ def recommend_on_ray(
     ray = connect(address)
     actors = concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)))
     shared = ray.put(recommender)
-    lists = ray.data.from_items([{"user_id": u} for u in users]).map_batches(
+    queries = queries or {}
+    rows = [{"user_id": u, "query": queries.get(u, "")} for u in users]
+    lists = ray.data.from_items(rows).map_batches(
         RankBatch,
         fn_constructor_kwargs={"recommender": shared, "k": k},
         batch_size=batch_size,

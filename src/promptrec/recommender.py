@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -257,11 +257,21 @@ class Recommender:
         ]
 
     def recommend_all(
-        self, n: int = 20, *, batch_size: int = 256, progress: bool = False
+        self,
+        n: int = 20,
+        *,
+        queries: Mapping[str, str] | None = None,
+        batch_size: int = 256,
+        progress: bool = False,
     ) -> Iterator[Recommendation]:
-        """Lists for every user in the fitted log, streamed in batches (seen items excluded)."""
+        """Lists for every user in the fitted log, streamed in batches (seen items excluded);
+        a user in ``queries`` gets the list for that live query and their history."""
         st = self._state()
         histories = list(st.histories.values())
+        if queries:
+            histories = [
+                h.with_query(queries[h.user_id]) if queries.get(h.user_id) else h for h in histories
+            ]
         # the scorer's own batch size where it has one (prompt strategies encode 2,048 at once)
         step = max(batch_size, st.scorer.batch_size)
         with tqdm(total=len(histories), disable=not progress, desc="users", unit="user") as bar:

@@ -265,3 +265,43 @@ def test_train_rejects_bad_settings(files, tmp_path, cli) -> None:
         ],
     )
     assert code == 2 and "loss" in err and "Traceback" not in err
+
+
+def test_all_users_export_with_queries(files, beauty_slice, tmp_path, cli) -> None:
+    """`--queries Q.csv`: the users in it get lists that answer their query (with their
+    history); the others get the plain lists; a bad file is one clear error."""
+    catalog, events = files
+    users = sorted(beauty_slice.events["user_id"].unique())[:3]
+    queries = tmp_path / "queries.csv"
+    queries.write_text(f"user_id,query\n{users[0]},nail polish\n{users[1]},\nghost,shampoo\n")
+
+    def export(*extra: str) -> dict:
+        out = tmp_path / f"preds{len(extra)}.jsonl"
+        args = ["recommend", "--catalog", str(catalog), "--events", str(events), "--all-users"]
+        code, stdout, err = cli(
+            [*args, "-k", "10", "-o", str(out), "--strategy", "mean-of-items", *extra]
+        )
+        assert code == 0, err
+        lines = [json.loads(line) for line in out.read_text().splitlines()]
+        return {str(line["user_id"]): line["items"] for line in lines} | {"_out": stdout}
+
+    plain, asked = export(), export("--queries", str(queries))
+    assert "1 lists answer a query" in asked["_out"] and "1 of its users are not" in asked["_out"]
+    titles = beauty_slice.items.set_index(beauty_slice.items["item_id"].astype(int))["title"]
+    nails = [
+        sum("nail" in str(titles[i]).lower() or "polish" in str(titles[i]).lower() for i in lists)
+        for lists in (plain[users[0]], asked[users[0]])
+    ]
+    assert nails[1] >= 5 and nails[1] > nails[0]  # the query leads the list
+    assert asked[users[1]] == plain[users[1]] and asked[users[2]] == plain[users[2]]
+    assert set(asked) == set(plain)  # every user of the log, and nobody else
+    for text, expected in (
+        ("user,query\nu,x\n", "no column 'user_id'"),
+        (f"user_id,query\n{users[0]},a\n{users[0]},b\n", "line 3, column 'user_id': user"),
+    ):
+        queries.write_text(text)
+        code, _, err = cli(
+            ["recommend", "--catalog", str(catalog), "--events", str(events), "--all-users"]
+            + ["-o", str(tmp_path / "x.jsonl"), "--queries", str(queries)]
+        )
+        assert code == 2 and expected in err and "Traceback" not in err, err

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from promptrec.evaluation.metrics import coverage, ranking_metrics
+from promptrec.evaluation.metrics import average_popularity, coverage, ranking_metrics
 
 
 def test_metrics_by_hand() -> None:
@@ -31,6 +31,13 @@ def test_a_miss_scores_zero_and_k_must_be_positive() -> None:
     }
     with pytest.raises(ValueError):
         ranking_metrics(np.array([1]), ks=(0,))
+
+
+def test_average_popularity_is_the_mean_count_of_what_was_shown() -> None:
+    tops = np.array([[0, 1], [1, -1]])  # padding ignored
+    counts = np.array([10.0, 4.0, 100.0])
+    assert average_popularity(tops, counts) == pytest.approx((10 + 4 + 4) / 3)
+    assert average_popularity(np.full((2, 2), -1), counts) == 0.0
 
 
 def test_coverage_counts_distinct_items() -> None:

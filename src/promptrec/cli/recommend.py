@@ -25,7 +25,7 @@ from promptrec.cli.common import (
     load_data,
     setup,
 )
-from promptrec.errors import ConfigError
+from promptrec.errors import ConfigError, DataError
 
 
 def recommend(
@@ -61,6 +61,14 @@ def recommend(
         typer.Option("--model", help="A model directory from `promptrec train` (else zero-shot)."),
     ] = None,
     query: Annotated[str | None, typer.Option("--query", "-q", help="A live query.")] = None,
+    queries: Annotated[
+        Path | None,
+        typer.Option(
+            "--queries",
+            help="With --all-users: a CSV of user_id,query; those users' lists answer their "
+            "query (with their history), the others are plain.",
+        ),
+    ] = None,
     category: Annotated[
         list[str] | None, typer.Option("--category", help="Only these categories (repeatable).")
     ] = None,
@@ -103,6 +111,9 @@ def recommend(
         raise ConfigError("--all-users exports plain lists: drop --query and the filters")
     if ray_address is not None and not all_users:
         raise ConfigError("--ray-address ranks --all-users on Ray: add --all-users")
+    if queries is not None and not all_users:
+        raise ConfigError("--queries gives the queries of an --all-users export: add --all-users")
+    live = read_queries(queries) if queries is not None else None
     filters = Filters(
         categories=category, price_min=price_min, price_max=price_max, allow=allow, deny=deny
     )
@@ -121,12 +132,20 @@ def recommend(
         typer.echo(f"strategy auto: validation NDCG@10 {chosen} -> {rec.strategy}", err=True)
     if all_users:
         assert output is not None
-        n = _export(rec, dataset, k, output, ray_address)
+        n = _export(rec, dataset, k, output, ray_address, live)
         where = " on Ray" if ray_address is not None else ""
         echo(
             f"wrote {n} users to {output} (strategy {rec.strategy}, k={k}, seen items "
             f"excluded){where}"
         )
+        if live is not None:
+            known = set(rec._state().histories)
+            answered = sum(1 for u, q in live.items() if q and u in known)
+            strangers = sum(1 for u in live if u not in known)
+            echo(
+                f"{answered} lists answer a query from {queries}"
+                + (f"; {strangers} of its users are not in the log" if strangers else "")
+            )
         return
     results = rec.recommend(
         user or [], k, query=query, filters=filters, exclude_seen=not keep_seen, explain=explain
@@ -161,13 +180,55 @@ def _row(dataset, user_id: str, items: list[str], scores: list[float]) -> dict: 
     }
 
 
-def _export(rec, dataset, k: int, output: Path, ray_address: str | None = None) -> int:  # type: ignore[no-untyped-def]
+def read_queries(path: Path) -> dict[str, str]:
+    """``user_id -> query`` from a CSV with those two columns (a blank query: a plain list).
+
+    Raises:
+        DataError: a missing file or column, a user twice, or text that cannot be a query
+            (naming the file, line and column).
+    """
+    import pandas as pd
+
+    from promptrec.data.limits import MAX_QUERY_LENGTH, text_problem
+
+    if not path.is_file():
+        raise DataError("no such file", file=str(path))
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"not a readable CSV ({exc})", file=str(path)) from exc
+    missing = [c for c in ("user_id", "query") if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"no column {missing[0]!r}", file=str(path), expected="a header user_id,query"
+        )
+    out: dict[str, str] = {}
+    for line, (user, text) in enumerate(zip(frame["user_id"], frame["query"], strict=True), 2):
+        if not user.strip():
+            raise DataError("an empty user id", file=str(path), row=line, column="user_id")
+        if user in out:
+            raise DataError(
+                f"user {user!r} appears twice", file=str(path), row=line, column="user_id"
+            )
+        problem = text_problem(text, MAX_QUERY_LENGTH)
+        if problem:
+            raise DataError(problem, file=str(path), row=line, column="query")
+        out[user] = text.strip()
+    return out
+
+
+def _export(  # type: ignore[no-untyped-def]
+    rec, dataset, k: int, output: Path, ray_address: str | None = None, queries=None
+) -> int:
     if ray_address is not None:
         from promptrec.ray_batch import recommend_on_ray
 
-        lists = recommend_on_ray(rec, k, address=ray_address)
+        lists = recommend_on_ray(rec, k, address=ray_address, queries=queries)
     else:
-        lists = ((r.user_id, r.item_ids, r.scores) for r in rec.recommend_all(k, progress=True))
+        lists = (
+            (r.user_id, r.item_ids, r.scores)
+            for r in rec.recommend_all(k, queries=queries, progress=True)
+        )
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
     n = 0

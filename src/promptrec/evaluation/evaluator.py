@@ -19,9 +19,10 @@ import numpy as np
 from promptrec.data.dataset import Dataset
 from promptrec.data.split import Split, SplitName, leave_last_out
 from promptrec.encoders import Encoder
-from promptrec.evaluation.metrics import coverage, ndcg_at, ranking_metrics
+from promptrec.evaluation.metrics import average_popularity, coverage, ndcg_at, ranking_metrics
 from promptrec.retrieval.topk import target_ranks, top_k
 from promptrec.scorers import SCORERS, Scorer, TextSpace, make_scorer
+from promptrec.scorers.popularity import item_counts
 
 log = logging.getLogger("promptrec")
 
@@ -127,6 +128,7 @@ def evaluate_scorer(
     metrics = ranking_metrics(ranks, ks)
     top10 = np.concatenate(tops) if tops else np.zeros((0, 10), dtype=np.int64)
     metrics["Coverage@10"] = coverage(top10, split.fit.n_items)
+    metrics["AvgPop@10"] = average_popularity(top10, item_counts(split.fit))
     if sizes is None:
         extra = 1 if split.name == "test" else 2
         sizes = np.array([len(h) + extra for h in split.histories])

@@ -49,3 +49,11 @@ def coverage(top_items: np.ndarray, n_items: int) -> float:
     """Share of the catalogue appearing in any of the lists (``top_items``: ``[users, k]``)."""
     found = np.unique(top_items[top_items >= 0])
     return float(len(found) / n_items) if n_items else 0.0
+
+
+def average_popularity(top_items: np.ndarray, counts: np.ndarray) -> float:
+    """Mean interaction count (in the fitted log) of the recommended items (``top_items``:
+    ``[users, k]``, ``-1`` padding ignored): how much the lists lean on what is already
+    popular (RecBole's AveragePopularity)."""
+    shown = top_items[top_items >= 0]
+    return float(np.asarray(counts, dtype=np.float64)[shown].mean()) if len(shown) else 0.0

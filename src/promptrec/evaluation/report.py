@@ -9,7 +9,24 @@ from typing import Any
 
 from promptrec.evaluation.evaluator import HISTORY_BUCKETS, EvaluationResult, bucket_label
 
-TABLE_METRICS = ("NDCG@10", "Recall@10", "MRR@10", "NDCG@20", "Recall@20", "MRR@20", "Coverage@10")
+TABLE_METRICS = (
+    "NDCG@10",
+    "Recall@10",
+    "MRR@10",
+    "NDCG@20",
+    "Recall@20",
+    "MRR@20",
+    "Coverage@10",
+    "AvgPop@10",
+)
+
+
+def _cell(metric: str, value: float | None) -> str:
+    """A table cell: shares to four places, the average popularity (a count) to one; ``-``
+    for a metric an older result file lacks."""
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if metric.startswith("AvgPop") else f"{value:.4f}"
 
 
 def markdown_table(result: EvaluationResult | dict[str, Any], split: str = "test") -> str:
@@ -21,7 +38,7 @@ def markdown_table(result: EvaluationResult | dict[str, Any], split: str = "test
     sep = "|" + " --- |" * (len(TABLE_METRICS) + 2)
     lines = [head, sep]
     for name, r in rows:
-        cells = " | ".join(f"{r[m]:.4f}" for m in TABLE_METRICS)
+        cells = " | ".join(_cell(m, r.get(m)) for m in TABLE_METRICS)
         lines.append(f"| {name} | {cells} | {r['seconds']:.0f}s |")
     return "\n".join(lines)
 
@@ -131,7 +148,7 @@ def _html_table(d: dict[str, Any], split: str) -> str:
     head = "".join(f"<th>{m}</th>" for m in TABLE_METRICS)
     body = "".join(
         f"<tr><td>{html.escape(n)}</td>"
-        + "".join(f"<td>{r[m]:.4f}</td>" for m in TABLE_METRICS)
+        + "".join(f"<td>{_cell(m, r.get(m))}</td>" for m in TABLE_METRICS)
         + f"<td>{r['seconds']:.0f}s</td></tr>"
         for n, r in rows
     )

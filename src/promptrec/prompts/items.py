@@ -24,6 +24,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from promptrec.errors import ConfigError
+from promptrec.prompts.language import Language, detect_language, language_of_template, localized
 from promptrec.prompts.templates import load_template, render
 
 Domain = Literal["product", "film", "article", "ad", "generic"]
@@ -145,25 +146,37 @@ class ItemPrompter:
     """Renders item text for the encoder and short labels for user prompts.
 
     Args:
-        template: a domain name (``"product"``, ``"film"``...), a ``.j2`` path of your own, or
-            None to pick the domain from the catalogue's columns at :meth:`texts`.
+        template: a domain name (``"product"``, ``"film"``...), a shipped template's name
+            (``item_product``, or ``item_product.zh`` in a given language), a ``.j2`` path of
+            your own, or None to pick the domain from the catalogue's columns at :meth:`texts`.
+        language: the shipped templates' language (``en``, ``zh``); None picks it from the
+            catalogue's titles (:func:`~promptrec.prompts.language.detect_language`).
 
     A custom template sees the normalised fields (``title``, ``brand``, ``category``,
     ``genres``, ``year``, ``price``, ``topic``, ``description``, ``tags``), ``item`` (the raw
     row) and ``fields`` (the raw row's non-empty text fields as ``(name, value)`` pairs).
     """
 
-    def __init__(self, template: str | None = None) -> None:
+    def __init__(self, template: str | None = None, language: Language | None = None) -> None:
         self.template = template
+        self.language = language
 
-    def resolve(self, columns: Iterable[str]) -> str:
-        """The template this prompter uses for a catalogue with these columns."""
+    def language_of(self, items: pd.DataFrame) -> Language:
+        """The language of this catalogue's prompts: the one the template spells, else the one
+        given, else the titles' (:func:`~promptrec.prompts.language.detect_language`)."""
+        spelled = language_of_template(self.template) if self.template else None
+        if spelled is not None:
+            return spelled
+        return self.language or detect_language(first_values(items, ALIASES["title"]))
+
+    def resolve(self, columns: Iterable[str], language: Language = "en") -> str:
+        """The template this prompter uses for a catalogue with these columns and language."""
         if self.template is None:
-            return f"item_{detect_domain(columns)}"
+            return localized(f"item_{detect_domain(columns)}", language)
         if self.template in DOMAINS:
-            return f"item_{self.template}"
+            return localized(f"item_{self.template}", language)
         if self.template.startswith("item_"):
-            return self.template
+            return localized(self.template, language)
         return self.template  # a file path
 
     def text(self, record: Mapping[str, Any], template_name: str) -> str:
@@ -176,9 +189,10 @@ class ItemPrompter:
         text = render(load_template(template_name), **context, item=record, fields=fields)
         return text or str(record.get("item_id", ""))
 
-    def texts(self, items: pd.DataFrame) -> list[str]:
-        """The encoder text of every catalogue row, in row order."""
-        name = self.resolve(items.columns)
+    def texts(self, items: pd.DataFrame, template_name: str | None = None) -> list[str]:
+        """The encoder text of every catalogue row, in row order (with ``template_name``, else
+        the one :meth:`resolve` picks for this catalogue)."""
+        name = template_name or self.resolve(items.columns, self.language_of(items))
         load_template(name)  # fail early on a bad template
         return [self.text(rec, name) for rec in items.to_dict("records")]
 

@@ -32,6 +32,7 @@ from promptrec.data.dataset import UserHistory
 from promptrec.data.rows import Column
 from promptrec.errors import ConfigError
 from promptrec.prompts.items import ItemPrompter, field_values
+from promptrec.prompts.language import Language, localized
 from promptrec.prompts.templates import load_template, render
 
 TokenCounter = Callable[[str], int]
@@ -67,11 +68,12 @@ class PromptCatalog:
     categories: Column  # of str | None
     brands: Column  # of str | None
     genres: Column  # of list[str]
+    language: Language = "en"  # the language of the prompts (see :mod:`promptrec.prompts.language`)
 
     FIELDS: ClassVar[tuple[str, ...]] = ("labels", "categories", "brands", "genres")
 
     @classmethod
-    def from_items(cls, items: pd.DataFrame) -> PromptCatalog:
+    def from_items(cls, items: pd.DataFrame, language: Language = "en") -> PromptCatalog:
         labels = ItemPrompter.labels(items)
         categories = [
             c.split(" > ")[-1].strip() if c else None for c in field_values(items, "category")
@@ -81,7 +83,7 @@ class PromptCatalog:
             [g.strip() for g in text.split(",")] if text else NO_GENRES
             for text in field_values(items, "genres")
         ]
-        return cls(Column(labels), Column(categories), Column(brands), Column(genres))
+        return cls(Column(labels), Column(categories), Column(brands), Column(genres), language)
 
     def extended(self, items: pd.DataFrame) -> PromptCatalog:
         """This catalogue followed by ``items`` (new rows; this one is unchanged)."""
@@ -91,6 +93,7 @@ class PromptCatalog:
             self.categories.extended(more.categories.values),
             self.brands.extended(more.brands.values),
             self.genres.extended(more.genres.values),
+            self.language,
         )
 
 
@@ -120,6 +123,19 @@ SECTIONS = {
     "browsed": "Items you browsed",
     "interacted": "Items you interacted with",
 }
+#: the sections' headings, and how a rating reads, in each language
+HEADINGS: dict[str, dict[str, str]] = {
+    "en": SECTIONS,
+    "zh": {
+        "searched": "您的搜索",
+        "purchased": "您的购买记录",
+        "cart": "您加入购物车的商品",
+        "rated": "您评价过的商品",
+        "browsed": "您浏览过的商品",
+        "interacted": "您互动过的商品",
+    },
+}
+RATED = {"en": "{label} (rated {value})", "zh": "{label}（评分 {value}）"}
 
 
 def _format_value(value: float) -> str:
@@ -138,6 +154,12 @@ class PromptStrategy(ABC):
         self.template = load_template(self.template_name)
         self.max_items = max_items
 
+    def template_for(self, language: Language) -> Any:
+        """The template in ``language`` (the shipped ones have a file per language)."""
+        if language == "en":
+            return self.template
+        return load_template(localized(self.template_name, language))
+
     def __getstate__(self) -> dict[str, Any]:
         # a compiled template does not pickle: a copy (on a Ray worker) loads it again by name
         return {k: v for k, v in self.__dict__.items() if k != "template"}
@@ -151,7 +173,8 @@ class PromptStrategy(ABC):
         """The template variables for this (already shortened) history."""
 
     def render(self, history: UserHistory, catalog: PromptCatalog) -> str:
-        return render(self.template, **self.context(history, catalog))
+        template = self.template_for(catalog.language)
+        return render(template, **self.context(history, catalog))
 
     def build(
         self,
@@ -206,10 +229,11 @@ class SectionedPrompt(PromptStrategy):
             label = catalog.labels[item]
             value = history.values[pos] if len(history.values) else np.nan
             if section == "rated" and not np.isnan(value):
-                label = f"{label} (rated {_format_value(value)})"
+                label = RATED[catalog.language].format(label=label, value=_format_value(value))
             grouped[section].append(label)
+        headings = HEADINGS[catalog.language]
         sections = [
-            {"key": key, "heading": SECTIONS[key], "entries": entries}
+            {"key": key, "heading": headings[key], "entries": entries}
             for key, entries in grouped.items()
             if entries
         ]

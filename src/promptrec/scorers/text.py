@@ -22,6 +22,7 @@ from promptrec.data.rows import AppendOnlyRows, Column
 from promptrec.encoders import Encoder, load_encoder, normalise
 from promptrec.errors import ConfigError
 from promptrec.prompts.items import ItemPrompter
+from promptrec.prompts.language import Language
 from promptrec.prompts.users import PromptCatalog, PromptStrategy, UserPrompt, get_strategy
 from promptrec.scorers.popularity import edited_counts, item_counts
 from promptrec.scorers.vector import VectorScorer
@@ -36,10 +37,13 @@ class TextSpace:
     """
 
     def __init__(
-        self, encoder: Encoder | str | None = None, item_template: str | None = None
+        self,
+        encoder: Encoder | str | None = None,
+        item_template: str | None = None,
+        language: Language | None = None,
     ) -> None:
         self.encoder = encoder if isinstance(encoder, Encoder) else load_encoder(encoder)
-        self.prompter = ItemPrompter(item_template)
+        self.prompter = ItemPrompter(item_template, language)
         self._items: object | None = None
 
     #: catalogues of at least this many items are kept on disk row by row
@@ -51,7 +55,8 @@ class TextSpace:
         """Encode the catalogue (a no-op when it is the same catalogue frame as before)."""
         if self._items is data.items:
             return self
-        self.template_name = self.prompter.resolve(data.items.columns)
+        self.language = self.prompter.language_of(data.items)
+        self.template_name = self.prompter.resolve(data.items.columns, self.language)
         n = len(data.items)
         self._rows = AppendOnlyRows(
             np.empty((n + AppendOnlyRows.spare_for(n), self.encoder.dim), dtype=np.float32),
@@ -61,10 +66,10 @@ class TextSpace:
         if self.keep_on_disk_from is not None and n >= self.keep_on_disk_from:
             self._fit_kept(data.items, progress)
         else:
-            texts = self.prompter.texts(data.items)
+            texts = self.prompter.texts(data.items, self.template_name)
             self.vectors[:] = self._encode(texts, progress)
             self.texts = Column(texts)  # each item's text, as encoded
-            self.catalog = PromptCatalog.from_items(data.items)
+            self.catalog = PromptCatalog.from_items(data.items, self.language)
         self._items = data.items
         return self
 
@@ -96,14 +101,15 @@ class TextSpace:
                     columns[name][old] = _take(getattr(saved, name), at[old])
             if len(new):
                 rows = items.iloc[new]
-                texts[new] = fresh = self.prompter.texts(rows)
+                texts[new] = fresh = self.prompter.texts(rows, self.template_name)
                 self.vectors[new] = self._encode(fresh, progress)
-                more = PromptCatalog.from_items(rows)
+                more = PromptCatalog.from_items(rows, self.language)
                 for name in PromptCatalog.FIELDS:
                     columns[name][new] = _as_objects(getattr(more, name).values)
                 cache.write(keys, texts, self.vectors, **columns)
         self.texts = Column(texts)
-        self.catalog = PromptCatalog(**{name: Column(columns[name]) for name in columns})
+        catalog = {name: Column(columns[name]) for name in columns}
+        self.catalog = PromptCatalog(**catalog, language=self.language)
 
     def edited(self, data: Dataset, added: np.ndarray) -> TextSpace:
         """A copy for ``data`` (this space's catalogue edited by :meth:`Dataset.edited`): only

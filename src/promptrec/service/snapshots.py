@@ -146,7 +146,8 @@ class SnapshotBuilder:
         every other item reads (and so never re-encodes the catalogue)."""
         from promptrec.prompts.items import ItemPrompter
 
-        picked = ItemPrompter(None).resolve(data.items.columns)
+        prompter = ItemPrompter(None)
+        picked = prompter.resolve(data.items.columns, prompter.language_of(data.items))
         self.store.set_meta("item_template", picked, overwrite=False)
         return self.store.meta("item_template") or picked
 

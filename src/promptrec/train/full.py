@@ -148,8 +148,10 @@ class FullTrainer:
         seed_everything(cfg.seed)
         enc = self._model()
         space = TextSpace(enc, cfg.item_template)
-        texts = space.prompter.texts(data.items)
-        catalog = PromptCatalog.from_items(data.items)
+        language = space.prompter.language_of(data.items)
+        name = space.prompter.resolve(data.items.columns, language)
+        texts = space.prompter.texts(data.items, name)
+        catalog = PromptCatalog.from_items(data.items, language)
         strategy = get_strategy(cfg.prompt_strategy)
         val = leave_last_out(data)["test"].sample(cfg.validation_users, cfg.seed)
         train_hist = [h for h in val.fit.histories() if len(h) >= 2]

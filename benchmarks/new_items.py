@@ -1,0 +1,137 @@
+"""New items: how well each model recommends items nobody has touched yet.
+
+A seeded 10% of the catalogue is hidden from training entirely: every interaction with those
+items leaves the log (training and users' histories alike), as if they had just been added.
+The test targets (``shared/EVALUATION.md``: each user's last interaction) that are hidden items
+are then ranked against the full catalogue, history items excluded. Text makes such an item
+recommendable from its first minute; an ID-based model has never seen it, so it ranks it at
+chance at best (popularity and ItemKNN below; the peers of ``shared/BASELINES.md`` likewise).
+
+Reported per model: NDCG@10, Recall@10 and the median rank of the hidden targets, with the
+expected NDCG@10 of a random ranking for reference. Fine-tuning uses the ``train`` defaults,
+early-stopped on the usual validation targets of the reduced log (never on these targets).
+
+Usage (give it the machine alone)::
+
+    python benchmarks/new_items.py --data amazon-beauty
+
+Writes ``results/new_items.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from promptrec import load_dataset
+from promptrec.data.dataset import UserHistory
+from promptrec.data.split import Split, leave_last_out
+from promptrec.evaluation.evaluator import evaluate_scorer
+from promptrec.scorers import make_scorer
+from promptrec.train import TrainConfig, Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+def hidden_split(data_dir: Path, share: float, seed: int) -> tuple[Split, int]:
+    """The test split of the log without the hidden items' interactions, restricted to the
+    users whose test target is a hidden item; and the number of items hidden."""
+    data = load_dataset(data_dir)
+    rng = np.random.default_rng(seed)
+    n_hidden = round(share * data.n_items)
+    hidden_ids = set(data.item_ids[rng.choice(data.n_items, n_hidden, replace=False)])
+    test = leave_last_out(data)["test"]
+    hidden = np.zeros(data.n_items, dtype=bool)
+    hidden[[data.item_index[i] for i in hidden_ids]] = True
+    # training: the log without the test targets and without any hidden item
+    fit_events = test.fit.events[~test.fit.events["item_id"].isin(hidden_ids)]
+    fit = data.with_events(fit_events)
+    histories, targets = [], []
+    for h, target in zip(test.histories, test.targets, strict=True):
+        if not hidden[target]:
+            continue
+        keep = ~hidden[h.items]  # nobody has touched a hidden item: not in histories either
+        histories.append(
+            UserHistory(
+                h.user_id,
+                h.items[keep],
+                tuple(e for e, k in zip(h.events, keep, strict=True) if k) if h.events else (),
+                h.values[keep] if len(h.values) else h.values,
+                h.timestamps[keep] if len(h.timestamps) else h.timestamps,
+                tuple(q for q, k in zip(h.queries, keep, strict=True) if k) if h.queries else (),
+            )
+        )
+        targets.append(target)
+    return Split("test", fit, histories, np.array(targets, dtype=np.int64)), n_hidden
+
+
+def random_ndcg10(n_items: int) -> float:
+    """Expected NDCG@10 of one target ranked uniformly at random among ``n_items``."""
+    return float(sum(1 / np.log2(r + 1) for r in range(1, 11)) / n_items)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="amazon-beauty")
+    parser.add_argument("--share", type=float, default=0.10, help="items hidden")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=ROOT / "results")
+    args = parser.parse_args()
+    split, n_hidden = hidden_split(SHARED / "data" / args.data, args.share, args.seed)
+    print(f"{n_hidden} items hidden; {len(split.histories)} test targets among them", flush=True)
+    rows: dict[str, dict] = {}
+
+    def score(name: str, scorer, seconds: float | None = None) -> None:  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        res = evaluate_scorer(scorer, split, progress=False)
+        ranks = res.ranks
+        rows[name] = {
+            "NDCG@10": round(res.metrics["NDCG@10"], 6),
+            "Recall@10": round(res.metrics["Recall@10"], 6),
+            "median rank": int(np.median(ranks)),
+            "seconds": round((seconds or 0.0) + time.perf_counter() - started, 1),
+        }
+        print(name, rows[name], flush=True)
+
+    for name in ("popularity", "itemknn", "mean-of-items"):
+        score(name, make_scorer(name))
+    started = time.perf_counter()
+    trained = Trainer(TrainConfig()).fit(split.fit)
+    score("fine-tuned (train defaults)", trained, time.perf_counter() - started)
+    report = {
+        "data": args.data,
+        "hidden items": n_hidden,
+        "share": args.share,
+        "seed": args.seed,
+        "targets": len(split.histories),
+        "catalogue": split.fit.n_items,
+        "random NDCG@10": round(random_ndcg10(split.fit.n_items), 6),
+        "models": rows,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "new_items.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        f"New items: {args.data}, {n_hidden} of {split.fit.n_items} items ({args.share:.0%}, "
+        f"seed {args.seed}) hidden from training; {len(split.histories)} test targets among "
+        "them, ranked against the full catalogue",
+        "",
+        "| model | NDCG@10 | Recall@10 | median rank | seconds |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | {r['NDCG@10']:.4f} | {r['Recall@10']:.4f} | {r['median rank']} | "
+            f"{r['seconds']} |"
+        )
+    lines.append(f"| random ranking (expected) | {report['random NDCG@10']:.4f} | | | |")
+    (args.out / "new_items.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
