@@ -433,11 +433,15 @@ class HNSWIndex(VectorIndex):
             faiss.omp_set_num_threads(threads)
 
     def _removed(self, keys: np.ndarray) -> None:
-        self._bits, self._selector = _bitmap_selector(self._nodes_of(self._alive))
+        self._select_live()
 
     def _added(self) -> None:
         if self._selector is not None:  # the selector must keep the new keys too
-            self._removed(np.zeros(0, dtype=np.int64))
+            self._select_live()
+
+    def _select_live(self) -> None:
+        """The selector of the live keys' nodes, which every search passes."""
+        self._bits, self._selector = _bitmap_selector(self._nodes_of(self._alive))
 
     def _nodes_of(self, mask: np.ndarray) -> np.ndarray:
         """A ``[size]`` key mask as a mask of the graph's nodes (dead nodes never kept)."""
@@ -453,7 +457,7 @@ class HNSWIndex(VectorIndex):
         self._node_key = np.full(self._index.ntotal, -1, dtype=np.int64)
         self._node_key[self._key_node] = np.arange(len(self._key_node))
         self._alive = alive
-        self._removed(np.flatnonzero(~alive))
+        self._select_live()
 
     def __getstate__(self) -> dict:
         state = {k: v for k, v in self.__dict__.items() if k not in ("_selector", "_bits")}
@@ -465,7 +469,7 @@ class HNSWIndex(VectorIndex):
         self._index = _faiss().deserialize_index(state["_index"])
         self._selector = None
         if not self._alive.all() or self._key_node is not None:
-            self._removed(np.flatnonzero(~self._alive))
+            self._select_live()
 
     def vectors(self, keys: np.ndarray) -> np.ndarray:
         faiss = _faiss()
@@ -534,7 +538,7 @@ class HNSWIndex(VectorIndex):
             raise ConfigError(f"{path}: {graph.ntotal} vectors but {len(alive)} keys")
         index._alive = alive
         if not alive.all():
-            index._removed(np.flatnonzero(~alive))
+            index._select_live()
         return index
 
 

@@ -87,7 +87,7 @@ class SavedSpace:
     labels: np.ndarray  # [m] object (str)
     categories: np.ndarray  # [m] object (str | None)
     brands: np.ndarray  # [m] object (str | None)
-    genres: list[list[str]]
+    genres: np.ndarray  # [m] object (list[str])
 
     def positions(self, keys: np.ndarray) -> np.ndarray:
         """For each of ``keys``' rows, its row in this copy, or -1."""
@@ -167,7 +167,11 @@ class SpaceCache:
                 labels=table.column("label").to_numpy(zero_copy_only=False),
                 categories=_shared_strings(table.column("category")),
                 brands=_shared_strings(table.column("brand")),
-                genres=[g or NO_GENRES for g in table.column("genres").to_pylist()],
+                genres=np.fromiter(
+                    (g or NO_GENRES for g in table.column("genres").to_pylist()),
+                    dtype=object,
+                    count=table.num_rows,
+                ),
             )
         except (OSError, ValueError, KeyError):
             return None

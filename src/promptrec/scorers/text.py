@@ -98,14 +98,14 @@ class TextSpace:
                 saved.gather_vectors(at, self.vectors)
                 texts[old] = saved.texts[at[old]]
                 for name in PromptCatalog.FIELDS:
-                    columns[name][old] = _take(getattr(saved, name), at[old])
+                    columns[name][old] = getattr(saved, name)[at[old]]
             if len(new):
                 rows = items.iloc[new]
                 texts[new] = fresh = self.prompter.texts(rows, self.template_name)
                 self.vectors[new] = self._encode(fresh, progress)
                 more = PromptCatalog.from_items(rows, self.language)
                 for name in PromptCatalog.FIELDS:
-                    columns[name][new] = _as_objects(getattr(more, name).values)
+                    columns[name][new] = getattr(more, name).values  # object arrays
                 cache.write(keys, texts, self.vectors, **columns)
         self.texts = Column(texts)
         catalog = {name: Column(columns[name]) for name in columns}
@@ -123,20 +123,6 @@ class TextSpace:
         clone.catalog = self.catalog.extended(rows)
         clone._items = data.items
         return clone
-
-
-def _take(values: Any, at: np.ndarray) -> np.ndarray:
-    if isinstance(values, np.ndarray):
-        return values[at]
-    return _as_objects([values[i] for i in at])
-
-
-def _as_objects(values: Any) -> np.ndarray:
-    """A 1-d object array of ``values`` (lists stay lists: no broadcasting)."""
-    out = np.empty(len(values), dtype=object)
-    for i, v in enumerate(values):
-        out[i] = v
-    return out
 
 
 class _TextScorer(VectorScorer):

@@ -71,22 +71,24 @@ def one_thread_per_request() -> None:
         torch.set_num_threads(1)
 
 
+def _glibc(call: str, *args: int) -> None:
+    """Call a glibc malloc tuning function; elsewhere (another libc) nothing is done."""
+    try:
+        getattr(ctypes.CDLL("libc.so.6"), call)(*args)
+    except (OSError, AttributeError):
+        pass
+
+
 def _few_heap_arenas() -> None:
     """Two malloc arenas instead of up to eight per core: requests run on many threads, and
     each arena keeps the pages its thread freed."""
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
+    _glibc("mallopt", -8, 2)  # M_ARENA_MAX
 
 
 def _release_free_memory() -> None:
     """Hand the heap's free pages back to the system: the build's temporaries (a row per item
     while texts are rendered) are freed, but glibc keeps their pages in the process."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
+    _glibc("malloc_trim", 0)
 
 
 def build_app(settings: ServeSettings, store: Store | None = None) -> FastAPI:
