@@ -31,7 +31,12 @@ from promptrec.explain import Explanation, explain_items
 from promptrec.prompts.items import ItemPrompter
 from promptrec.prompts.users import UserPrompt
 from promptrec.retrieval.filters import Filters
-from promptrec.retrieval.index import IndexConfig, VectorIndex, cached_index
+from promptrec.retrieval.index import (
+    CALIBRATION_USERS,
+    IndexConfig,
+    VectorIndex,
+    cached_index,
+)
 from promptrec.retrieval.topk import top_k
 from promptrec.scorers import (
     SCORERS,
@@ -88,6 +93,19 @@ class _Fitted:
     def histories(self) -> dict[str, UserHistory]:
         """Every user's history in the fitted log (built when first asked for)."""
         return {h.user_id: h for h in self.data.histories()}
+
+
+def _sample_users(
+    scorer: VectorScorer, data: Dataset, n: int = CALIBRATION_USERS
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The vectors and histories of ``n`` users of ``data`` (seeded; those with a vector), on
+    which an approximate index calibrates its search."""
+    users = data.user_ids
+    chosen = np.random.default_rng(0).choice(len(users), size=min(n, len(users)), replace=False)
+    histories = data.histories([users[i] for i in np.sort(chosen)])
+    vectors = scorer.user_vectors(histories)
+    warm = np.flatnonzero(vectors.any(axis=1))
+    return vectors[warm], [histories[i].items for i in warm]
 
 
 class Recommender:
@@ -152,7 +170,12 @@ class Recommender:
         self.strategy = scorer.name
         index = None
         if isinstance(scorer, VectorScorer) and scorer.ranks_by_vectors:
-            index = cached_index(scorer.item_vectors, self.index_config, progress=progress)
+            index = cached_index(
+                scorer.item_vectors,
+                self.index_config,
+                progress=progress,
+                users=lambda: _sample_users(scorer, data),
+            )
         self._fitted = _Fitted(data, scorer, index=index)
         return self
 

@@ -83,7 +83,7 @@ def recommend(
     encoder: EncoderOpt = "default",
     item_template: TemplateOpt = None,
     index: IndexOpt = "auto",
-    ef_search: EfSearchOpt = 256,
+    ef_search: EfSearchOpt = None,
     milvus_uri: MilvusUriOpt = None,
     unknown_items: UnknownOpt = "drop",
     encoding: EncodingOpt = None,

@@ -133,7 +133,7 @@ def serve(
     encoder: EncoderOpt = "default",
     item_template: TemplateOpt = None,
     index: IndexOpt = "auto",
-    ef_search: EfSearchOpt = 256,
+    ef_search: EfSearchOpt = None,
     milvus_uri: MilvusUriOpt = None,
     workers: Annotated[
         int,

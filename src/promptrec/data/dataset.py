@@ -247,9 +247,10 @@ class Dataset:
 
     def histories(self, user_ids: Sequence[str] | None = None) -> list[UserHistory]:
         """Every user's history (or those asked for, in that order; unknown users get none)."""
-        hist = build_histories(self.events, self.item_index.as_dict())
         if user_ids is None:
-            return list(hist.values())
+            return list(build_histories(self.events, self.item_index.as_dict()).values())
+        asked = self.events["user_id"].isin([str(u) for u in user_ids])
+        hist = build_histories(self.events[asked], self.item_index.as_dict())
         return [
             hist.get(str(u), UserHistory(str(u), np.zeros(0, dtype=np.int64))) for u in user_ids
         ]

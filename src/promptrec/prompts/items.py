@@ -24,7 +24,13 @@ from typing import Any, Literal
 import pandas as pd
 
 from promptrec.errors import ConfigError
-from promptrec.prompts.language import Language, detect_language, language_of_template, localized
+from promptrec.prompts.language import (
+    DETECTION_SAMPLE,
+    Language,
+    detect_language,
+    language_of_template,
+    localized,
+)
 from promptrec.prompts.templates import load_template, render
 
 Domain = Literal["product", "film", "article", "ad", "generic"]
@@ -167,7 +173,10 @@ class ItemPrompter:
         spelled = language_of_template(self.template) if self.template else None
         if spelled is not None:
             return spelled
-        return self.language or detect_language(first_values(items, ALIASES["title"]))
+        if self.language is not None:
+            return self.language
+        sample = items.head(DETECTION_SAMPLE)  # not every title of a million-item catalogue
+        return detect_language(first_values(sample, ALIASES["title"]))
 
     def resolve(self, columns: Iterable[str], language: Language = "en") -> str:
         """The template this prompter uses for a catalogue with these columns and language."""

@@ -22,7 +22,11 @@ _LATIN = re.compile(r"[A-Za-z]")
 _HAN_WEIGHT = 3
 
 
-def detect_language(texts: Iterable[object], sample: int = 2000) -> Language:
+#: how many texts decide a catalogue's language
+DETECTION_SAMPLE = 2000
+
+
+def detect_language(texts: Iterable[object], sample: int = DETECTION_SAMPLE) -> Language:
     """``"zh"`` when the first ``sample`` texts are mostly Chinese (counting each Chinese
     character as three Latin letters: titles such as "Apple iPhone 15 黑色 256GB" mix both),
     else ``"en"``."""
