@@ -128,6 +128,8 @@ def test_evaluate_writes_json_markdown_and_report(files, tmp_path, cli) -> None:
         (["evaluate", "--data", "/no/such/folder"], "/no/such/folder"),
         (["recommend", "--data", "DATA", "--user", "1", "--strategy", "magic"], "unknown strategy"),
         (["evaluate", "--data", "DATA", "--splits", "train"], "unknown split"),
+        (["evaluate", "--data", "DATA", "--queries", "title"], "unknown protocol"),
+        (["evaluate", "--data", "DATA", "--queries", "category", "-s", "bm25"], "--strategies"),
         (["recommend", "--data", "DATA", "--all-users"], "--output"),
         (["recommend", "--data", "DATA", "--user", "1", "--ray-address", "local"], "--all-users"),
         (
@@ -305,3 +307,32 @@ def test_all_users_export_with_queries(files, beauty_slice, tmp_path, cli) -> No
             + ["-o", str(tmp_path / "x.jsonl"), "--queries", str(queries)]
         )
         assert code == 2 and expected in err and "Traceback" not in err, err
+
+
+def test_evaluate_with_queries_scores_search_baselines_and_a_model(files, tmp_path, cli) -> None:
+    """The personalized product search protocol: each target's category as the query; BM25,
+    query-only, history-only and promptrec with both, and a trained model with and without."""
+    catalog, events = files
+    model = tmp_path / "model"
+    config = tmp_path / "small.json"
+    config.write_text(json.dumps({"dim": 32, "layers": 1, "max_len": 20, "refit": False}))
+    data = ["--catalog", str(catalog), "--events", str(events)]
+    code, _, err = cli(
+        ["train", *data, "--output", str(model), "--config", str(config), "--epochs", "2"]
+        + ["--holdout-test"]
+    )
+    assert code == 0, err
+    code, out, err = cli(
+        ["evaluate", *data, "--queries", "category", "--model", str(model)]
+        + ["--output", str(tmp_path / "q.json"), "--markdown", str(tmp_path / "q.md")]
+    )
+    assert code == 0, err
+    result = json.loads((tmp_path / "q.json").read_text())
+    zero_shot = {"bm25", "query-only", "history-only", "mean-of-items+query"}
+    assert set(result["splits"]["validation"]["results"]) == zero_shot
+    trained = {"trained:model", "trained:model+query"}
+    assert set(result["splits"]["test"]["results"]) == zero_shot | trained
+    chosen = result["settings"]["chosen"]
+    assert set(chosen) == {"mean-of-items+query", "trained:model"}
+    assert "Each target comes with a query" in (tmp_path / "q.md").read_text()
+    assert "| bm25 |" in out and "| trained:model+query |" in out

@@ -74,6 +74,16 @@ def evaluate(
     keep_seen: Annotated[
         bool, typer.Option("--keep-seen", help="Do not exclude history items from the ranking.")
     ] = False,
+    queries: Annotated[
+        str | None,
+        typer.Option(
+            "--queries",
+            help="'category': the personalized product search protocol. Each target comes "
+            "with a query made from its own deepest category; reports BM25, query-only, "
+            "history-only and promptrec with query and history (its weights chosen on "
+            "validation), and each --model with and without the query.",
+        ),
+    ] = None,
     encoder: EncoderOpt = "default",
     item_template: TemplateOpt = None,
     unknown_items: UnknownOpt = "drop",
@@ -92,21 +102,41 @@ def evaluate(
     for s in split_names:
         if s not in ("validation", "test"):
             raise ConfigError(f"--splits: unknown split '{s}' (use validation, test)")
+    if queries is not None:
+        if queries != "category":
+            raise ConfigError(f"--queries: unknown protocol '{queries}' (use category)")
+        if strategies or keep_seen or splits != "validation,test":
+            raise ConfigError(
+                "--queries category runs its own methods on both splits, history excluded: "
+                "leave out --strategies, --splits and --keep-seen"
+            )
     dataset = load_data(data, catalog, events, db, unknown_items=unknown_items, encoding=encoding)
     models = _load_models(model or [], dataset)
     t0 = time.perf_counter()
-    result = run_evaluation(
-        dataset,
-        names,
-        splits=split_names,  # type: ignore[arg-type]
-        encoder=encoder,
-        item_template=item_template,
-        max_tokens=max_tokens,
-        validation_users=validation_users or None,
-        exclude_seen=not keep_seen,
-        seed=seed,
-        models=models,
-    )
+    if queries is not None:
+        from promptrec.evaluation.queries import evaluate_queries
+
+        result = evaluate_queries(
+            dataset,
+            encoder=encoder,
+            item_template=item_template,
+            validation_users=validation_users or None,
+            seed=seed,
+            models=models,
+        )
+    else:
+        result = run_evaluation(
+            dataset,
+            names,
+            splits=split_names,  # type: ignore[arg-type]
+            encoder=encoder,
+            item_template=item_template,
+            max_tokens=max_tokens,
+            validation_users=validation_users or None,
+            exclude_seen=not keep_seen,
+            seed=seed,
+            models=models,
+        )
     result.settings["wall_seconds"] = round(time.perf_counter() - t0, 1)
     for split in split_names:
         echo(f"\n{dataset.name} / {split} ({result.n_users[split]} users)")

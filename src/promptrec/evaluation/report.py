@@ -51,6 +51,14 @@ def markdown_report(result: EvaluationResult) -> str:
         f"Protocol: {d['protocol']['split']}, full ranking over {d['n_items']} items, "
         f"history items {excluded}."
     )
+    settings = d["settings"]
+    if "queries" in settings:  # the personalized product search protocol
+        skipped = settings["skipped (target without a category)"]
+        parts.append(
+            f"Each target comes with a query: {settings['queries']}; users skipped (a target "
+            f"without a category): {skipped['validation']} validation, {skipped['test']} test. "
+            f"Weights of query and history, chosen on validation: {settings['chosen']}."
+        )
     for split, block in d["splits"].items():
         parts += ["", f"## {split} ({block['users']} users)", "", markdown_table(d, split)]
     return "\n".join(parts) + "\n"

@@ -23,6 +23,8 @@ class TrainConfig(BaseModel):
         dropout: dropout in both towers.
         use_ids / id_min_count: hybrid item tower: items with at least this many training
             interactions also get a learned id embedding.
+        id_dropout: the share of items whose id embedding is left out at each training step,
+            so that the text path learns to score an item alone, as it must for a new item.
         lr / weight_decay / batch_size / warmup_steps / grad_clip: optimisation (AdamW,
             linear warm-up then constant, gradient norm clipping).
         epochs / patience: at most this many epochs; stop when validation NDCG@10 has not
@@ -72,6 +74,7 @@ class TrainConfig(BaseModel):
     dropout: float = Field(0.3, ge=0.0, lt=1.0)
     use_ids: bool = True
     id_min_count: int = Field(2, ge=1)
+    id_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(128, ge=1)

@@ -28,12 +28,21 @@ class ItemTower(nn.Module):
         n_items: catalogue size (id embeddings, when ``use_ids``).
         dropout: dropout on the projected text.
         use_ids: add a learned id embedding (hybrid).
+        id_dropout: in training, the share of items whose id embedding is left out at each
+            step (each item's text vector must then score it alone, as a new item's does).
     """
 
     def __init__(
-        self, text_dim: int, dim: int, n_items: int, dropout: float, use_ids: bool
+        self,
+        text_dim: int,
+        dim: int,
+        n_items: int,
+        dropout: float,
+        use_ids: bool,
+        id_dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        self.id_dropout = id_dropout
         self.proj = nn.Linear(text_dim, dim)
         self.norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
@@ -58,6 +67,9 @@ class ItemTower(nn.Module):
             ids = self.ids.weight[: text.shape[0]] if items is None else self.ids(items)
             if id_mask is not None:
                 ids = ids * id_mask[:, None].to(ids.dtype)
+            if self.training and self.id_dropout > 0:
+                kept = torch.rand(ids.shape[0], device=ids.device) >= self.id_dropout
+                ids = ids * kept[:, None].to(ids.dtype)
             out = out + ids
         return self.dropout(out)
 
@@ -110,6 +122,7 @@ class TwoTowerModel(nn.Module):
         dropout: float = 0.3,
         use_ids: bool = True,
         cosine: bool = True,
+        id_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.cosine = cosine
@@ -123,8 +136,9 @@ class TwoTowerModel(nn.Module):
             "dropout": dropout,
             "use_ids": use_ids,
             "cosine": cosine,
+            "id_dropout": id_dropout,
         }
-        self.items = ItemTower(text_dim, dim, n_items, dropout, use_ids)
+        self.items = ItemTower(text_dim, dim, n_items, dropout, use_ids, id_dropout)
         self.users = SequenceUserTower(dim, max_len, layers, heads, dropout)
 
     def item_vectors(

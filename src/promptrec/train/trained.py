@@ -71,6 +71,8 @@ class TrainedScorer(VectorScorer):
     """
 
     name = "trained"
+    #: a live query's vector (through the item tower) is added to the user's at this weight
+    query_weight: float = 1.0
 
     def __init__(
         self,
@@ -182,7 +184,7 @@ class TrainedScorer(VectorScorer):
                 qv = self.space.encoder.encode([q for _, q in queries], kind="query")
                 projected = self.model.scoring(self.model.items.project_query(torch.from_numpy(qv)))
                 rows = torch.tensor([r for r, _ in queries])
-                users[rows] = users[rows] + projected
+                users[rows] = users[rows] + self.query_weight * projected
         return users
 
     def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:

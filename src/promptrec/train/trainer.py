@@ -176,6 +176,7 @@ class Trainer:
             dropout=cfg.dropout,
             use_ids=cfg.use_ids,
             cosine=cfg.similarity == "cosine",
+            id_dropout=cfg.id_dropout,
         )
         model.to(self.device)
         # negatives are drawn on the training device, with their own seeded generator

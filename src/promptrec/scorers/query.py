@@ -1,0 +1,84 @@
+"""Lists that follow the live query, ordered by the user's taste.
+
+A shopper who types "red nail polish" wants nail polish first, and among nail polishes the
+ones their history says they like. A vector scorer alone mixes the query into the user's
+vector (``query_weight``): a long hair-care history can outvote two words. The
+:class:`QueryAwareScorer` adds what a search engine knows: each item's BM25 match with the
+query's words (:class:`~promptrec.scorers.lexical.BM25Scorer`), scaled to ``[0, 1]`` by the best
+item's, times ``lexical_weight``. Both weights are chosen on validation targets
+(:func:`promptrec.evaluation.queries.choose_query_weights`); users without a query get the inner
+scorer's lists unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from promptrec.data.dataset import Dataset, UserHistory
+from promptrec.scorers.base import Scorer
+from promptrec.scorers.lexical import BM25Scorer
+from promptrec.scorers.vector import VectorScorer
+
+
+class QueryAwareScorer(Scorer):
+    """A vector scorer's scores (its user vector: the history, plus the query's vector at
+    ``query_weight``) plus ``lexical_weight`` times the query's BM25 score of each item over
+    the best item's.
+
+    Args:
+        inner: a text or trained vector scorer (fitted or not); it must have a ``space`` (its
+            item texts are what BM25 searches) and a ``query_weight``.
+        query_weight: the weight of the query's vector in the user's (None: the inner's).
+        lexical_weight: the weight of the scaled BM25 score (0: the inner scorer alone).
+    """
+
+    uses_text = True
+
+    def __init__(
+        self,
+        inner: VectorScorer,
+        *,
+        query_weight: float | None = None,
+        lexical_weight: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.inner = inner
+        self.name = f"{inner.name}+query"  # type: ignore[misc]
+        if query_weight is not None:
+            inner.query_weight = query_weight  # type: ignore[attr-defined]
+        self.lexical_weight = lexical_weight
+        self.lexical = BM25Scorer(inner.space)  # type: ignore[attr-defined]
+        self.batch_size = inner.batch_size
+
+    @property
+    def query_weight(self) -> float:
+        return float(self.inner.query_weight)  # type: ignore[attr-defined]
+
+    @query_weight.setter
+    def query_weight(self, weight: float) -> None:
+        self.inner.query_weight = weight  # type: ignore[attr-defined]
+
+    def fit(self, data: Dataset) -> QueryAwareScorer:
+        if self.inner.data is not data:
+            self.inner.fit(data)
+        self.lexical.fit(data)
+        self.data = data
+        return self
+
+    def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:
+        scores = self.inner.score(histories)
+        if self.lexical_weight:
+            matches = self.lexical.query_scores([h.query for h in histories])
+            best = matches.max(axis=1, keepdims=True)
+            scores += self.lexical_weight * matches / np.where(best > 0, best, 1.0)
+        return scores
+
+    def config(self) -> dict[str, Any]:
+        return {
+            **self.inner.config(),
+            "query_weight": self.query_weight,
+            "lexical_weight": self.lexical_weight,
+        }
