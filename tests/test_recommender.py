@@ -52,6 +52,46 @@ def test_query_changes_the_list(rec, beauty_slice) -> None:
     assert hair >= 5
 
 
+def test_a_query_outside_the_history_is_answered_first(beauty_slice, encoder) -> None:
+    """The page's "red nail polish" case: a hair-care shopper's list answers the query first
+    (the query's BM25 match added to the vector scores, QueryMix), where the vector sum alone
+    lets the history pull shampoos in; a new item that answers it joins once its words are
+    indexed."""
+    from promptrec.data.dataset import UserHistory
+    from promptrec.scorers.query import QueryMix
+
+    titles = beauty_slice.items["title"].str.lower()
+    hair = np.flatnonzero(titles.str.contains("shampoo|conditioner").to_numpy())[:8]
+    history = UserHistory("shopper", hair.astype(np.int64)).with_query("red nail polish")
+    mixed = Recommender("mean-of-items", encoder=encoder).fit(beauty_slice)
+    alone = Recommender(
+        "mean-of-items", encoder=encoder, query_mix=QueryMix(lexical_weight=0.0)
+    ).fit(beauty_slice)
+    texts = mixed._text_space().texts
+
+    def nails(rec: Recommender, n: int = 10) -> int:
+        [r] = rec.recommend_histories([history], 10)
+        index = rec.data.item_index
+        return sum("nail" in texts[index[i]].lower() for i in r.item_ids[:n])
+
+    assert nails(mixed, 5) == 5 and nails(mixed) >= 8  # the query first, the taste after
+    assert nails(alone, 5) < 5 and nails(alone) < nails(mixed)
+    # without a query, the mix changes nothing
+    plain = history.with_query(None)
+    assert mixed.recommend_histories([plain], 10)[0].item_ids == (
+        alone.recommend_histories([plain], 10)[0].item_ids
+    )
+    # a new item that answers the query joins the list at once, its words indexed with it;
+    # the list it came from is unchanged
+    new = beauty_slice.items.iloc[:1].copy()
+    new["item_id"], new["title"] = "new-polish", "Red Nail Polish Lacquer, Glossy Crimson"
+    data, added = beauty_slice.edited(new)
+    before = mixed.recommend_histories([history], 10)[0].item_ids
+    edited = mixed.edited(data, added)
+    assert "new-polish" in edited.recommend_histories([history], 10)[0].item_ids
+    assert mixed.recommend_histories([history], 10)[0].item_ids == before
+
+
 def test_filters_are_respected(rec, beauty_slice) -> None:
     user = beauty_slice.user_ids[2]
     f = Filters(price_max=10, deny=[rec.recommend([user], n=1)[0].item_ids[0]])

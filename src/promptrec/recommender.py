@@ -47,6 +47,8 @@ from promptrec.scorers import (
     make_scorer,
 )
 from promptrec.scorers.base import NotFittedError
+from promptrec.scorers.lexical import BM25Scorer
+from promptrec.scorers.query import QueryMix
 
 log = logging.getLogger("promptrec")
 
@@ -88,6 +90,8 @@ class _Fitted:
     scorer: Scorer
     labels: Column | None = None  # each item's display label (see Recommender._labels)
     index: VectorIndex | None = None  # for a vector scorer: what lists are ranked through
+    #: BM25 over the item texts, for lists with a live query (see QueryMix)
+    lexical: BM25Scorer | None = None
 
     @cached_property
     def histories(self) -> dict[str, UserHistory]:
@@ -122,6 +126,9 @@ class Recommender:
         index: how a vector scorer's lists are searched (:class:`IndexConfig`: exact up to
             200k items, an approximate HNSW graph above, by default). Evaluation always scores
             every item exactly.
+        query_mix: how a live query enters a vector scorer's lists (:class:`QueryMix`): its
+            vector at ``query_weight`` (set on the scorer), plus its BM25 match with each item's
+            text at ``lexical_weight``, for catalogues of up to ``lexical_up_to`` items.
     """
 
     def __init__(
@@ -133,6 +140,7 @@ class Recommender:
         max_tokens: int | None = None,
         scorer: Scorer | None = None,
         index: IndexConfig | None = None,
+        query_mix: QueryMix | None = None,
     ) -> None:
         if scorer is None and strategy != "auto" and strategy not in SCORERS:
             raise ConfigError(f"unknown strategy '{strategy}': choose from auto, {list(SCORERS)}")
@@ -146,6 +154,7 @@ class Recommender:
         self._fitted: _Fitted | None = None
         self.selection: dict[str, float] | None = None
         self.index_config = index or IndexConfig()
+        self.query_mix = query_mix or QueryMix()
 
     # ------------------------------------------------------------------ fitting
     def _text_space(self) -> TextSpace:
@@ -176,8 +185,20 @@ class Recommender:
                 progress=progress,
                 users=lambda: _sample_users(scorer, data),
             )
-        self._fitted = _Fitted(data, scorer, index=index)
+        self._fitted = _Fitted(data, scorer, index=index, lexical=self._lexical(scorer, data))
         return self
+
+    def _lexical(self, scorer: Scorer, data: Dataset) -> BM25Scorer | None:
+        """Set the scorer's query weight by :attr:`query_mix`; the BM25 index of its item
+        texts when the mix has a lexical term for a catalogue of this size."""
+        mix = self.query_mix
+        if not isinstance(scorer, VectorScorer) or not hasattr(scorer, "query_weight"):
+            return None
+        if mix.lexical_weight <= 0 or data.n_items > mix.lexical_up_to:
+            scorer.query_weight = mix.vector_only_weight  # type: ignore[attr-defined]
+            return None
+        scorer.query_weight = mix.query_weight  # type: ignore[attr-defined]
+        return BM25Scorer(scorer.space).fit(data)  # type: ignore[attr-defined]
 
     def edited(self, data: Dataset, added: np.ndarray) -> Recommender:
         """A copy serving ``data``: this recommender's catalogue edited by
@@ -198,9 +219,11 @@ class Recommender:
         clone = copy.copy(self)
         clone._scorer = scorer
         clone._space = getattr(scorer, "space", None) or self._space
-        clone._fitted = _Fitted(data, scorer, None, index)
+        clone._fitted = _Fitted(data, scorer, None, index, st.lexical)
         if clone._shared_labels() is None:  # the text space's, else extended here
             clone._fitted.labels = self._labels().extended(ItemPrompter.labels(data.rows(added)))
+        if st.lexical is not None:  # the new rows' words, at the cost of those rows
+            clone._fitted.lexical = st.lexical.edited(data, added, space=scorer.space)  # type: ignore[attr-defined]
         return clone
 
     def _select(self, data: Dataset, *, progress: bool) -> str:
@@ -336,6 +359,22 @@ class Recommender:
         warm = users.any(axis=1)
         idx = np.full((len(histories), n), -1, dtype=np.int64)
         best = np.full((len(histories), n), -np.inf, dtype=np.float32)
+        lexical = st.lexical
+        queried = np.array([bool(h.query) for h in histories]) & (lexical is not None)
+        if queried.any():  # every item scored (a catalogue of at most lexical_up_to items)
+            rows = np.flatnonzero(queried)
+            scores = users[rows] @ scorer.item_vectors.T
+            matches = lexical.query_scores([histories[r].query for r in rows])  # type: ignore[union-attr]
+            top = matches.max(axis=1, keepdims=True)
+            scores += self.query_mix.lexical_weight * matches / np.where(top > 0, top, 1.0)
+            idx[rows], best[rows] = top_k(
+                scores,
+                n,
+                exclude=None if exclude is None else [exclude[r] for r in rows],
+                allowed=allowed,
+            )
+        cold = ~warm & ~queried
+        warm &= ~queried
         if warm.any():
             rows = np.flatnonzero(warm)
             found, found_scores = st.index.search(
@@ -346,8 +385,8 @@ class Recommender:
                 exact=scorer.item_vectors,
             )
             idx[rows], best[rows] = found, found_scores
-        if (~warm).any():
-            rows = np.flatnonzero(~warm)
+        if cold.any():
+            rows = np.flatnonzero(cold)
             pop = scorer.popularity / max(float(scorer.popularity.max()), 1.0)
             found, found_scores = top_k(
                 np.broadcast_to(pop, (len(rows), len(pop))).copy(),

@@ -15,7 +15,7 @@ from promptrec.evaluation.queries import (
     with_queries,
 )
 from promptrec.scorers import MeanOfItemsScorer, TextSpace
-from promptrec.scorers.lexical import BM25Scorer, tokenize
+from promptrec.scorers.lexical import BM25Scorer, LexicalIndex, tokenize
 from promptrec.scorers.query import QueryAwareScorer
 
 
@@ -57,6 +57,41 @@ def _hair_care_history(data: Dataset) -> UserHistory:
     hair = np.flatnonzero(titles.str.contains("shampoo|conditioner").to_numpy())[:8]
     assert len(hair) == 8
     return UserHistory("shopper", hair.astype(np.int64))
+
+
+def test_the_lexical_index_scores_as_bm25s_does_and_grows_item_by_item(beauty_slice, space):
+    """Lucene's BM25 as ``bm25s`` computes it, from postings: an index grown item by item,
+    with retired items, scores every query as one built afresh over the live items."""
+    import bm25s
+
+    texts = list(space.texts.values)
+    reference = bm25s.BM25(method="lucene")
+    reference.index([tokenize(t) for t in texts], show_progress=False)
+    index = LexicalIndex()
+    index.add(texts)
+    everything = np.ones(len(texts), dtype=bool)
+    for query in ("nail polish", "red nail polish", "shampoo for dry hair", "opi"):
+        words = [w for w in tokenize(query) if w in reference.vocab_dict]
+        want = reference.get_scores(words)
+        assert np.allclose(index.scores(query, everything), want, rtol=1e-4, atol=1e-5)
+    # grown one item at a time, some retired: the scores of a fresh index of the live ones
+    grown = LexicalIndex()
+    grown.add(texts[:100])
+    for text in texts[100:]:
+        grown.add([text])
+    live = everything.copy()
+    live[::7] = False
+    fresh = LexicalIndex()
+    fresh.add([t for t, keep in zip(texts, live, strict=True) if keep])
+    for query in ("nail polish", "argan oil"):
+        assert np.allclose(grown.scores(query, live)[live], fresh.scores(query, live[live]))
+        assert not grown.scores(query, live)[~live].any()
+    # an earlier catalogue state (a prefix of the rows) keeps its own scores
+    first = LexicalIndex()
+    first.add(texts[:100])
+    assert np.allclose(
+        grown.scores("nail", everything[:100]), first.scores("nail", everything[:100])
+    )
 
 
 def test_bm25_reads_the_query_alone(beauty_slice, space) -> None:

@@ -54,6 +54,36 @@ def test_training_lowers_loss_and_changes_ranking(trained, encoder) -> None:
     assert summary["best_epoch"] >= 1 and summary["validation_ndcg10"] >= 0
 
 
+def test_items_without_an_id_borrow_their_text_neighbours_ids(trained) -> None:
+    """``borrowed_ids``: an item without an id embedding (too rare in training, or new) adds the
+    mean id embedding of its nearest trained items by text; the others are unchanged."""
+    _, scorer, data = trained
+    plain = scorer.item_vectors.copy()
+    borrowing = scorer.detached()
+    borrowing.borrowed_ids = 5
+    borrowing.fit(data)
+    changed = ~np.isclose(plain, borrowing.item_vectors, atol=1e-6).all(axis=1)
+    position = {iid: i for i, iid in enumerate(scorer.train_item_ids)}
+    has_id = np.array([scorer.train_id_mask[position[i]] for i in data.item_ids])
+    assert changed.any() and np.array_equal(changed, ~has_id)
+    # one item worked by hand: its text, plus the mean id of its 5 nearest donors
+    import torch
+
+    item = int(np.flatnonzero(~has_id)[0])
+    text = scorer.space.vectors
+    donors = np.flatnonzero(has_id)
+    nearest = donors[np.argsort(-(text[donors] @ text[item]))[:5]]
+    ids = scorer.model.items.ids.weight.detach()
+    borrowed = ids[[position[data.item_ids[d]] for d in nearest]].mean(dim=0)
+    with torch.no_grad():
+        own = scorer.model.items.project_query(torch.from_numpy(text[item : item + 1]))[0]
+        want = scorer.model.scoring((own + borrowed)[None])[0].numpy()
+    assert np.allclose(borrowing.item_vectors[item], want, atol=1e-5)
+    borrowing.borrowed_ids = 0  # back to text alone
+    borrowing.fit(data)
+    assert np.allclose(borrowing.item_vectors, plain, atol=1e-6)
+
+
 def test_validation_ndcg_improves_over_training(trained) -> None:
     trainer, _, _ = trained
     ndcgs = [e.ndcg10 for e in trainer.state.history]

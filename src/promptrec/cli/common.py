@@ -148,7 +148,7 @@ def setup(verbose: bool) -> None:
         format="%(levelname)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("httpx", "sentence_transformers", "transformers", "matplotlib", "bm25s"):
+    for noisy in ("httpx", "sentence_transformers", "transformers", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     threads = os.environ.get("PROMPTREC_NUM_THREADS")
     if threads:

@@ -17,9 +17,19 @@ def demo(
     report: Annotated[
         Path | None, typer.Option("--report", help="Also write plots and an HTML page here.")
     ] = None,
+    train_minutes: Annotated[
+        float,
+        typer.Option(
+            "--train-minutes",
+            min=0,
+            help="Fine-tune in fast mode for at most this many minutes and add the model to "
+            "the table (0: skip).",
+        ),
+    ] = 3.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Catalogue, prompts, recommendations with explanations, and a small evaluation table."""
+    """Catalogue, prompts, recommendations with explanations, a short fine-tuning, and an
+    evaluation table of them all."""
     from promptrec.data.loaders import find_demo_data, load_dataset
     from promptrec.data.split import leave_last_out
     from promptrec.evaluation.evaluator import EvaluationResult, evaluate_scorer
@@ -65,6 +75,21 @@ def demo(
     for name in names:
         scorer = make_scorer(name, space, max_tokens=128)
         results[name] = evaluate_scorer(scorer, split, progress=False)
+    if train_minutes > 0:
+        from promptrec.train import TrainConfig, Trainer
+
+        echo(
+            f"\n== fine-tuning in fast mode on the log before the test targets (the `train` "
+            f"defaults without refit; at most {train_minutes:g} minutes):"
+        )
+        config = TrainConfig(refit=False, max_minutes=train_minutes)
+        trained = Trainer(config, space=space, progress=True).fit(split.fit)
+        summary = trained.info.get("summary", {})
+        echo(
+            f"   best epoch {summary.get('best_epoch')}, validation NDCG@10 "
+            f"{summary.get('validation_ndcg10')}, {summary.get('train_seconds')} s"
+        )
+        results["fine-tuned"] = evaluate_scorer(trained, split, progress=False)
     result = EvaluationResult(
         data.name,
         data.n_items,

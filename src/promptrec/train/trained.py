@@ -73,6 +73,11 @@ class TrainedScorer(VectorScorer):
     name = "trained"
     #: a live query's vector (through the item tower) is added to the user's at this weight
     query_weight: float = 1.0
+    #: an item without an id embedding (new to the model, or too rare in training) borrows
+    #: the mean id embedding of this many trained items nearest to it by text (0: its text
+    #: alone); :meth:`fit` applies a change
+    borrowed_ids: int = 0
+    _bound_borrowing: int = 0
 
     def __init__(
         self,
@@ -95,7 +100,7 @@ class TrainedScorer(VectorScorer):
     # ------------------------------------------------------------------ binding to data
     def fit(self, data: Dataset) -> TrainedScorer:
         self.space.fit(data)
-        if self._bound is not data.items:
+        if self._bound is not data.items or self._bound_borrowing != self.borrowed_ids:
             self._bind_catalogue(data)
         self.popularity = item_counts(data)
         self.data = data
@@ -116,6 +121,9 @@ class TrainedScorer(VectorScorer):
                 "%d items are new to the model: their vectors come from text alone",
                 int((~known).sum()),
             )
+        self._donors = None
+        if self.borrowed_ids and self.model.items.ids is not None:
+            self._donors = self._id_donors(data)
         inputs, scored = self._item_rows(data.item_ids, self.space.vectors)
         spare, n = AppendOnlyRows.spare_for(len(inputs)), len(inputs)
         self._inputs = AppendOnlyRows(inputs, spare=spare)
@@ -123,6 +131,7 @@ class TrainedScorer(VectorScorer):
         self.input_vectors_ = torch.from_numpy(self._inputs.view(n))  # what the user tower reads
         self.item_vectors_ = torch.from_numpy(self._scored.view(n))  # what is scored
         self._bound = data.items
+        self._bound_borrowing = self.borrowed_ids
 
     def _item_rows(
         self, item_ids: Sequence[str], text: np.ndarray
@@ -140,11 +149,36 @@ class TrainedScorer(VectorScorer):
             if self.model.items.ids is not None:
                 ids = self.model.items.ids.weight[torch.from_numpy(np.maximum(rows, 0))]
                 vecs = vecs + ids * torch.from_numpy(id_mask)[:, None].float()
+                if getattr(self, "_donors", None) is not None and (~id_mask).any():
+                    lacking = np.flatnonzero(~id_mask)
+                    vecs[lacking] += self._borrowed(np.asarray(text)[lacking])
             scored = self.model.scoring(vecs)
         return (
             np.ascontiguousarray(vecs.numpy(), dtype=np.float32),
             np.ascontiguousarray(scored.numpy(), dtype=np.float32),
         )
+
+    def _id_donors(self, data: Dataset) -> tuple[np.ndarray, torch.Tensor] | None:
+        """The text vectors and id embeddings of the catalogue's items that have one."""
+        position = self._train_position
+        rows = np.array([position.get(str(i), -1) for i in data.item_ids], dtype=np.int64)
+        has = rows >= 0
+        has[has] = self.train_id_mask[rows[has]]
+        if not has.any():
+            return None
+        text = np.ascontiguousarray(self.space.vectors[has], dtype=np.float32)
+        return text, self.model.items.ids.weight[torch.from_numpy(rows[has])].detach()
+
+    def _borrowed(self, text: np.ndarray) -> torch.Tensor:
+        """Per text vector, the mean id embedding of its ``borrowed_ids`` nearest donors."""
+        donor_text, donor_ids = self._donors  # type: ignore[misc]
+        k = min(self.borrowed_ids, len(donor_text))
+        out = torch.empty((len(text), donor_ids.shape[1]), dtype=donor_ids.dtype)
+        for start in range(0, len(text), 1024):
+            sims = text[start : start + 1024] @ donor_text.T
+            nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            out[start : start + len(sims)] = donor_ids[torch.from_numpy(nearest)].mean(dim=1)
+        return out
 
     @cached_property
     def _train_position(self) -> dict[str, int]:
