@@ -364,9 +364,8 @@ class Recommender:
         if queried.any():  # every item scored (a catalogue of at most lexical_up_to items)
             rows = np.flatnonzero(queried)
             scores = users[rows] @ scorer.item_vectors.T
-            matches = lexical.query_scores([histories[r].query for r in rows])  # type: ignore[union-attr]
-            top = matches.max(axis=1, keepdims=True)
-            scores += self.query_mix.lexical_weight * matches / np.where(top > 0, top, 1.0)
+            matches = lexical.scaled_scores([histories[r].query for r in rows])  # type: ignore[union-attr]
+            scores += self.query_mix.lexical_weight * matches
             idx[rows], best[rows] = top_k(
                 scores,
                 n,

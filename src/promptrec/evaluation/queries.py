@@ -109,9 +109,7 @@ def choose_query_weights(
             batch = split.histories[start : start + scorer.batch_size]
             targets = split.targets[start : start + len(batch)]
             exclude = [h.items for h in batch]
-            matches = scorer.lexical.query_scores([h.query for h in batch])
-            best = matches.max(axis=1, keepdims=True)
-            matches /= np.where(best > 0, best, 1.0)
+            matches = scorer.lexical.scaled_scores([h.query for h in batch])
             for query_weight in query_weights:
                 scorer.query_weight = query_weight
                 inner = scorer.inner.score(batch)

@@ -171,6 +171,13 @@ class BM25Scorer(Scorer):
                 out[row] = self.index.scores(query, live)
         return out
 
+    def scaled_scores(self, queries: Sequence[str | None]) -> np.ndarray:
+        """:meth:`query_scores` over each query's best, in ``[0, 1]``: what the query-aware
+        ranking adds (:mod:`promptrec.scorers.query`)."""
+        scores = self.query_scores(queries)
+        best = scores.max(axis=1, keepdims=True)
+        return scores / np.where(best > 0, best, 1.0)
+
     def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:
         scores = self.query_scores([h.query for h in histories])
         cold = ~scores.any(axis=1)

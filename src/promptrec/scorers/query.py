@@ -72,9 +72,7 @@ class QueryAwareScorer(Scorer):
     def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:
         scores = self.inner.score(histories)
         if self.lexical_weight:
-            matches = self.lexical.query_scores([h.query for h in histories])
-            best = matches.max(axis=1, keepdims=True)
-            scores += self.lexical_weight * matches / np.where(best > 0, best, 1.0)
+            scores += self.lexical_weight * self.lexical.scaled_scores([h.query for h in histories])
         return scores
 
     def config(self) -> dict[str, Any]:
