@@ -652,19 +652,18 @@ def _exact_top(
     step = 65_536
     for start in range(0, len(alive), step):
         block = np.ascontiguousarray(vectors[start : start + step], dtype=np.float32)
-        scores = queries @ block.T
-        scores[:, ~alive[start : start + len(block)]] = -np.inf
-        for row, banned in enumerate(exclude or ()):
-            banned = np.asarray(banned, dtype=np.int64) - start
-            scores[row, banned[(banned >= 0) & (banned < len(block))]] = -np.inf
-        both = np.concatenate([best, scores], axis=1)
-        both_keys = np.concatenate(
-            [keys, np.broadcast_to(np.arange(start, start + len(block)), scores.shape)], axis=1
+        banned = [np.asarray(b, dtype=np.int64) - start for b in exclude] if exclude else None
+        found, scores = top_k(
+            queries @ block.T,
+            k,
+            exclude=None if banned is None else [b[(b >= 0) & (b < len(block))] for b in banned],
+            allowed=alive[start : start + len(block)],
         )
-        top = np.argpartition(-both, k - 1, axis=1)[:, :k]
-        best = np.take_along_axis(both, top, axis=1)
-        keys = np.take_along_axis(both_keys, top, axis=1)
-    return np.where(np.isfinite(best), keys, -1)
+        # merge with the best so far: the k best of both
+        both_keys = np.concatenate([keys, np.where(found >= 0, found + start, -1)], axis=1)
+        pick, best = top_k(np.concatenate([best, scores], axis=1), k)
+        keys = np.where(pick >= 0, np.take_along_axis(both_keys, np.maximum(pick, 0), 1), -1)
+    return keys
 
 
 def _overlap(found: np.ndarray, truth: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ import numpy as np
 from promptrec.data.dataset import Dataset, UserHistory
 from promptrec.data.rows import Column
 from promptrec.scorers.base import Scorer
-from promptrec.scorers.popularity import edited_counts, item_counts
+from promptrec.scorers.popularity import edited_counts, item_counts, popular_for_cold_users
 
 _WORD = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+|[^\W_]+", re.UNICODE)
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -180,9 +180,7 @@ class BM25Scorer(Scorer):
 
     def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:
         scores = self.query_scores([h.query for h in histories])
-        cold = ~scores.any(axis=1)
-        scores[cold] = self.popularity / max(float(self.popularity.max()), 1.0)
-        return scores
+        return popular_for_cold_users(scores, scores, self.popularity)  # no word matched
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "k1": self.k1, "b": self.b}

@@ -78,6 +78,8 @@ class TrainedScorer(VectorScorer):
     #: alone); :meth:`fit` applies a change
     borrowed_ids: int = 0
     _bound_borrowing: int = 0
+    #: the text vectors and id embeddings ids are borrowed from (set when bound)
+    _donors: tuple[np.ndarray, torch.Tensor] | None = None
 
     def __init__(
         self,
@@ -149,7 +151,7 @@ class TrainedScorer(VectorScorer):
             if self.model.items.ids is not None:
                 ids = self.model.items.ids.weight[torch.from_numpy(np.maximum(rows, 0))]
                 vecs = vecs + ids * torch.from_numpy(id_mask)[:, None].float()
-                if getattr(self, "_donors", None) is not None and (~id_mask).any():
+                if self._donors is not None and (~id_mask).any():
                     lacking = np.flatnonzero(~id_mask)
                     vecs[lacking] += self._borrowed(np.asarray(text)[lacking])
             scored = self.model.scoring(vecs)
@@ -171,7 +173,8 @@ class TrainedScorer(VectorScorer):
 
     def _borrowed(self, text: np.ndarray) -> torch.Tensor:
         """Per text vector, the mean id embedding of its ``borrowed_ids`` nearest donors."""
-        donor_text, donor_ids = self._donors  # type: ignore[misc]
+        assert self._donors is not None
+        donor_text, donor_ids = self._donors
         k = min(self.borrowed_ids, len(donor_text))
         out = torch.empty((len(text), donor_ids.shape[1]), dtype=donor_ids.dtype)
         for start in range(0, len(text), 1024):
