@@ -136,6 +136,11 @@ def main() -> None:
     validation = trained.info.get("summary", {}).get("validation_ndcg10")
     if validation is not None:
         rows[name]["validation NDCG@10 (reduced log)"] = validation
+    weight = trained.cooccurrence_weight
+    if weight > 0:  # the same model without the item co-occurrence term
+        trained.cooccurrence_weight = 0.0  # applied when it is fitted to the data
+        score(f"{name}, co-occurrence off", trained)
+        trained.cooccurrence_weight = weight
     if args.borrowed_ids:
         trained.borrowed_ids = args.borrowed_ids  # applied when it is fitted to the data
         score(f"{name}, ids borrowed from {args.borrowed_ids} text neighbours", trained)

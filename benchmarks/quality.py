@@ -37,6 +37,9 @@ VARIANTS: dict[str, dict] = {
     # log for the best epoch count
     "default": {},
     "no-refit": {"refit": False},  # the model that early stopping picked, as it is
+    # the model alone, without the item co-occurrence term the default adds (chosen on
+    # validation)
+    "no-cooccurrence": {"cooccurrence_weight": 0.0},
     # one change each from no-refit (measured so, before refit became the default)
     "bce": {"loss": "bce", "num_negatives": 1, "refit": False},  # the baseline formulation
     "sampled-softmax": {"loss": "sampled-softmax", "refit": False},
@@ -84,9 +87,33 @@ def peers(dataset: str) -> list[dict]:
                     "NDCG@10": float(cells[3]),
                     "MRR@10": float(cells[4]),
                     "train time": cells[8],
+                    **(
+                        {"Coverage@10": float(cells[10])}
+                        if len(cells) > 10 and re.match(r"^[0-9.]+$", cells[10])
+                        else {}
+                    ),
                 }
             )
     return rows
+
+
+def zero_shot(dataset: str, directory: Path) -> dict:
+    """``{"zero_shot": rows}`` from ``benchmarks/zero_shot.sh``'s ``<data>.json`` (nothing when
+    it is absent)."""
+    path = directory / f"{dataset}.json"
+    if not path.exists():
+        return {}
+    z = json.loads(path.read_text())
+    shown = (*METRICS, "Coverage@10", "AvgPop@10")
+    return {
+        "zero_shot": {
+            s: {
+                "validation": z["splits"]["validation"]["results"][s]["NDCG@10"],
+                **{m: r[m] for m in shown if m in r},
+            }
+            for s, r in z["splits"]["test"]["results"].items()
+        }
+    }
 
 
 def main() -> None:
@@ -109,6 +136,11 @@ def main() -> None:
         help="where benchmarks/zero_shot.sh wrote <data>.json",
     )
     parser.add_argument(
+        "--models",
+        default=None,
+        help="save each fine-tuned model in DIR/<data>-<variant>/ (to evaluate it again later)",
+    )
+    parser.add_argument(
         "--merge",
         nargs="*",
         default=None,
@@ -123,11 +155,10 @@ def main() -> None:
                 merged.setdefault(name, {"variants": {}})
                 merged[name]["variants"].update(block["variants"])
                 merged[name].setdefault("selection", {}).update(block.get("selection", {}))
-                for key in ("peers", "zero_shot"):
-                    if key in block:
-                        merged[name][key] = block[key]
+                merged[name]["peers"] = peers(name)  # read again from their sources
+                merged[name].update(zero_shot(name, Path(args.zero_shot)))
         (out / "quality.json").write_text(json.dumps(merged, indent=2))
-        (out / "quality.md").write_text(markdown(merged))
+        (out / "quality.md").write_text(markdown(merged, out))
         return
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "quality.json"
@@ -138,16 +169,7 @@ def main() -> None:
         block = results.setdefault(name, {"variants": {}})
         into = block["variants"] if args.target == "test" else block.setdefault("selection", {})
         block["peers"] = peers(name)
-        zero = Path(args.zero_shot) / f"{name}.json"
-        if zero.exists():
-            z = json.loads(zero.read_text())
-            block["zero_shot"] = {
-                s: {
-                    "validation": z["splits"]["validation"]["results"][s]["NDCG@10"],
-                    **{m: r[m] for m in METRICS},
-                }
-                for s, r in z["splits"]["test"]["results"].items()
-            }
+        block.update(zero_shot(name, Path(args.zero_shot)))
         for variant in args.variants.split(","):
             cfg = TrainConfig(**VARIANTS[variant])
             t0 = time.perf_counter()
@@ -158,57 +180,134 @@ def main() -> None:
             else:
                 scorer = Trainer(cfg).fit(split.fit)
             seconds = time.perf_counter() - t0
+            if args.models:
+                scorer.save(Path(args.models) / f"{name}-{variant}", split.fit)
             res = evaluate_scorer(scorer, split, progress=False)
             summary = scorer.info["summary"]
+            alone = None
+            if getattr(scorer, "cooccurrence_weight", 0) > 0:  # the same model, the term off
+                weight = scorer.cooccurrence_weight
+                scorer.cooccurrence_weight = 0.0
+                alone = evaluate_scorer(scorer, split, progress=False).metrics
+                scorer.cooccurrence_weight = weight
             into[variant] = {
                 "config": VARIANTS[variant],
                 "validation": summary["validation_ndcg10"],
                 "best_epoch": summary["best_epoch"],
+                "cooccurrence": {k: summary.get(f"cooccurrence_{k}") for k in ("weight", "decay")},
+                "validation_with_cooccurrence": summary.get("validation_ndcg10_with_cooccurrence"),
+                "cooccurrence_grid": scorer.info.get("cooccurrence_choice", {}).get("grid"),
+                "model_alone": None
+                if alone is None
+                else {m: round(v, 6) for m, v in alone.items()},
                 "train_seconds": round(seconds, 1),
                 **{m: round(v, 6) for m, v in res.metrics.items()},
             }
             print(name, args.target, variant, into[variant], flush=True)
             results_path.write_text(json.dumps(results, indent=2))
-    (out / "quality.md").write_text(markdown(results))
+    (out / "quality.md").write_text(markdown(results, out))
 
 
-def markdown(results: dict) -> str:
+def _cell(row: dict, metric: str, digits: int) -> str:
+    value = row.get(metric)
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(results: dict, out: Path) -> str:
     lines = []
     for name, block in results.items():
         lines += [
             f"### {name}",
             "",
-            "| model | validation NDCG@10 | NDCG@10 | Recall@10 | MRR@10 | train time |",
-            "| --- | --- | --- | --- | --- | --- |",
+            "| model | validation NDCG@10 | NDCG@10 | Recall@10 | MRR@10 | Coverage@10 | "
+            "AvgPop@10 | train time |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for v, r in sorted(block["variants"].items(), key=lambda kv: -kv[1]["validation"]):
-            lines.append(
-                f"| promptrec fine-tuned: {v} (best epoch {r['best_epoch']}) | "
-                f"{r['validation']:.4f} | {r['NDCG@10']:.4f} | {r['Recall@10']:.4f} | "
-                f"{r['MRR@10']:.4f} | {r['train_seconds'] / 60:.1f} min |"
+            mix = r.get("cooccurrence") or {}
+            term = (
+                f", co-occurrence {mix['weight']} (decay {mix['decay']})"
+                if mix.get("weight")
+                else ""
             )
+            if r.get("note"):
+                term += f"; {r['note']}"
+            lines.append(
+                f"| promptrec fine-tuned: {v} (best epoch {r['best_epoch']}{term}) | "
+                f"{r['validation']:.4f} | {r['NDCG@10']:.4f} | {r['Recall@10']:.4f} | "
+                f"{r['MRR@10']:.4f} | {_cell(r, 'Coverage@10', 3)} | {_cell(r, 'AvgPop@10', 1)} "
+                f"| {r['train_seconds'] / 60:.1f} min |"
+            )
+            if r.get("model_alone"):
+                a = r["model_alone"]
+                lines.append(
+                    f"| the same model alone (co-occurrence off) | - | {a['NDCG@10']:.4f} | "
+                    f"{a['Recall@10']:.4f} | {a['MRR@10']:.4f} | {_cell(a, 'Coverage@10', 3)} | "
+                    f"{_cell(a, 'AvgPop@10', 1)} | - |"
+                )
         for s, r in sorted(block.get("zero_shot", {}).items(), key=lambda kv: -kv[1]["NDCG@10"]):
             lines.append(
                 f"| promptrec zero-shot: {s} | {r['validation']:.4f} | {r['NDCG@10']:.4f} | "
-                f"{r['Recall@10']:.4f} | {r['MRR@10']:.4f} | - |"
+                f"{r['Recall@10']:.4f} | {r['MRR@10']:.4f} | {_cell(r, 'Coverage@10', 3)} | "
+                f"{_cell(r, 'AvgPop@10', 1)} | - |"
             )
         if block.get("selection"):
             lines.append(
                 "| *chosen on validation: trained without the validation targets, scored on "
-                "them* | | | | | |"
+                "them* | | | | | | | |"
             )
             for v, r in block["selection"].items():
+                note = f"; {r['note']}" if r.get("note") else ""
                 lines.append(
-                    f"| selection: {v} (best epoch {r['best_epoch']}) | {r['NDCG@10']:.4f} | - | "
-                    f"- | - | {r['train_seconds'] / 60:.1f} min |"
+                    f"| selection: {v} (best epoch {r['best_epoch']}{note}) | "
+                    f"{r['NDCG@10']:.4f} | - | - | - | - | - | {r['train_seconds'] / 60:.1f} min |"
                 )
         for p in block.get("peers", []):
             lines.append(
                 f"| {p['name']} (shared/BASELINES.md) | - | {p['NDCG@10']:.4f} | "
-                f"{p['Recall@10']:.4f} | {p['MRR@10']:.4f} | {p['train time']} |"
+                f"{p['Recall@10']:.4f} | {p['MRR@10']:.4f} | {_cell(p, 'Coverage@10', 3)} | "
+                f"{_cell(p, 'AvgPop@10', 1)} | {p['train time']} |"
             )
         lines.append("")
+        lines += curve(name, block, out)
     return "\n".join(lines)
+
+
+def curve(name: str, block: dict, out: Path) -> list[str]:
+    """The default's co-occurrence grid at its chosen decay, on the validation sample: how
+    NDCG@10 and Coverage@10 move with the weight (a table, and a plot beside quality.md)."""
+    grid = (block["variants"].get("default") or {}).get("cooccurrence_grid")
+    if not grid:
+        return []
+    decay = block["variants"]["default"]["cooccurrence"]["decay"]
+    points = sorted(
+        (g for g in grid if g["decay"] == decay or g["weight"] == 0), key=lambda g: g["weight"]
+    )
+    lines = [
+        f"Co-occurrence weight of the default on {name} (recency decay {decay}; early-stopped "
+        "model, validation sample):",
+        "",
+        "| weight | validation NDCG@10 | validation Coverage@10 |",
+        "| --- | --- | --- |",
+        *(f"| {g['weight']} | {g['ndcg10']:.4f} | {g['coverage10']:.3f} |" for g in points),
+        "",
+    ]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    ax.plot([g["coverage10"] for g in points], [g["ndcg10"] for g in points], "o-")
+    for g in points:
+        ax.annotate(f"{g['weight']}", (g["coverage10"], g["ndcg10"]), fontsize=8)
+    ax.set_xlabel("Coverage@10 (validation sample)")
+    ax.set_ylabel("NDCG@10 (validation)")
+    ax.set_title(f"{name}: co-occurrence weight, decay {decay}")
+    fig.tight_layout()
+    fig.savefig(out / f"cooccurrence-{name}.png", dpi=110)
+    plt.close(fig)
+    return lines
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from promptrec.data.dataset import Dataset, UserHistory
@@ -110,6 +111,35 @@ def _sample_users(
     vectors = scorer.user_vectors(histories)
     warm = np.flatnonzero(vectors.any(axis=1))
     return vectors[warm], [histories[i].items for i in warm]
+
+
+def _with_sparse_term(
+    found: np.ndarray,
+    users: np.ndarray,
+    extra: sp.csr_matrix,
+    item_vectors: np.ndarray,
+    exclude: list[np.ndarray] | None,
+    allowed: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``found.shape[1]`` items per user by inner product plus ``extra`` (sparse,
+    non-negative), given ``found``, the best by inner product alone: the candidates are
+    ``found`` and the items ``extra`` names; any other item scores its inner product only,
+    below every one of ``found``'s, so the result is the exact top (as exact as ``found``)."""
+    n = found.shape[1]
+    idx = np.full(found.shape, -1, dtype=np.int64)
+    best = np.full(found.shape, -np.inf, dtype=np.float32)
+    for row in range(len(found)):
+        named = extra.indices[extra.indptr[row] : extra.indptr[row + 1]]
+        cand = np.union1d(found[row][found[row] >= 0], named)
+        if allowed is not None:
+            cand = cand[allowed[cand]]
+        if exclude is not None and len(exclude[row]):
+            cand = cand[~np.isin(cand, exclude[row])]
+        scores = item_vectors[cand] @ users[row] + extra[row, cand].toarray().ravel()
+        order = np.argsort(-scores, kind="stable")[:n]
+        idx[row, : len(order)] = cand[order]
+        best[row, : len(order)] = scores[order]
+    return idx, best
 
 
 class Recommender:
@@ -366,6 +396,9 @@ class Recommender:
             scores = users[rows] @ scorer.item_vectors.T
             matches = lexical.scaled_scores([histories[r].query for r in rows])  # type: ignore[union-attr]
             scores += self.query_mix.lexical_weight * matches
+            extra = scorer.sparse_scores([histories[r] for r in rows])
+            if extra is not None:
+                scores += extra.toarray()
             idx[rows], best[rows] = top_k(
                 scores,
                 n,
@@ -383,6 +416,16 @@ class Recommender:
                 allowed=allowed,
                 exact=scorer.item_vectors,
             )
+            extra = scorer.sparse_scores([histories[r] for r in rows])
+            if extra is not None:
+                found, found_scores = _with_sparse_term(
+                    found,
+                    users[rows],
+                    extra,
+                    scorer.item_vectors,
+                    None if exclude is None else [exclude[r] for r in rows],
+                    allowed,
+                )
             idx[rows], best[rows] = found, found_scores
         if cold.any():
             rows = np.flatnonzero(cold)

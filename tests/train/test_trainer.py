@@ -1,5 +1,6 @@
 """Fast-mode training on a real data slice: it learns, it saves and loads exactly, it resumes,
-and it refuses a model that does not fit the data."""
+it refuses a model that does not fit the data, and it weighs item co-occurrence on validation
+(served exactly through an index)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from promptrec import Recommender
 from promptrec.data.dataset import Dataset
 from promptrec.data.split import leave_last_out
 from promptrec.errors import ConfigError, ModelError
-from promptrec.scorers import TextSpace
+from promptrec.evaluation.metrics import ndcg_at
+from promptrec.retrieval.filters import Filters
+from promptrec.retrieval.index import IndexConfig
+from promptrec.retrieval.topk import target_ranks, top_k
+from promptrec.scorers import ItemKNNScorer, TextSpace
 from promptrec.train import TrainConfig, Trainer
+from promptrec.train.cooccurrence import COOCCURRENCE_DECAYS, COOCCURRENCE_WEIGHTS
 from promptrec.train.trained import load_model
 
 SMALL = dict(
@@ -247,3 +254,80 @@ def test_training_above_sample_above_learns(beauty_slice, encoder) -> None:
     losses = [e.loss for e in trainer.state.history]
     assert losses[-1] < losses[0]
     assert scorer.score(data.histories()[:5]).shape == (5, data.n_items)
+
+
+# ------------------------------------------------------------------ item co-occurrence
+def test_the_weight_is_the_best_of_the_grid_on_validation(trained) -> None:
+    _, scorer, data = trained
+    choice = scorer.info["cooccurrence_choice"]
+    grid = choice["grid"]
+    # every weight with every decay, the model alone once
+    assert len(grid) == 1 + (len(COOCCURRENCE_WEIGHTS) - 1) * len(COOCCURRENCE_DECAYS)
+    best = max(g["ndcg10"] for g in grid)
+    assert choice["ndcg10"] == best
+    assert (scorer.cooccurrence_weight, scorer.cooccurrence_decay) == (
+        choice["weight"],
+        choice["decay"],
+    )
+    # one point of the grid recomputed by hand: model scores + weight x scaled ItemKNN
+    point = next(g for g in grid if g["weight"] == 0.3 and g["decay"] == 0.7)
+    val = leave_last_out(data)["test"].sample(300, 0)
+    probe = scorer.detached()
+    probe.cooccurrence_weight = 0.0
+    probe.fit(val.fit)
+    knn = ItemKNNScorer(decay=0.7).fit(val.fit)
+    scores = probe.score(val.histories) + 0.3 * knn.scaled_scores(val.histories).toarray()
+    ranks = target_ranks(scores, val.targets, [h.items for h in val.histories])
+    assert ndcg_at(ranks, 10) == pytest.approx(point["ndcg10"], abs=1e-6)
+    assert set(scorer.info["summary"]) >= {"cooccurrence_weight", "cooccurrence_decay"}
+
+
+def test_the_term_is_added_to_the_scores_and_saved(trained, tmp_path) -> None:
+    _, scorer, data = trained
+    mixed = scorer.detached()
+    mixed.cooccurrence_weight, mixed.cooccurrence_decay = 0.4, 0.5
+    mixed.fit(data)
+    plain = scorer.detached()
+    plain.cooccurrence_weight = 0.0
+    plain.fit(data)
+    hist = data.histories()[:30]
+    knn = ItemKNNScorer(decay=0.5).fit(data)
+    want = plain.score(hist) + 0.4 * knn.scaled_scores(hist).toarray()
+    np.testing.assert_allclose(mixed.score(hist), want, rtol=1e-5, atol=1e-6)
+    mixed.save(tmp_path / "m", data)
+    loaded = load_model(tmp_path / "m").fit(data)
+    assert (loaded.cooccurrence_weight, loaded.cooccurrence_decay) == (0.4, 0.5)
+    np.testing.assert_array_equal(loaded.score(hist), mixed.score(hist))
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw"])
+def test_lists_through_an_index_are_the_exact_top_of_the_mixed_scores(trained, kind) -> None:
+    """The index ranks by vectors; the co-occurrence term is added to its top and to the items
+    the term names, which gives the exact top of the mixed scores."""
+    _, scorer, data = trained
+    mixed = scorer.detached()
+    mixed.cooccurrence_weight, mixed.cooccurrence_decay = 0.5, 0.7
+    mixed.fit(data)  # fit applies a change of the term
+    alone = scorer.detached()
+    alone.cooccurrence_weight = 0.0
+    alone.fit(data)
+    # an HNSW graph with a wide beam: exact on this small catalogue
+    config = IndexConfig(kind=kind, ef_search=2048 if kind == "hnsw" else None)
+    rec = Recommender(scorer=mixed, index=config).fit(data)
+    users = data.user_ids[:60]
+    hist = data.histories(users)
+    want, _ = top_k(mixed.score(hist), 10, exclude=[h.items for h in hist])
+    got = rec.recommend(users, n=10)
+    assert [list(r.item_ids) for r in got] == [list(data.item_ids[w]) for w in want]
+    # with a filter: the top of the allowed items
+    cheap = Filters(price_max=15)
+    allowed = cheap.mask(data)
+    assert allowed is not None and 0 < allowed.sum() < data.n_items
+    want, _ = top_k(mixed.score(hist), 10, exclude=[h.items for h in hist], allowed=allowed)
+    got_cheap = rec.recommend(users, n=10, filters=cheap)
+    assert [list(r.item_ids) for r in got_cheap] == [
+        [data.item_ids[i] for i in w if i >= 0] for w in want
+    ]
+    # the term moves lists: without it they differ for some users
+    plain = Recommender(scorer=alone, index=config).fit(data).recommend(users, n=10)
+    assert [r.item_ids for r in plain] != [r.item_ids for r in got]

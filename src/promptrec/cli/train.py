@@ -107,7 +107,15 @@ def train(
         models.activate(output.name)
         echo(f"activated version {output.name} in {registry}")
     s = scorer.info.get("summary", {})
+    mixed = ""
+    if s.get("cooccurrence_weight"):
+        mixed = (
+            f"; item co-occurrence added at weight {s['cooccurrence_weight']} (recency decay "
+            f"{s['cooccurrence_decay']})"
+        )
+        if "validation_ndcg10_with_cooccurrence" in s:
+            mixed += f": {s['validation_ndcg10_with_cooccurrence']}"
     echo(
         f"wrote {output}: best epoch {s.get('best_epoch')}, validation NDCG@10 "
-        f"{s.get('validation_ndcg10')}, {s.get('train_seconds')}s"
+        f"{s.get('validation_ndcg10')}{mixed}, {s.get('train_seconds')}s"
     )

@@ -3,10 +3,15 @@
 Same formulation as RecBole's ItemKNN (the peer baseline in ``shared/BASELINES.md``): binary
 user-item matrix, cosine similarity with an optional shrink term, the ``k`` nearest neighbours
 kept per item, and a user's score for an item the sum of its similarities to the history.
+
+``decay`` below 1 weights the history by recency (the newest item 1, the one before it
+``decay``, then ``decay**2``...), as session-based neighbourhood methods do; a trained model
+adds this term to its own scores (:attr:`promptrec.train.TrainedScorer.cooccurrence_weight`).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,16 +44,21 @@ class ItemKNNScorer(Scorer):
     Args:
         k: neighbours kept per item (RecBole default 100).
         shrink: added to the cosine denominator to damp rare co-occurrences.
+        decay: recency weighting of the history (1: every item counts the same; an item seen
+            more than once counts once, at its newest position).
     """
 
     name = "itemknn"
 
-    def __init__(self, k: int = 100, shrink: float = 0.0) -> None:
+    def __init__(self, k: int = 100, shrink: float = 0.0, decay: float = 1.0) -> None:
         super().__init__()
         if k < 1:
             raise ConfigError(f"itemknn k must be at least 1, got {k}")
+        if not 0.0 < decay <= 1.0:
+            raise ConfigError(f"itemknn decay must be in (0, 1], got {decay}")
         self.k = k
         self.shrink = shrink
+        self.decay = decay
 
     def fit(self, data: Dataset) -> ItemKNNScorer:
         x = interaction_matrix(data)
@@ -65,18 +75,84 @@ class ItemKNNScorer(Scorer):
         self.data = data
         return self
 
-    def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:
-        rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
-        cols = np.concatenate([h.items for h in histories]) if len(rows) else np.zeros(0, int)
-        h = sp.csr_matrix(
-            (np.ones(len(cols), dtype=np.float32), (rows, cols)),
-            shape=(len(histories), self.data.n_items),  # type: ignore[union-attr]
+    def history_matrix(self, histories: Sequence[UserHistory]) -> sp.csr_matrix:
+        """``[len(histories), n_items]``: each history's items, weighted by recency."""
+        rows, cols, vals = [], [], []
+        for row, h in enumerate(histories):
+            newest_first = np.asarray(h.items)[::-1]
+            items, age = np.unique(newest_first, return_index=True)  # newest position of each
+            rows.append(np.full(len(items), row))
+            cols.append(items)
+            vals.append(self.decay ** age.astype(np.float64))
+        n_items = self.data.n_items  # type: ignore[union-attr]
+        if not rows:
+            return sp.csr_matrix((len(histories), n_items), dtype=np.float32)
+        return sp.csr_matrix(
+            (np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(len(histories), n_items),
         )
-        h.data[:] = 1.0
-        return np.asarray((h @ self.similarity).todense(), dtype=np.float32)
+
+    def sparse_scores(self, histories: Sequence[UserHistory]) -> sp.csr_matrix:
+        """The scores as a sparse ``[len(histories), n_items]`` matrix (items that co-occur
+        with none of the history: no entry)."""
+        self._check_fitted()
+        return (self.history_matrix(histories) @ self.similarity).tocsr()
+
+    def scaled_scores(self, histories: Sequence[UserHistory]) -> sp.csr_matrix:
+        """:meth:`sparse_scores` with each row divided by its largest score: in [0, 1] for
+        every history, whatever its length (how a trained model adds the term)."""
+        scores = self.sparse_scores(histories)
+        top = np.asarray(scores.max(axis=1).todense()).ravel()
+        scores.data /= np.repeat(np.maximum(top, 1e-12), np.diff(scores.indptr)).astype(
+            scores.dtype
+        )
+        return scores
+
+    def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:
+        return np.asarray(self.sparse_scores(histories).todense(), dtype=np.float32)
+
+    def edited(self, data: Dataset, added: np.ndarray) -> ItemKNNScorer:
+        """A copy for ``data``, this catalogue edited (:meth:`Dataset.edited`): the log is the
+        same, so a new item co-occurs with nothing, a replaced item's similarities move to its
+        new row, and a removed item's are dropped (the neighbours past the ``k`` kept are not
+        promoted in its place until the next fit)."""
+        self._check_fitted()
+        old = self.data
+        assert old is not None
+        old_index = old.item_index
+        moved = {
+            old_index[iid]: int(row)
+            for iid, row in zip(data.item_ids[added], added, strict=True)
+            if iid in old_index
+        }
+        was_live = np.ones(old.n_items, dtype=bool) if old.alive is None else old.alive
+        now_live = data.live_mask()
+        gone = (
+            np.zeros(old.n_items, dtype=bool)
+            if now_live is None
+            else was_live & ~now_live[: old.n_items]
+        )
+        sim = self.similarity
+        if moved or gone.any():
+            where = np.arange(old.n_items)
+            where[gone] = -1
+            where[list(moved)] = list(moved.values())
+            coo = sim.tocoo()
+            rows, cols = where[coo.row], where[coo.col]
+            keep = (rows >= 0) & (cols >= 0)
+            sim = sp.csr_matrix(
+                (coo.data[keep], (rows[keep], cols[keep])), shape=(data.n_items, data.n_items)
+            )
+        else:
+            sim = sim.copy()
+            sim.resize((data.n_items, data.n_items))
+        clone = copy.copy(self)
+        clone.similarity = sim
+        clone.data = data
+        return clone
 
     def config(self) -> dict[str, Any]:
-        return {"name": self.name, "k": self.k, "shrink": self.shrink}
+        return {"name": self.name, "k": self.k, "shrink": self.shrink, "decay": self.decay}
 
 
 def _keep_top_k_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:

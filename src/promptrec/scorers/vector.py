@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
+import scipy.sparse as sp
 
 from promptrec.data.dataset import UserHistory
 from promptrec.data.rows import Column
@@ -52,6 +53,21 @@ class VectorScorer(Scorer):
     def user_vectors(self, histories: Sequence[UserHistory]) -> np.ndarray:
         """``[len(histories), dim]`` float32; a zero row for a user with nothing to go on."""
 
+    def sparse_scores(self, histories: Sequence[UserHistory]) -> sp.csr_matrix | None:
+        """A sparse, non-negative term added to the vectors' inner products
+        (``[len(histories), n_items]``), or None (the default: none).
+
+        An index ranks the vectors alone; the
+        :class:`~promptrec.recommender.Recommender` then rescores the index's top items
+        together with the items this term names, which is exact: an item outside both has
+        only its inner product, below those of the index's top.
+        """
+        return None
+
     def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:
         users = self.user_vectors(histories)
-        return popular_for_cold_users(users @ self.item_vectors.T, users, self.popularity)
+        scores = users @ self.item_vectors.T
+        extra = self.sparse_scores(histories)
+        if extra is not None:
+            scores += extra.toarray()
+        return popular_for_cold_users(scores, users, self.popularity)

@@ -29,7 +29,9 @@ class ItemTower(nn.Module):
         dropout: dropout on the projected text.
         use_ids: add a learned id embedding (hybrid).
         id_dropout: in training, the share of items whose id embedding is left out at each
-            step (each item's text vector must then score it alone, as a new item's does).
+            step when they are scored as candidates (``drop_ids``): each such item's text
+            vector must then score it alone, as a new item's does. The history the user tower
+            reads keeps every id: a new item is never in a history.
     """
 
     def __init__(
@@ -56,18 +58,20 @@ class ItemTower(nn.Module):
         text: torch.Tensor,
         id_mask: torch.Tensor | None = None,
         items: torch.Tensor | None = None,
+        drop_ids: bool = False,
     ) -> torch.Tensor:
         """``text`` ``[n, text_dim]`` -> ``[n, dim]``: all items in index order, or the items
         ``items`` ``[n]`` (their indices) alone.
 
-        ``id_mask`` ``[n]`` (bool): items whose id embedding is used.
+        ``id_mask`` ``[n]`` (bool): items whose id embedding is used. ``drop_ids``: in
+        training, leave out a fresh ``id_dropout`` share of them (the vectors as candidates).
         """
         out = self.norm(self.proj(text))
         if self.ids is not None:
             ids = self.ids.weight[: text.shape[0]] if items is None else self.ids(items)
             if id_mask is not None:
                 ids = ids * id_mask[:, None].to(ids.dtype)
-            if self.training and self.id_dropout > 0:
+            if drop_ids and self.training and self.id_dropout > 0:
                 kept = torch.rand(ids.shape[0], device=ids.device) >= self.id_dropout
                 ids = ids * kept[:, None].to(ids.dtype)
             out = out + ids
@@ -146,10 +150,12 @@ class TwoTowerModel(nn.Module):
         text: torch.Tensor,
         id_mask: torch.Tensor | None,
         items: torch.Tensor | None = None,
+        drop_ids: bool = False,
     ) -> torch.Tensor:
         """Item vectors as the user tower reads them (inputs of the sequence): of every item,
-        or of the items ``items`` (indices; ``text`` and ``id_mask`` are then theirs)."""
-        return self.items(text, id_mask, items)
+        or of the items ``items`` (indices; ``text`` and ``id_mask`` are then theirs).
+        ``drop_ids``: as candidates in training (see :class:`ItemTower`)."""
+        return self.items(text, id_mask, items, drop_ids)
 
     def scoring(self, vectors: torch.Tensor) -> torch.Tensor:
         """User or item vectors as they are scored: unit length under cosine similarity."""

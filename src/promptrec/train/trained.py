@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from promptrec import __version__
@@ -35,6 +36,7 @@ from promptrec.encoders import Encoder, load_encoder
 from promptrec.errors import ModelError
 from promptrec.prompts.templates import TEMPLATE_DIR
 from promptrec.scorers.base import Scorer
+from promptrec.scorers.itemknn import ItemKNNScorer
 from promptrec.scorers.popularity import edited_counts, item_counts, popular_for_cold_users
 from promptrec.scorers.text import TextSpace
 from promptrec.scorers.vector import VectorScorer
@@ -80,6 +82,13 @@ class TrainedScorer(VectorScorer):
     _bound_borrowing: int = 0
     #: the text vectors and id embeddings ids are borrowed from (set when bound)
     _donors: tuple[np.ndarray, torch.Tensor] | None = None
+    #: item-item co-occurrence in the fitted log (ItemKNN, history weighted by recency with
+    #: ``cooccurrence_decay``), each user's row scaled to [0, 1], added to the cosine scores at
+    #: this weight (0: none). The trainer chooses both on validation (``TrainConfig``);
+    #: :meth:`fit` applies a change.
+    cooccurrence_weight: float = 0.0
+    cooccurrence_decay: float = 1.0
+    _cooccurrence: ItemKNNScorer | None = None
 
     def __init__(
         self,
@@ -105,8 +114,17 @@ class TrainedScorer(VectorScorer):
         if self._bound is not data.items or self._bound_borrowing != self.borrowed_ids:
             self._bind_catalogue(data)
         self.popularity = item_counts(data)
+        self._cooccurrence = self._fitted_cooccurrence(data)
         self.data = data
         return self
+
+    def _fitted_cooccurrence(self, data: Dataset) -> ItemKNNScorer | None:
+        if self.cooccurrence_weight <= 0:
+            return None
+        knn = self._cooccurrence
+        if knn is not None and knn.data is data and knn.decay == self.cooccurrence_decay:
+            return knn
+        return ItemKNNScorer(decay=self.cooccurrence_decay).fit(data)
 
     def _bind_catalogue(self, data: Dataset) -> None:
         position = self._train_position
@@ -200,6 +218,8 @@ class TrainedScorer(VectorScorer):
         clone.input_vectors_ = torch.from_numpy(view_in)
         clone.item_vectors_ = torch.from_numpy(view_scored)
         clone._popularity = edited_counts(self._popularity, self.data, data, added)
+        if self._cooccurrence is not None:
+            clone._cooccurrence = self._cooccurrence.edited(data, added)
         clone._bound = data.items
         clone.data = data
         return clone
@@ -224,13 +244,30 @@ class TrainedScorer(VectorScorer):
                 users[rows] = users[rows] + self.query_weight * projected
         return users
 
+    def sparse_scores(self, histories: Sequence[UserHistory]) -> sp.csr_matrix | None:
+        """The co-occurrence term at its weight (see :attr:`cooccurrence_weight`)."""
+        if self._cooccurrence is None:
+            return None
+        return self._cooccurrence.scaled_scores(histories) * np.float32(self.cooccurrence_weight)
+
     def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:
         users = self._user_tensors(histories)
         scores = (users @ self.item_vectors_.T).numpy()
+        extra = self.sparse_scores(histories)
+        if extra is not None:
+            scores += extra.toarray()
         return popular_for_cold_users(scores, users.numpy(), self.popularity)
 
     def config(self) -> dict[str, Any]:
-        return {"name": self.name, **self.config_.model_dump(), **self.info.get("summary", {})}
+        return {
+            "name": self.name,
+            **self.config_.model_dump(),
+            **self.info.get("summary", {}),
+            "cooccurrence": self._cooccurrence_config(),
+        }
+
+    def _cooccurrence_config(self) -> dict[str, float]:
+        return {"weight": self.cooccurrence_weight, "decay": self.cooccurrence_decay}
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path, data: Dataset | None = None) -> Path:
@@ -249,6 +286,7 @@ class TrainedScorer(VectorScorer):
             "item_template": template,
             "fingerprint": catalogue_fingerprint(data) if data is not None else None,
             "train_log": log_fingerprint(data) if data is not None else None,
+            "cooccurrence": self._cooccurrence_config(),
             **self.info,
         }
         (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
@@ -281,8 +319,16 @@ class TrainedScorer(VectorScorer):
         if enc.name != config["encoder"]:
             raise ModelError(f"{path}: trained with encoder {config['encoder']}, given {enc.name}")
         space = TextSpace(enc, str(template) if template.exists() else train_config.item_template)
-        info = {k: config[k] for k in ("validation", "summary", "train_log") if k in config}
-        return cls(model, train_config, ids["item_ids"], np.array(ids["has_id"]), space, info)
+        info = {
+            k: config[k]
+            for k in ("validation", "summary", "train_log", "cooccurrence_choice")
+            if k in config
+        }
+        scorer = cls(model, train_config, ids["item_ids"], np.array(ids["has_id"]), space, info)
+        mix = config.get("cooccurrence") or {}  # models written before it: none
+        scorer.cooccurrence_weight = float(mix.get("weight", 0.0))
+        scorer.cooccurrence_decay = float(mix.get("decay", 1.0))
+        return scorer
 
 
 def read_model_config(path: Path) -> dict[str, Any]:

@@ -29,6 +29,11 @@ from promptrec.retrieval.topk import target_ranks
 from promptrec.scorers.popularity import item_counts
 from promptrec.scorers.text import TextSpace
 from promptrec.train.config import TrainConfig
+from promptrec.train.cooccurrence import (
+    COOCCURRENCE_DECAYS,
+    COOCCURRENCE_WEIGHTS,
+    choose_cooccurrence,
+)
 from promptrec.train.losses import FullSoftmaxLoss, SampledBCELoss, SampledSoftmaxLoss
 from promptrec.train.model import TwoTowerModel
 from promptrec.train.sequences import last_items, training_windows
@@ -139,11 +144,16 @@ class Trainer:
         val = val.sample(cfg.validation_users, cfg.seed)
         model, id_mask = self._train(val.fit, val, epochs=cfg.epochs, start=t0)
         best = self.state.best_epoch
+        choice = self._choose_cooccurrence(model, id_mask, val)
         summary: dict[str, Any] = {
             "best_epoch": best,
             "validation_ndcg10": round(self.state.best_ndcg10, 6),
             "validation_users": len(val.histories),
+            "cooccurrence_weight": choice["weight"],
+            "cooccurrence_decay": choice["decay"],
         }
+        if "ndcg10" in choice:
+            summary["validation_ndcg10_with_cooccurrence"] = choice["ndcg10"]
         if cfg.refit and best > 0:
             log.info("refit on the whole log for %d epochs", best)
             model, id_mask = self._train(data, None, epochs=best, start=time.perf_counter())
@@ -152,9 +162,38 @@ class Trainer:
         info = {
             "summary": summary,
             "validation": [vars(e) for e in self.state.history],
+            "cooccurrence_choice": choice,
         }
         scorer = TrainedScorer(model, cfg, list(data.item_ids), id_mask, self.space, info)
+        scorer.cooccurrence_weight = choice["weight"]
+        scorer.cooccurrence_decay = choice["decay"]
         return scorer.fit(data)
+
+    def _choose_cooccurrence(
+        self, model: TwoTowerModel, id_mask: np.ndarray, val: Split
+    ) -> dict[str, Any]:
+        """The co-occurrence weight and decay: the config's, or chosen on ``val`` with the
+        early-stopped ``model`` (see :mod:`promptrec.train.cooccurrence`)."""
+        cfg = self.config
+        weights = COOCCURRENCE_WEIGHTS
+        decays = COOCCURRENCE_DECAYS
+        if cfg.cooccurrence_weight == 0:
+            return {"weight": 0.0, "decay": cfg.cooccurrence_decay or 1.0}
+        if cfg.cooccurrence_weight is not None:
+            weights = (cfg.cooccurrence_weight,)
+        if cfg.cooccurrence_decay is not None:
+            decays = (cfg.cooccurrence_decay,)
+        if len(weights) == 1 and len(decays) == 1:
+            return {"weight": weights[0], "decay": decays[0]}
+        probe = TrainedScorer(model, cfg, list(val.fit.item_ids), id_mask, self.space)
+        choice = choose_cooccurrence(probe.fit(val.fit), val, weights, decays)
+        log.info(
+            "co-occurrence: weight %s, decay %s (validation NDCG@10 %.4f)",
+            choice["weight"],
+            choice["decay"],
+            choice["ndcg10"],
+        )
+        return choice
 
     # ------------------------------------------------------------------ internals
     def _train(
@@ -283,20 +322,27 @@ class Trainer:
         """One batch's loss: over every item's vector, or (``self.sampled``) over the vectors
         of the batch's own items (inputs, targets, negatives drawn for it) alone."""
         temperature = self.config.temperature
+        dropping = self.config.id_dropout > 0  # candidates score without some ids
         targets = tgt[valid]
         if not self.sampled:
             item_vecs = model.item_vectors(text, id_mask)
+            scored = model.item_vectors(text, id_mask, drop_ids=True) if dropping else item_vecs
             users = model.scoring(model.sequence_states(item_vecs, inp)[valid]) / temperature
-            return loss_fn(users, targets, model.scoring(item_vecs))
+            return loss_fn(users, targets, model.scoring(scored))
         negatives = loss_fn.draw(len(targets), len(text), self.device)
         items = torch.unique(torch.cat([inp[inp >= 0], targets, negatives.flatten()]))
         item_vecs = model.item_vectors(text[items], id_mask[items], items)
+        scored = (
+            model.item_vectors(text[items], id_mask[items], items, drop_ids=True)
+            if dropping
+            else item_vecs
+        )
         local = torch.where(inp >= 0, torch.searchsorted(items, inp.clamp_min(0)), -1)
         users = model.scoring(model.sequence_states(item_vecs, local)[valid]) / temperature
         return loss_fn(
             users,
             torch.searchsorted(items, targets),
-            model.scoring(item_vecs),
+            model.scoring(scored),
             negatives=torch.searchsorted(items, negatives),
             ids=items,
         )
