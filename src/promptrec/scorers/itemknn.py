@@ -54,11 +54,9 @@ class ItemKNNScorer(Scorer):
         super().__init__()
         if k < 1:
             raise ConfigError(f"itemknn k must be at least 1, got {k}")
-        if not 0.0 < decay <= 1.0:
-            raise ConfigError(f"itemknn decay must be in (0, 1], got {decay}")
         self.k = k
         self.shrink = shrink
-        self.decay = decay
+        self.decay = _checked_decay(decay)
 
     def fit(self, data: Dataset) -> ItemKNNScorer:
         x = interaction_matrix(data)
@@ -74,6 +72,16 @@ class ItemKNNScorer(Scorer):
         self.similarity = _keep_top_k_per_row(sim, self.k).T.tocsr()
         self.data = data
         return self
+
+    def with_decay(self, decay: float) -> ItemKNNScorer:
+        """This fitted scorer with another recency ``decay``: the similarities, which the
+        decay does not touch, are shared (self when the decay is the same)."""
+        self._check_fitted()
+        if decay == self.decay:
+            return self
+        clone = copy.copy(self)
+        clone.decay = _checked_decay(decay)
+        return clone
 
     def history_matrix(self, histories: Sequence[UserHistory]) -> sp.csr_matrix:
         """``[len(histories), n_items]``: each history's items, weighted by recency."""
@@ -153,6 +161,12 @@ class ItemKNNScorer(Scorer):
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "k": self.k, "shrink": self.shrink, "decay": self.decay}
+
+
+def _checked_decay(decay: float) -> float:
+    if not 0.0 < decay <= 1.0:
+        raise ConfigError(f"itemknn decay must be in (0, 1], got {decay}")
+    return decay
 
 
 def _keep_top_k_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:

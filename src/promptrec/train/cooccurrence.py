@@ -40,7 +40,8 @@ def choose_cooccurrence(
 
     ``scorer`` must be fitted on ``split.fit`` and must not have learned from its targets.
     """
-    knns = {d: ItemKNNScorer(decay=d).fit(split.fit) for d in decays}
+    fitted = ItemKNNScorer().fit(split.fit)  # the similarities; each decay reads them
+    knns = {d: fitted.with_decay(d) for d in decays}
     ranks: dict[tuple[float, float], list[np.ndarray]] = {}
     tops: dict[tuple[float, float], list[np.ndarray]] = {}
     for start in range(0, len(split.histories), BATCH):

@@ -35,9 +35,10 @@ from promptrec.data.rows import AppendOnlyRows
 from promptrec.encoders import Encoder, load_encoder
 from promptrec.errors import ModelError
 from promptrec.prompts.templates import TEMPLATE_DIR
+from promptrec.retrieval.topk import top_k
 from promptrec.scorers.base import Scorer
 from promptrec.scorers.itemknn import ItemKNNScorer
-from promptrec.scorers.popularity import edited_counts, item_counts, popular_for_cold_users
+from promptrec.scorers.popularity import edited_counts, item_counts
 from promptrec.scorers.text import TextSpace
 from promptrec.scorers.vector import VectorScorer
 from promptrec.train.config import TrainConfig
@@ -122,9 +123,9 @@ class TrainedScorer(VectorScorer):
         if self.cooccurrence_weight <= 0:
             return None
         knn = self._cooccurrence
-        if knn is not None and knn.data is data and knn.decay == self.cooccurrence_decay:
-            return knn
-        return ItemKNNScorer(decay=self.cooccurrence_decay).fit(data)
+        if knn is None or knn.data is not data:
+            knn = ItemKNNScorer().fit(data)
+        return knn.with_decay(self.cooccurrence_decay)
 
     def _bind_catalogue(self, data: Dataset) -> None:
         position = self._train_position
@@ -197,7 +198,7 @@ class TrainedScorer(VectorScorer):
         out = torch.empty((len(text), donor_ids.shape[1]), dtype=donor_ids.dtype)
         for start in range(0, len(text), 1024):
             sims = text[start : start + 1024] @ donor_text.T
-            nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            nearest, _ = top_k(sims, k)
             out[start : start + len(sims)] = donor_ids[torch.from_numpy(nearest)].mean(dim=1)
         return out
 
@@ -249,14 +250,6 @@ class TrainedScorer(VectorScorer):
         if self._cooccurrence is None:
             return None
         return self._cooccurrence.scaled_scores(histories) * np.float32(self.cooccurrence_weight)
-
-    def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:
-        users = self._user_tensors(histories)
-        scores = (users @ self.item_vectors_.T).numpy()
-        extra = self.sparse_scores(histories)
-        if extra is not None:
-            scores += extra.toarray()
-        return popular_for_cold_users(scores, users.numpy(), self.popularity)
 
     def config(self) -> dict[str, Any]:
         return {
