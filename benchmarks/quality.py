@@ -197,6 +197,9 @@ def main() -> None:
                 "cooccurrence": {k: summary.get(f"cooccurrence_{k}") for k in ("weight", "decay")},
                 "validation_with_cooccurrence": summary.get("validation_ndcg10_with_cooccurrence"),
                 "cooccurrence_grid": scorer.info.get("cooccurrence_choice", {}).get("grid"),
+                "new_items": {
+                    k: summary[k] for k in ("borrowed_ids", "new_item_scale") if k in summary
+                },
                 "model_alone": None
                 if alone is None
                 else {m: round(v, 6) for m, v in alone.items()},
@@ -230,6 +233,12 @@ def markdown(results: dict, out: Path) -> str:
                 if mix.get("weight")
                 else ""
             )
+            new = r.get("new_items") or {}
+            if new:
+                term += (
+                    f", new items: ids from {new['borrowed_ids']} neighbours, "
+                    f"x{new['new_item_scale']}"
+                )
             if r.get("note"):
                 term += f"; {r['note']}"
             lines.append(

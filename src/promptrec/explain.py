@@ -73,7 +73,10 @@ def explain_items(
     recommended item; query terms are the live query's words found in the item's text.
     """
     hist = np.unique(history.items[-50:]) if len(history) else np.zeros(0, dtype=np.int64)
-    sims = item_vectors[items] @ item_vectors[hist].T if len(hist) else None  # [n_rec, n_hist]
+    sims = None
+    if len(hist):  # cosines: a model may scale some vectors (new items: ``new_item_scale``)
+        rec, past = _unit(item_vectors[items]), _unit(item_vectors[hist])
+        sims = rec @ past.T  # [n_rec, n_hist]
     q_terms = terms(history.query) if history.query else []
     out = []
     for row, item in enumerate(items):
@@ -94,3 +97,8 @@ def explain_items(
             matched = [t for t in q_terms if t in item_terms or (len(t) == 1 and t in text)]
         out.append(Explanation(because, matched))
     return out
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)

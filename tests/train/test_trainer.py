@@ -15,12 +15,14 @@ from promptrec.data.dataset import Dataset
 from promptrec.data.split import leave_last_out
 from promptrec.errors import ConfigError, ModelError
 from promptrec.evaluation.metrics import ndcg_at
+from promptrec.explain import explain_items
 from promptrec.retrieval.filters import Filters
 from promptrec.retrieval.index import IndexConfig
 from promptrec.retrieval.topk import target_ranks, top_k
 from promptrec.scorers import ItemKNNScorer, TextSpace
 from promptrec.train import TrainConfig, Trainer
 from promptrec.train.cooccurrence import COOCCURRENCE_DECAYS, COOCCURRENCE_WEIGHTS
+from promptrec.train.new_items import BORROWED_IDS, NEW_ITEM_SCALES, choose_new_items
 from promptrec.train.trained import load_model
 
 SMALL = dict(
@@ -64,8 +66,10 @@ def test_training_lowers_loss_and_changes_ranking(trained, encoder) -> None:
 def test_items_without_an_id_borrow_their_text_neighbours_ids(trained) -> None:
     """``borrowed_ids``: an item without an id embedding (too rare in training, or new) adds the
     mean id embedding of its nearest trained items by text; the others are unchanged."""
-    _, scorer, data = trained
-    plain = scorer.item_vectors.copy()
+    _, trained_scorer, data = trained
+    scorer = trained_scorer.detached()  # text alone, scored as it is
+    scorer.borrowed_ids, scorer.new_item_scale = 0, 1.0
+    plain = scorer.fit(data).item_vectors.copy()
     borrowing = scorer.detached()
     borrowing.borrowed_ids = 5
     borrowing.fit(data)
@@ -331,3 +335,77 @@ def test_lists_through_an_index_are_the_exact_top_of_the_mixed_scores(trained, k
     # the term moves lists: without it they differ for some users
     plain = Recommender(scorer=alone, index=config).fit(data).recommend(users, n=10)
     assert [r.item_ids for r in plain] != [r.item_ids for r in got]
+
+
+# ------------------------------------------------------------------ new items
+def test_new_item_settings_are_the_best_of_the_grid_on_validation(trained) -> None:
+    _, scorer, data = trained
+    choice = scorer.info["new_item_choice"]
+    grid = choice["grid"]
+    assert len(grid) == len(BORROWED_IDS) * len(NEW_ITEM_SCALES)
+    assert choice["ndcg10"] == max(g["ndcg10"] for g in grid)
+    assert (scorer.borrowed_ids, scorer.new_item_scale) == (choice["borrowed_ids"], choice["scale"])
+    assert choice["simulated_items"] == round(0.1 * scorer.has_id(data.item_ids).sum())
+    assert choice["simulated_targets"] > 0
+    # scaling new items up gives them more of the lists, and costs the other targets
+    plain = next(g for g in grid if (g["borrowed_ids"], g["scale"]) == (3, 1.0))
+    scaled = next(g for g in grid if (g["borrowed_ids"], g["scale"]) == (3, max(NEW_ITEM_SCALES)))
+    assert scaled["new_share10"] > plain["new_share10"]
+    assert scaled["ndcg10_others"] < plain["ndcg10_others"]
+    # with no item scored as new, the model as it is: its validation NDCG@10 with the chosen
+    # co-occurrence term (refit is off here, so the trained model is the early-stopped one)
+    val = leave_last_out(data)["test"].sample(300, 0)
+    probe = scorer.detached()
+    probe.borrowed_ids, probe.new_item_scale = 0, 1.0
+    alone = choose_new_items(probe.fit(val.fit), val, (0,), (1.0,), share=0.0)
+    assert alone["grid"][0]["ndcg10"] == pytest.approx(
+        scorer.info["summary"]["validation_ndcg10_with_cooccurrence"], abs=1e-6
+    )
+
+
+def test_new_items_are_scored_at_their_scale_and_it_is_saved(trained, tmp_path) -> None:
+    _, scorer, data = trained
+    plain = scorer.detached()
+    plain.borrowed_ids, plain.new_item_scale = 0, 1.0
+    plain.fit(data)
+    scaled = scorer.detached()
+    scaled.borrowed_ids, scaled.new_item_scale = 0, 1.5
+    scaled.fit(data)
+    lacking = ~scorer.has_id(data.item_ids)
+    assert lacking.any() and (~lacking).any()
+    np.testing.assert_allclose(scaled.item_vectors[lacking], 1.5 * plain.item_vectors[lacking])
+    np.testing.assert_array_equal(scaled.item_vectors[~lacking], plain.item_vectors[~lacking])
+    # explanations quote cosines: a scaled new item is as similar to the history as before
+    user = next(h for h in data.histories() if len(h) >= 3)
+    new_items = np.flatnonzero(lacking)[:3]
+    labels = [str(i) for i in data.item_ids]
+    why = [
+        explain_items(user, new_items, s.item_vectors, data.item_ids, labels)
+        for s in (plain, scaled)
+    ]
+    for a, b in zip(*why, strict=True):
+        assert [r.similarity for r in a.because] == pytest.approx(
+            [r.similarity for r in b.because], abs=1e-4
+        )
+        assert all(r.similarity <= 1.0 for r in b.because)
+    scaled.save(tmp_path / "m", data)
+    loaded = load_model(tmp_path / "m")
+    assert (loaded.borrowed_ids, loaded.new_item_scale) == (0, 1.5)
+    hist = data.histories()[:20]
+    np.testing.assert_array_equal(loaded.fit(data).score(hist), scaled.score(hist))
+    # a model written before the setting existed scores new items as it did: text alone, x1
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    del config["new_items"]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    older = load_model(tmp_path / "m")
+    assert (older.borrowed_ids, older.new_item_scale) == (0, 1.0)
+    np.testing.assert_array_equal(older.fit(data).score(hist), plain.score(hist))
+
+
+def test_set_new_item_settings_skip_the_choice() -> None:
+    config = TrainConfig(**SMALL, borrowed_ids=3, new_item_scale=1.2)
+    trainer = Trainer(config, progress=False)
+    choice = trainer._choose_new_items(None, None, None, {}, None)  # type: ignore[arg-type]
+    assert choice == {"borrowed_ids": 3, "scale": 1.2}
+    with pytest.raises(ValueError):
+        TrainConfig(new_item_scale=0)

@@ -89,8 +89,9 @@ def demo(
             f"   best epoch {summary.get('best_epoch')}, validation NDCG@10 "
             f"{summary.get('validation_ndcg10')}; item co-occurrence added at weight "
             f"{summary.get('cooccurrence_weight')} (decay {summary.get('cooccurrence_decay')}): "
-            f"{summary.get('validation_ndcg10_with_cooccurrence')}; "
-            f"{summary.get('train_seconds')} s"
+            f"{summary.get('validation_ndcg10_with_cooccurrence')}; new items: ids borrowed "
+            f"from {summary.get('borrowed_ids')} text neighbours, scores "
+            f"x{summary.get('new_item_scale')}; {summary.get('train_seconds')} s"
         )
         results["fine-tuned"] = evaluate_scorer(trained, split, progress=False)
     result = EvaluationResult(

@@ -119,3 +119,9 @@ def train(
         f"wrote {output}: best epoch {s.get('best_epoch')}, validation NDCG@10 "
         f"{s.get('validation_ndcg10')}{mixed}, {s.get('train_seconds')}s"
     )
+    if "borrowed_ids" in s:
+        echo(
+            f"new items (no id embedding): ids borrowed from {s['borrowed_ids']} text "
+            f"neighbours, scores x{s['new_item_scale']} (config new_item_scale above 1 shows "
+            "them more)"
+        )

@@ -44,6 +44,7 @@ class StrategyResult:
     user_sizes: np.ndarray  # interactions per evaluated user (whole log)
     seconds: float
     config: dict[str, Any] = field(default_factory=dict)
+    top10: np.ndarray | None = None  # per evaluated user, the ten items recommended
 
     def by_history(self) -> dict[str, dict[str, float]]:
         out = {}
@@ -133,7 +134,7 @@ def evaluate_scorer(
         extra = 1 if split.name == "test" else 2
         sizes = np.array([len(h) + extra for h in split.histories])
     return StrategyResult(
-        scorer.name, metrics, ranks, sizes, time.perf_counter() - t0, scorer.config()
+        scorer.name, metrics, ranks, sizes, time.perf_counter() - t0, scorer.config(), top10
     )
 
 

@@ -54,6 +54,16 @@ class TrainConfig(BaseModel):
             ``COOCCURRENCE_DECAYS``. On amazon-beauty's validation split it raised NDCG@10 of
             the early-stopped model from 0.050 to 0.059 and the share of the catalogue the
             lists show from 0.41 to 0.82 (``benchmarks/quality.py``, README).
+        borrowed_ids / new_item_scale: how items without an id embedding (new to the model)
+            are scored (:class:`~promptrec.train.trained.TrainedScorer`): their text vector
+            plus the mean id embedding of this many trained items nearest by text (0: none),
+            the scores multiplied by the scale (above 1: new items take more places in the
+            lists, at a cost to the others). None (the default): chosen on the validation
+            targets after early stopping, before the refit, with a seeded 10% of the items
+            scored as new (:mod:`promptrec.train.new_items`), for the best NDCG@10 over all
+            targets. The grid, with NDCG@10 on the new items' targets and the share of the
+            lists they take, is kept with the model: a larger scale is the way to show new
+            items more (README, "New items").
         validation_users: validate on a seeded sample of at most this many users.
         refit: after early stopping, train again from scratch on the whole log (validation
             targets included) for the best number of epochs. On by default, chosen on
@@ -104,6 +114,8 @@ class TrainConfig(BaseModel):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     cooccurrence_weight: float | None = Field(None, ge=0)
     cooccurrence_decay: float | None = Field(None, gt=0, le=1)
+    borrowed_ids: int | None = Field(None, ge=0, le=1000)
+    new_item_scale: float | None = Field(None, gt=0, le=10)
     validation_users: int | None = Field(5000, ge=1)
     refit: bool = True
     max_minutes: float | None = Field(180.0, gt=0)

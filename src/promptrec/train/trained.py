@@ -80,7 +80,12 @@ class TrainedScorer(VectorScorer):
     #: the mean id embedding of this many trained items nearest to it by text (0: its text
     #: alone); :meth:`fit` applies a change
     borrowed_ids: int = 0
-    _bound_borrowing: int = 0
+    #: an item without an id embedding has its scored vector multiplied by this (1: as it is;
+    #: above 1: new items take more places in the lists, at a cost to the others). The
+    #: trainer chooses both on validation (``TrainConfig``, :mod:`promptrec.train.new_items`);
+    #: :meth:`fit` applies a change.
+    new_item_scale: float = 1.0
+    _bound_new_items: tuple[int, float] = (0, 1.0)
     #: the text vectors and id embeddings ids are borrowed from (set when bound)
     _donors: tuple[np.ndarray, torch.Tensor] | None = None
     #: item-item co-occurrence in the fitted log (ItemKNN, history weighted by recency with
@@ -112,7 +117,7 @@ class TrainedScorer(VectorScorer):
     # ------------------------------------------------------------------ binding to data
     def fit(self, data: Dataset) -> TrainedScorer:
         self.space.fit(data)
-        if self._bound is not data.items or self._bound_borrowing != self.borrowed_ids:
+        if self._bound is not data.items or self._bound_new_items != self._new_item_settings:
             self._bind_catalogue(data)
         self.popularity = item_counts(data)
         self._cooccurrence = self._fitted_cooccurrence(data)
@@ -152,19 +157,32 @@ class TrainedScorer(VectorScorer):
         self.input_vectors_ = torch.from_numpy(self._inputs.view(n))  # what the user tower reads
         self.item_vectors_ = torch.from_numpy(self._scored.view(n))  # what is scored
         self._bound = data.items
-        self._bound_borrowing = self.borrowed_ids
+        self._bound_new_items = self._new_item_settings
+
+    @property
+    def _new_item_settings(self) -> tuple[int, float]:
+        return (self.borrowed_ids, self.new_item_scale)
+
+    def has_id(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Per item id, whether the model has an id embedding for it (trained with it, and
+        often enough); the others are new to the model."""
+        position = self._train_position
+        rows = np.array([position.get(str(i), -1) for i in item_ids], dtype=np.int64)
+        known = rows >= 0
+        out = np.zeros(len(rows), dtype=bool)
+        out[known] = self.train_id_mask[rows[known]]
+        return out
 
     def _item_rows(
         self, item_ids: Sequence[str], text: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """The item tower's vectors for these items (``[n, dim]`` float32 each): as the user
         tower reads them, and as they are scored. Items the model was trained with add their
-        id embedding; others come from their text alone."""
+        id embedding; others come from their text alone (and borrowed ids), and are scored at
+        :attr:`new_item_scale`."""
         position = self._train_position
         rows = np.array([position.get(str(i), -1) for i in item_ids], dtype=np.int64)
-        known = rows >= 0
-        id_mask = np.zeros(len(rows), dtype=bool)
-        id_mask[known] = self.train_id_mask[rows[known]]
+        id_mask = self.has_id(item_ids)
         with torch.no_grad():
             vecs = self.model.items.project_query(torch.from_numpy(np.asarray(text)))
             if self.model.items.ids is not None:
@@ -174,6 +192,8 @@ class TrainedScorer(VectorScorer):
                     lacking = np.flatnonzero(~id_mask)
                     vecs[lacking] += self._borrowed(np.asarray(text)[lacking])
             scored = self.model.scoring(vecs)
+            if self.new_item_scale != 1.0 and self.model.items.ids is not None:
+                scored[torch.from_numpy(~id_mask)] *= self.new_item_scale
         return (
             np.ascontiguousarray(vecs.numpy(), dtype=np.float32),
             np.ascontiguousarray(scored.numpy(), dtype=np.float32),
@@ -181,14 +201,13 @@ class TrainedScorer(VectorScorer):
 
     def _id_donors(self, data: Dataset) -> tuple[np.ndarray, torch.Tensor] | None:
         """The text vectors and id embeddings of the catalogue's items that have one."""
-        position = self._train_position
-        rows = np.array([position.get(str(i), -1) for i in data.item_ids], dtype=np.int64)
-        has = rows >= 0
-        has[has] = self.train_id_mask[rows[has]]
+        has = self.has_id(data.item_ids)
         if not has.any():
             return None
+        position = self._train_position
+        rows = np.array([position[str(i)] for i in data.item_ids[has]], dtype=np.int64)
         text = np.ascontiguousarray(self.space.vectors[has], dtype=np.float32)
-        return text, self.model.items.ids.weight[torch.from_numpy(rows[has])].detach()
+        return text, self.model.items.ids.weight[torch.from_numpy(rows)].detach()
 
     def _borrowed(self, text: np.ndarray) -> torch.Tensor:
         """Per text vector, the mean id embedding of its ``borrowed_ids`` nearest donors."""
@@ -257,10 +276,14 @@ class TrainedScorer(VectorScorer):
             **self.config_.model_dump(),
             **self.info.get("summary", {}),
             "cooccurrence": self._cooccurrence_config(),
+            "new_items": self._new_items_config(),
         }
 
     def _cooccurrence_config(self) -> dict[str, float]:
         return {"weight": self.cooccurrence_weight, "decay": self.cooccurrence_decay}
+
+    def _new_items_config(self) -> dict[str, float]:
+        return {"borrowed_ids": self.borrowed_ids, "scale": self.new_item_scale}
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path, data: Dataset | None = None) -> Path:
@@ -280,6 +303,7 @@ class TrainedScorer(VectorScorer):
             "fingerprint": catalogue_fingerprint(data) if data is not None else None,
             "train_log": log_fingerprint(data) if data is not None else None,
             "cooccurrence": self._cooccurrence_config(),
+            "new_items": self._new_items_config(),
             **self.info,
         }
         (out / "config.json").write_text(json.dumps(config, indent=2, default=str))
@@ -314,13 +338,22 @@ class TrainedScorer(VectorScorer):
         space = TextSpace(enc, str(template) if template.exists() else train_config.item_template)
         info = {
             k: config[k]
-            for k in ("validation", "summary", "train_log", "cooccurrence_choice")
+            for k in (
+                "validation",
+                "summary",
+                "train_log",
+                "cooccurrence_choice",
+                "new_item_choice",
+            )
             if k in config
         }
         scorer = cls(model, train_config, ids["item_ids"], np.array(ids["has_id"]), space, info)
         mix = config.get("cooccurrence") or {}  # models written before it: none
         scorer.cooccurrence_weight = float(mix.get("weight", 0.0))
         scorer.cooccurrence_decay = float(mix.get("decay", 1.0))
+        new_items = config.get("new_items") or {}  # models written before: text alone, as is
+        scorer.borrowed_ids = int(new_items.get("borrowed_ids", 0))
+        scorer.new_item_scale = float(new_items.get("scale", 1.0))
         return scorer
 
 

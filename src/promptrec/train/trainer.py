@@ -36,6 +36,7 @@ from promptrec.train.cooccurrence import (
 )
 from promptrec.train.losses import FullSoftmaxLoss, SampledBCELoss, SampledSoftmaxLoss
 from promptrec.train.model import TwoTowerModel
+from promptrec.train.new_items import BORROWED_IDS, NEW_ITEM_SCALES, choose_new_items
 from promptrec.train.sequences import last_items, training_windows
 from promptrec.train.trained import TrainedScorer, log_fingerprint
 
@@ -145,6 +146,8 @@ class Trainer:
         model, id_mask = self._train(val.fit, val, epochs=cfg.epochs, start=t0)
         best = self.state.best_epoch
         choice = self._choose_cooccurrence(model, id_mask, val)
+        untouched = item_counts(data) == 0
+        new_items = self._choose_new_items(model, id_mask, val, choice, untouched)
         summary: dict[str, Any] = {
             "best_epoch": best,
             "validation_ndcg10": round(self.state.best_ndcg10, 6),
@@ -154,6 +157,8 @@ class Trainer:
         }
         if "ndcg10" in choice:
             summary["validation_ndcg10_with_cooccurrence"] = choice["ndcg10"]
+        summary["borrowed_ids"] = new_items["borrowed_ids"]
+        summary["new_item_scale"] = new_items["scale"]
         if cfg.refit and best > 0:
             log.info("refit on the whole log for %d epochs", best)
             model, id_mask = self._train(data, None, epochs=best, start=time.perf_counter())
@@ -163,10 +168,13 @@ class Trainer:
             "summary": summary,
             "validation": [vars(e) for e in self.state.history],
             "cooccurrence_choice": choice,
+            "new_item_choice": new_items,
         }
         scorer = TrainedScorer(model, cfg, list(data.item_ids), id_mask, self.space, info)
         scorer.cooccurrence_weight = choice["weight"]
         scorer.cooccurrence_decay = choice["decay"]
+        scorer.borrowed_ids = new_items["borrowed_ids"]
+        scorer.new_item_scale = new_items["scale"]
         return scorer.fit(data)
 
     def _choose_cooccurrence(
@@ -192,6 +200,38 @@ class Trainer:
             choice["weight"],
             choice["decay"],
             choice["ndcg10"],
+        )
+        return choice
+
+    def _choose_new_items(
+        self,
+        model: TwoTowerModel,
+        id_mask: np.ndarray,
+        val: Split,
+        cooccurrence: dict[str, Any],
+        untouched: np.ndarray,
+    ) -> dict[str, Any]:
+        """How items without an id embedding are scored: the config's settings, or chosen on
+        ``val`` with the early-stopped ``model`` and the chosen co-occurrence term (see
+        :mod:`promptrec.train.new_items`); ``untouched``: the items nobody interacted with."""
+        cfg = self.config
+        borrowed = BORROWED_IDS if cfg.borrowed_ids is None else (cfg.borrowed_ids,)
+        scales = NEW_ITEM_SCALES if cfg.new_item_scale is None else (cfg.new_item_scale,)
+        if not cfg.use_ids or (len(borrowed) == 1 and len(scales) == 1):
+            return {"borrowed_ids": borrowed[0], "scale": scales[0]}
+        probe = TrainedScorer(model, cfg, list(val.fit.item_ids), id_mask, self.space)
+        probe.cooccurrence_weight = cooccurrence["weight"]
+        probe.cooccurrence_decay = cooccurrence["decay"]
+        choice = choose_new_items(
+            probe.fit(val.fit), val, borrowed, scales, seed=cfg.seed, untouched=untouched
+        )
+        log.info(
+            "new items: ids borrowed from %s text neighbours, scale %s (validation NDCG@10 "
+            "%.4f; %d items scored as new)",
+            choice["borrowed_ids"],
+            choice["scale"],
+            choice["ndcg10"],
+            choice["simulated_items"],
         )
         return choice
 

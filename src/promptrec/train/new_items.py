@@ -1,0 +1,126 @@
+"""Choosing how a trained model scores items it has no id embedding for (new items).
+
+A new item has no id embedding: :class:`~promptrec.train.trained.TrainedScorer` builds its
+vector from its text, plus (``borrowed_ids``) the mean id embedding of its nearest trained items
+by text, and scores it at ``new_item_scale`` (above 1, new items take more places in the
+lists). The trainer chooses both here, with the early-stopped model (trained without the
+validation targets), before the refit, by simulation: a seeded share of the items that have an
+id embedding are scored as new items (their ids left out, their co-occurrence with other items
+dropped, as for an item nobody has touched), and every setting is scored on the validation
+targets, NDCG@10 over all of them. The histories keep those items as the model knows them: a
+new item is in nobody's history.
+
+The whole grid is kept with the model (``new_item_choice``): NDCG@10 on the targets that were
+scored as new items and on the others, and the share of list places that new items take. That
+is the trade-off between showing new items and accuracy on the rest; NDCG@10 over all targets
+picks the default, and :attr:`~promptrec.train.config.TrainConfig.new_item_scale` sets another
+point of it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from promptrec.data.split import Split
+from promptrec.evaluation.metrics import ndcg_at
+from promptrec.retrieval.topk import target_ranks, top_k
+from promptrec.train.trained import TrainedScorer
+
+#: numbers of text neighbours an item without an id borrows from (0: its text alone)
+BORROWED_IDS = (0, 1, 3, 10)
+#: scales of a new item's scores
+NEW_ITEM_SCALES = (1.0, 1.1, 1.2, 1.3, 1.5)
+#: the share of items with an id scored as new in the simulation, and at most this many
+SIMULATED_SHARE = 0.1
+MAX_SIMULATED = 10_000
+BATCH = 1000
+
+
+def choose_new_items(
+    scorer: TrainedScorer,
+    split: Split,
+    borrowed: tuple[int, ...] = BORROWED_IDS,
+    scales: tuple[float, ...] = NEW_ITEM_SCALES,
+    share: float = SIMULATED_SHARE,
+    seed: int = 0,
+    untouched: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """The ``(borrowed_ids, scale)`` of best NDCG@10 on ``split``'s targets with a seeded
+    ``share`` of the items scored as new (ties: fewer neighbours, then the smaller scale), and
+    every pair's NDCG@10 overall, on the targets scored as new and on the others, with the
+    share of the top-10 places new items take.
+
+    ``scorer`` must be fitted on ``split.fit`` and must not have learned from its targets.
+    ``untouched`` (per item of ``split.fit``): items nobody interacted with in the whole log,
+    validation targets included. They can never be a validation target, so they are left out
+    of the lists here: scored, they would only count against showing new items.
+    """
+    data = split.fit
+    has_id = scorer.has_id(data.item_ids)
+    donors = np.flatnonzero(has_id)
+    n_simulated = min(round(share * len(donors)), MAX_SIMULATED)
+    simulated = np.random.default_rng(seed).choice(donors, n_simulated, replace=False)
+    new = ~has_id
+    new[simulated] = True
+    as_new = np.zeros(data.n_items, dtype=bool)
+    as_new[simulated] = True
+    mask = scorer.train_id_mask.copy()  # the simulated items lose their id embedding
+    position = {iid: i for i, iid in enumerate(scorer.train_item_ids)}
+    mask[[position[str(i)] for i in data.item_ids[simulated]]] = False
+    items = {}
+    for k in borrowed:
+        probe = TrainedScorer(
+            scorer.model, scorer.config_, scorer.train_item_ids, mask, scorer.space
+        )
+        probe.borrowed_ids = k
+        items[k] = probe.fit(data).item_vectors
+    ranks: dict[tuple[int, float], list[np.ndarray]] = {}
+    shares: dict[tuple[int, float], list[np.ndarray]] = {}
+    listed = np.ones(data.n_items, dtype=bool) if untouched is None else ~np.asarray(untouched)
+    left_out = np.flatnonzero(~listed)
+    for start in range(0, len(split.histories), BATCH):
+        hist = split.histories[start : start + BATCH]
+        targets = split.targets[start : start + BATCH]
+        seen = [np.concatenate([h.items, left_out]) for h in hist]
+        users = scorer.user_vectors(hist)  # histories read every item as the model knows it
+        extra = scorer.sparse_scores(hist)
+        extra = (
+            np.zeros((len(hist), data.n_items), np.float32) if extra is None else extra.toarray()
+        )
+        extra[:, simulated] = 0.0  # a new item co-occurs with nothing
+        for k, vectors in items.items():
+            base = users @ vectors.T
+            for scale in scales:
+                scores = base.copy()
+                scores[:, new] *= np.float32(scale)
+                scores += extra
+                ranks.setdefault((k, scale), []).append(target_ranks(scores, targets, seen))
+                top = top_k(scores, 10, exclude=seen)[0]
+                shares.setdefault((k, scale), []).append(new[top].mean(axis=1))
+    target_new = as_new[split.targets]
+    grid = []
+    for (k, scale), parts in ranks.items():
+        r = np.concatenate(parts)
+        grid.append(
+            {
+                "borrowed_ids": k,
+                "scale": scale,
+                "ndcg10": round(ndcg_at(r, 10), 6),
+                "ndcg10_new": round(ndcg_at(r[target_new], 10), 6) if target_new.any() else None,
+                "ndcg10_others": round(ndcg_at(r[~target_new], 10), 6),
+                "new_share10": round(float(np.concatenate(shares[(k, scale)]).mean()), 4),
+            }
+        )
+    best = max(grid, key=lambda g: (g["ndcg10"], -g["borrowed_ids"], -g["scale"]))
+    return {
+        "borrowed_ids": best["borrowed_ids"],
+        "scale": best["scale"],
+        "ndcg10": best["ndcg10"],
+        "simulated_items": int(n_simulated),
+        "simulated_targets": int(target_new.sum()),
+        # the share of the ranked catalogue scored as new (untouched items left out)
+        "new_item_share": round(float(new[listed].mean()), 4) if listed.any() else 0.0,
+        "grid": grid,
+    }
