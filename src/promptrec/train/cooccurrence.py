@@ -12,21 +12,22 @@ curve between accuracy and how much of the catalogue the lists show).
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
+from promptrec.data.dataset import UserHistory
 from promptrec.data.split import Split
 from promptrec.evaluation.metrics import coverage, ndcg_at
-from promptrec.retrieval.topk import target_ranks, top_k
 from promptrec.scorers.itemknn import ItemKNNScorer
+from promptrec.train.grid import grid_ranks
 from promptrec.train.trained import TrainedScorer
 
 #: weights tried (0: the model alone)
 COOCCURRENCE_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75)
 #: recency decays tried (1: every history item counts the same)
 COOCCURRENCE_DECAYS = (1.0, 0.9, 0.7, 0.5)
-BATCH = 1000
 
 
 def choose_cooccurrence(
@@ -42,29 +43,25 @@ def choose_cooccurrence(
     """
     fitted = ItemKNNScorer().fit(split.fit)  # the similarities; each decay reads them
     knns = {d: fitted.with_decay(d) for d in decays}
-    ranks: dict[tuple[float, float], list[np.ndarray]] = {}
-    tops: dict[tuple[float, float], list[np.ndarray]] = {}
-    for start in range(0, len(split.histories), BATCH):
-        hist = split.histories[start : start + BATCH]
-        targets = split.targets[start : start + BATCH]
-        seen = [h.items for h in hist]
+
+    def settings_scores(hist: Sequence[UserHistory]) -> Iterator[tuple[Hashable, np.ndarray]]:
         base = scorer.score(hist)
         for d, knn in knns.items():
             extra = knn.scaled_scores(hist).toarray()
             for w in weights:
                 if w == 0 and d != decays[0]:
                     continue  # the model alone: once
-                scores = base + np.float32(w) * extra if w else base
-                ranks.setdefault((w, d), []).append(target_ranks(scores, targets, seen))
-                tops.setdefault((w, d), []).append(top_k(scores, 10, exclude=seen)[0])
+                yield (w, d), (base + np.float32(w) * extra if w else base)
+
+    results = grid_ranks(split, settings_scores)
     grid = [
         {
             "weight": w,
             "decay": d,
-            "ndcg10": round(ndcg_at(np.concatenate(ranks[(w, d)]), 10), 6),
-            "coverage10": round(coverage(np.concatenate(tops[(w, d)]), split.fit.n_items), 4),
+            "ndcg10": round(ndcg_at(ranks, 10), 6),
+            "coverage10": round(coverage(tops, split.fit.n_items), 4),
         }
-        for (w, d) in ranks
+        for (w, d), (ranks, tops) in results.items()
     ]
     best = max(grid, key=lambda g: (g["ndcg10"], -g["weight"], g["decay"]))
     return {

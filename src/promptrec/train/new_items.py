@@ -19,13 +19,15 @@ point of it.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
+from promptrec.data.dataset import UserHistory
 from promptrec.data.split import Split
 from promptrec.evaluation.metrics import ndcg_at
-from promptrec.retrieval.topk import target_ranks, top_k
+from promptrec.train.grid import grid_ranks
 from promptrec.train.trained import TrainedScorer
 
 #: numbers of text neighbours an item without an id borrows from (0: its text alone)
@@ -35,7 +37,6 @@ NEW_ITEM_SCALES = (1.0, 1.1, 1.2, 1.3, 1.5)
 #: the share of items with an id scored as new in the simulation, and at most this many
 SIMULATED_SHARE = 0.1
 MAX_SIMULATED = 10_000
-BATCH = 1000
 
 
 def choose_new_items(
@@ -67,8 +68,7 @@ def choose_new_items(
     as_new = np.zeros(data.n_items, dtype=bool)
     as_new[simulated] = True
     mask = scorer.train_id_mask.copy()  # the simulated items lose their id embedding
-    position = {iid: i for i, iid in enumerate(scorer.train_item_ids)}
-    mask[[position[str(i)] for i in data.item_ids[simulated]]] = False
+    mask[scorer.train_rows(data.item_ids[simulated])] = False
     items = {}
     for k in borrowed:
         probe = TrainedScorer(
@@ -76,14 +76,9 @@ def choose_new_items(
         )
         probe.borrowed_ids = k
         items[k] = probe.fit(data).item_vectors
-    ranks: dict[tuple[int, float], list[np.ndarray]] = {}
-    shares: dict[tuple[int, float], list[np.ndarray]] = {}
     listed = np.ones(data.n_items, dtype=bool) if untouched is None else ~np.asarray(untouched)
-    left_out = np.flatnonzero(~listed)
-    for start in range(0, len(split.histories), BATCH):
-        hist = split.histories[start : start + BATCH]
-        targets = split.targets[start : start + BATCH]
-        seen = [np.concatenate([h.items, left_out]) for h in hist]
+
+    def settings_scores(hist: Sequence[UserHistory]) -> Iterator[tuple[Hashable, np.ndarray]]:
         users = scorer.user_vectors(hist)  # histories read every item as the model knows it
         extra = scorer.sparse_scores(hist)
         extra = (
@@ -96,23 +91,21 @@ def choose_new_items(
                 scores = base.copy()
                 scores[:, new] *= np.float32(scale)
                 scores += extra
-                ranks.setdefault((k, scale), []).append(target_ranks(scores, targets, seen))
-                top = top_k(scores, 10, exclude=seen)[0]
-                shares.setdefault((k, scale), []).append(new[top].mean(axis=1))
+                yield (k, scale), scores
+
+    results = grid_ranks(split, settings_scores, left_out=np.flatnonzero(~listed))
     target_new = as_new[split.targets]
-    grid = []
-    for (k, scale), parts in ranks.items():
-        r = np.concatenate(parts)
-        grid.append(
-            {
-                "borrowed_ids": k,
-                "scale": scale,
-                "ndcg10": round(ndcg_at(r, 10), 6),
-                "ndcg10_new": round(ndcg_at(r[target_new], 10), 6) if target_new.any() else None,
-                "ndcg10_others": round(ndcg_at(r[~target_new], 10), 6),
-                "new_share10": round(float(np.concatenate(shares[(k, scale)]).mean()), 4),
-            }
-        )
+    grid = [
+        {
+            "borrowed_ids": k,
+            "scale": scale,
+            "ndcg10": round(ndcg_at(r, 10), 6),
+            "ndcg10_new": round(ndcg_at(r[target_new], 10), 6) if target_new.any() else None,
+            "ndcg10_others": round(ndcg_at(r[~target_new], 10), 6),
+            "new_share10": round(float(new[tops].mean()), 4),
+        }
+        for (k, scale), (r, tops) in results.items()
+    ]
     best = max(grid, key=lambda g: (g["ndcg10"], -g["borrowed_ids"], -g["scale"]))
     return {
         "borrowed_ids": best["borrowed_ids"],

@@ -133,8 +133,7 @@ class TrainedScorer(VectorScorer):
         return knn.with_decay(self.cooccurrence_decay)
 
     def _bind_catalogue(self, data: Dataset) -> None:
-        position = self._train_position
-        known = np.array([str(i) in position for i in data.item_ids], dtype=bool)
+        known = self.train_rows(data.item_ids) >= 0
         overlap = known.sum() / max(len(self.train_item_ids), 1)
         if overlap < MIN_ITEM_OVERLAP:
             raise ModelError(
@@ -163,11 +162,18 @@ class TrainedScorer(VectorScorer):
     def _new_item_settings(self) -> tuple[int, float]:
         return (self.borrowed_ids, self.new_item_scale)
 
+    def train_rows(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Per item id, its row among the training items (their id embeddings), -1 when the
+        model was not trained with it."""
+        position = self._train_position
+        return np.array([position.get(str(i), -1) for i in item_ids], dtype=np.int64)
+
     def has_id(self, item_ids: Sequence[str]) -> np.ndarray:
         """Per item id, whether the model has an id embedding for it (trained with it, and
         often enough); the others are new to the model."""
-        position = self._train_position
-        rows = np.array([position.get(str(i), -1) for i in item_ids], dtype=np.int64)
+        return self._has_id(self.train_rows(item_ids))
+
+    def _has_id(self, rows: np.ndarray) -> np.ndarray:
         known = rows >= 0
         out = np.zeros(len(rows), dtype=bool)
         out[known] = self.train_id_mask[rows[known]]
@@ -180,9 +186,8 @@ class TrainedScorer(VectorScorer):
         tower reads them, and as they are scored. Items the model was trained with add their
         id embedding; others come from their text alone (and borrowed ids), and are scored at
         :attr:`new_item_scale`."""
-        position = self._train_position
-        rows = np.array([position.get(str(i), -1) for i in item_ids], dtype=np.int64)
-        id_mask = self.has_id(item_ids)
+        rows = self.train_rows(item_ids)
+        id_mask = self._has_id(rows)
         with torch.no_grad():
             vecs = self.model.items.project_query(torch.from_numpy(np.asarray(text)))
             if self.model.items.ids is not None:
@@ -201,13 +206,12 @@ class TrainedScorer(VectorScorer):
 
     def _id_donors(self, data: Dataset) -> tuple[np.ndarray, torch.Tensor] | None:
         """The text vectors and id embeddings of the catalogue's items that have one."""
-        has = self.has_id(data.item_ids)
+        rows = self.train_rows(data.item_ids)
+        has = self._has_id(rows)
         if not has.any():
             return None
-        position = self._train_position
-        rows = np.array([position[str(i)] for i in data.item_ids[has]], dtype=np.int64)
         text = np.ascontiguousarray(self.space.vectors[has], dtype=np.float32)
-        return text, self.model.items.ids.weight[torch.from_numpy(rows)].detach()
+        return text, self.model.items.ids.weight[torch.from_numpy(rows[has])].detach()
 
     def _borrowed(self, text: np.ndarray) -> torch.Tensor:
         """Per text vector, the mean id embedding of its ``borrowed_ids`` nearest donors."""
