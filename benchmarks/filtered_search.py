@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from promptrec.data.store import Store
 from promptrec.retrieval.filters import Filters
 from promptrec.service.engine import Engine, EngineConfig
 from promptrec.service.workers import one_thread_per_request
+from promptrec.store import Store
 
 
 def main() -> None:

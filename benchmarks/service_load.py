@@ -38,9 +38,10 @@ from urllib.parse import urlencode
 import httpx
 import numpy as np
 
-from promptrec.data.store import Impression, Store
 from promptrec.service.impressions import new_request_id
 from promptrec.service.process import LiveServer
+from promptrec.service.state import Impression, ServiceState
+from promptrec.store import Store
 
 QUERIES = [
     "red nail polish",
@@ -231,13 +232,14 @@ async def pooled(
 
 def store_served_lists(db: Path, n: int, items: list[str], users: list[str]) -> float:
     """Write ``n`` served lists of the last six days into the store (beside the running
-    server, through :meth:`Store.record_impressions`); returns the seconds it took."""
+    server, through :meth:`ServiceState.record_impressions`); returns the seconds it took."""
     rng = random.Random(1)
     now = time.time()
     started = time.perf_counter()
     with Store(db) as store:
+        state = ServiceState(store)
         for start in range(0, n, 20_000):
-            store.record_impressions(
+            state.record_impressions(
                 [
                     Impression(
                         new_request_id(),

@@ -100,7 +100,7 @@ def postgres_url() -> str:
     try:
         psycopg.connect(url, connect_timeout=5).close()
     except psycopg.Error as exc:
-        from promptrec.data.store import redact_url
+        from promptrec.store import redact_url
 
         pytest.fail(
             f"the PostgreSQL test server {redact_url(url)} cannot be reached "
@@ -145,5 +145,62 @@ def cli(capsys) -> RunCli:
             code = int(exc.code or 0)
         out, err = capsys.readouterr()
         return code, out, err
+
+    return run
+
+
+# ---------------------------------------------------------------- small stores, both backends
+SHOP_CATALOG = "item_id,title,brand,year\na,Soap,Acme,2001\nb,Shampoo,,\nc,Lip balm,Acme,1999\n"
+# the second line is repeated on purpose: a genuine repeat within one file is kept
+SHOP_EVENTS = (
+    "user_id,item_id,timestamp,event,rating,query\n"
+    "u1,a,10,view,,soap\n"
+    "u1,a,10,view,,soap\n"
+    "u1,b,11,purchase,4,\n"
+    "u2,c,5,view,,\n"
+)
+
+
+@pytest.fixture
+def shop_folder(tmp_path: Path) -> Path:
+    """A tiny shop as files: three items, four events (one line repeated on purpose)."""
+    data = tmp_path / "shop"
+    data.mkdir()
+    (data / "catalog.csv").write_text(SHOP_CATALOG)
+    (data / "events.csv").write_text(SHOP_EVENTS)
+    return data
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where an empty store lives: a SQLite file path, or a PostgreSQL URL (fresh schema)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "db" / "store.db")
+    return request.getfixturevalue("postgres_store_url")
+
+
+@pytest.fixture
+def raw_sql() -> Callable[..., list]:
+    """``raw_sql(target, sql, params)``: SQL on a store's database behind its back (``?``
+    placeholders; committed)."""
+
+    def run(target: str, sql: str, params: tuple = ()) -> list:
+        import sqlite3
+
+        from promptrec.store import is_postgres_url
+
+        if is_postgres_url(target):
+            import psycopg
+
+            with psycopg.connect(target, autocommit=True) as conn:
+                cur = conn.execute(sql.replace("?", "%s"), params)
+                return cur.fetchall() if cur.description else []
+        conn = sqlite3.connect(target)
+        try:
+            rows = conn.execute(sql, params).fetchall()
+            conn.commit()
+            return rows
+        finally:
+            conn.close()
 
     return run

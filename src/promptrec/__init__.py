@@ -21,7 +21,7 @@ _LAZY = {
     "read_catalog": "promptrec.data.readers",
     "read_events": "promptrec.data.readers",
     "leave_last_out": "promptrec.data.split",
-    "Store": "promptrec.data.store",
+    "Store": "promptrec.store",
     "Recommender": "promptrec.recommender",
     "Recommendation": "promptrec.recommender",
     "Filters": "promptrec.retrieval.filters",
@@ -57,12 +57,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from promptrec.data.loaders import load_dataset
     from promptrec.data.readers import read_catalog, read_events
     from promptrec.data.split import leave_last_out
-    from promptrec.data.store import Store
     from promptrec.encoders import load_encoder
     from promptrec.errors import ConfigError, DataError, ModelError, PromptrecError
     from promptrec.evaluation.evaluator import evaluate
     from promptrec.recommender import Recommendation, Recommender
     from promptrec.retrieval.filters import Filters
+    from promptrec.store import Store
 
 
 def __getattr__(name: str) -> Any:  # lazy imports keep `promptrec --help` fast

@@ -11,7 +11,7 @@ import pytest
 
 from promptrec.cli.common import load_data
 from promptrec.data.loaders import load_dataset
-from promptrec.data.store import redact_url
+from promptrec.store import redact_url
 from promptrec.errors import ConfigError
 
 

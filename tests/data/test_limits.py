@@ -15,7 +15,7 @@ import pytest
 
 from promptrec.data import limits
 from promptrec.data.readers import read_table
-from promptrec.data.store import Store
+from promptrec.store import Store
 from promptrec.errors import DataError
 
 
@@ -152,7 +152,7 @@ def test_ingest_refuses_a_lone_surrogate_and_nul(tmp_path: Path) -> None:
 
 def _poison(store: Store) -> None:
     """Rows an older promptrec (or a hand edit) could leave: the checks never saw them."""
-    with store._write() as db:
+    with store.db.transaction() as db:
         db.execute(
             "INSERT INTO items(item_id, fields, updated_at) VALUES (?, ?, ?)",
             ("huge", json.dumps({"title": "Code", "stock": 10**22}), 1.0),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from promptrec.data.store import Store
+from promptrec.store import Store
 from promptrec.service.app import create_app
 from promptrec.service.engine import ArmSpec, Engine, EngineConfig
 from promptrec.service.security import ApiKeys

@@ -168,6 +168,43 @@ def test_a_search_without_an_item_becomes_the_query(client) -> None:
     assert body["query"] == "hair dryer" and not body["cold_start"]
 
 
+def test_a_stored_search_is_never_echoed_without_the_key(client) -> None:
+    """The user's stored search is user data: a blank or white-space ``q`` is no query (the
+    stored search answers the list), and the answer echoes that search only to a caller with
+    the key; a query the caller gave is theirs and always echoed."""
+    search = {"user_id": "private", "event": "search", "query": "private words"}
+    assert client.post("/events", json={"events": [search]}, headers=AUTH).status_code == 200
+    for blank in (None, " ", "\t", " \n "):
+        params = {"user_id": "private"} | ({} if blank is None else {"q": blank})
+        anonymous = client.get("/recommend", params=params)
+        assert anonymous.status_code == 200 and anonymous.json()["query"] is None, blank
+        keyed = client.get("/recommend", params=params, headers=AUTH).json()
+        assert keyed["query"] == "private words", blank
+        # the list answers the stored search either way: the same items
+        assert [i["item_id"] for i in keyed["items"]] == [
+            i["item_id"] for i in anonymous.json()["items"]
+        ]
+    asked = client.get("/recommend", params={"user_id": "private", "q": "  lip balm "}).json()
+    assert asked["query"] == "lip balm"
+
+
+def test_a_blank_search_is_refused_naming_the_field(client, store) -> None:
+    before = store.counts()["searches"]
+    for query in ("   ", "\t", ""):
+        search = {"user_id": "blank", "event": "search", "query": query}
+        r = client.post("/events", json={"events": [search]}, headers=AUTH)
+        assert r.status_code == 422, (query, r.text)
+        assert "events.0.query" in r.json()["detail"] and "needs a query" in r.json()["detail"]
+    assert store.counts()["searches"] == before
+    body = client.get("/recommend", params={"user_id": "blank"}, headers=AUTH).json()
+    assert body["query"] is None and body["cold_start"]
+    # a blank query beside an item is no query: the event is stored without one
+    item = body["items"][0]["item_id"]
+    view = {"user_id": "blank", "item_id": item, "event": "view", "query": "  "}
+    assert client.post("/events", json={"events": [view]}, headers=AUTH).json()["added"] == 1
+    assert store.user_history("blank", 5)[0][4] is None
+
+
 def test_event_errors_write_nothing(client, store) -> None:
     user = a_user(client)
     events = store.counts()["events"]
@@ -177,7 +214,7 @@ def test_event_errors_write_nothing(client, store) -> None:
         "event": "view",
     }
     cases = [
-        ({"events": [good, {**good, "item_id": "no-such-item"}]}, 404, "events[1].item_id"),
+        ({"events": [good, {**good, "item_id": "no-such-item"}]}, 404, "events.1.item_id"),
         ({"events": [{**good, "event": "teleport"}]}, 422, "events.0.event"),
         ({"events": [{**good, "event": "rating"}]}, 422, "rating event needs a value"),
         ({"events": []}, 422, "events"),
@@ -290,7 +327,7 @@ def test_forget_user_removes_everything(client, store) -> None:
     assert counts["events"] >= 2 and counts["searches"] == 1
     assert counts["impressions"] >= 1 and counts["attributions"] == 1
     for table in ("events", "searches", "impressions"):
-        assert store._scalar(f"SELECT COUNT(*) FROM {table} WHERE user_id = ?", (user,)) == 0
+        assert store.db.scalar(f"SELECT COUNT(*) FROM {table} WHERE user_id = ?", (user,)) == 0
     assert client.get(f"/users/{user}/history", headers=AUTH).status_code == 404
     assert client.delete(f"/users/{user}", headers=AUTH).status_code == 404
     # served again, the user starts afresh (a new list is a new impression, forgettable too)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from promptrec.data.store import Store
+from promptrec.store import Store
 from promptrec.retrieval.filters import Filters
 from promptrec.retrieval.index import IndexConfig
 from promptrec.service.engine import ArmSpec, Engine, EngineConfig
@@ -121,12 +121,16 @@ def test_the_replaced_snapshot_keeps_its_answers(store, kind) -> None:
         def answers():
             lists = rec.recommend_histories(histories, 10)
             polish = rec.recommend_histories([histories[0].with_query("red nail polish")], 10)
-            return [(r.item_ids, np.round(r.scores, 4).tolist()) for r in [*lists, *polish]]
+            return [(r.item_ids, r.scores) for r in [*lists, *polish]]
 
         first = answers()
         _changes(engine)
         assert engine.snapshot is not old
-        assert answers() == first  # the new item is not in it, the changed one is as it was
+        again = answers()
+        # the new item is not in it, the changed one is as it was; the scores are the same up
+        # to rounding (the graph grew: its exact rescoring multiplies other shapes)
+        assert [ids for ids, _ in again] == [ids for ids, _ in first]
+        np.testing.assert_allclose([s for _, s in again], [s for _, s in first], atol=1e-5)
     finally:
         engine.close()
 
@@ -135,15 +139,15 @@ def test_a_change_that_was_never_committed_leaves_no_trace(store, monkeypatch) -
     engine = _engine(store)
     users = engine.histories.users(10)
     try:
-        upsert = store.upsert_item
+        upsert = engine.state.upsert_item
 
         def refuse(*args, **kwargs):
             raise OSError("disk full")
 
-        monkeypatch.setattr(store, "upsert_item", refuse)
+        monkeypatch.setattr(engine.state, "upsert_item", refuse)
         with pytest.raises(OSError):
             engine.upsert_item("ghost", {"title": "Red nail polish, glossy"})
-        monkeypatch.setattr(store, "upsert_item", upsert)
+        monkeypatch.setattr(engine.state, "upsert_item", upsert)
         assert engine.item("ghost") is None
         engine.upsert_item("real", {"title": "Argan oil shampoo for dry hair"})
         plain, query = _lists(engine, users), _lists(engine, users[:3], query="red nail polish")

@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 
 from promptrec.cli.common import load_data
-from promptrec.data.store import Store
+from promptrec.store import Store
 from promptrec.recommender import Recommender
 from promptrec.service.process import LiveServer
 
@@ -102,8 +102,8 @@ class Traffic:
 
 def _stored(db) -> tuple[set[str], set[tuple]]:
     with Store(db) as store:
-        lists = {r[0] for r in store._read("SELECT request_id FROM impressions")}
-        events = set(store._read("SELECT user_id, item_id, timestamp FROM events"))
+        lists = {r[0] for r in store.db.read("SELECT request_id FROM impressions")}
+        events = set(store.db.read("SELECT user_id, item_id, timestamp FROM events"))
     return lists, events
 
 
@@ -163,8 +163,8 @@ def test_kill_9_loses_no_event_and_every_click_on_a_served_list_is_stored(
     assert sum(a["added"] for a in answers) == len(clicks)  # every click, none refused
     assert sum(a["unknown_request_ids"] for a in answers) == len(lost)
     with Store(db) as store:
-        stored_clicks = store._scalar("SELECT COUNT(*) FROM events WHERE event = 'click'")
-        linked = {r[0] for r in store._read("SELECT request_id FROM attributions")}
+        stored_clicks = store.db.scalar("SELECT COUNT(*) FROM events WHERE event = 'click'")
+        linked = {r[0] for r in store.db.read("SELECT request_id FROM attributions")}
     assert stored_clicks == len(clicks)
     assert stored_lists & {rid for rid, _, _ in traffic.lists} <= linked  # surviving lists
 

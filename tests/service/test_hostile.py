@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from promptrec.data.store import Store
+from promptrec.store import Store
 from promptrec.errors import ConfigError
 from promptrec.service.app import create_app
 from promptrec.service.engine import Engine, EngineConfig
@@ -29,7 +29,7 @@ def a_user(client) -> str:
 
 
 def _items(store: Store, item_id: str) -> int:
-    return store._scalar("SELECT COUNT(*) FROM items WHERE item_id = ?", (item_id,))
+    return store.db.scalar("SELECT COUNT(*) FROM items WHERE item_id = ?", (item_id,))
 
 
 # ---------------------------------------------------------------------- 1. poison items
@@ -68,7 +68,7 @@ def test_a_poison_row_already_stored_is_skipped_counted_and_repairable(
 ) -> None:
     with Store(tmp_path / "poisoned.db") as store:
         store.ingest(beauty_slice)
-        with store._write() as db:  # what an older promptrec let through
+        with store.db.transaction() as db:  # what an older promptrec let through
             db.execute(
                 "INSERT INTO items(item_id, fields, updated_at) VALUES (?, ?, ?)",
                 ("poison", json.dumps({"title": "Code", "stock": 10**22}), 1.0),
@@ -94,7 +94,7 @@ def test_a_poison_row_already_stored_is_skipped_counted_and_repairable(
 def test_deleting_a_poison_row_clears_it(beauty_slice, tmp_path, make_client) -> None:
     with Store(tmp_path / "poisoned.db") as store:
         store.ingest(beauty_slice)
-        with store._write() as db:
+        with store.db.transaction() as db:
             db.execute(
                 "INSERT INTO items(item_id, fields, updated_at) VALUES (?, ?, ?)",
                 ("broken", "{not json", 1.0),
@@ -145,7 +145,7 @@ def test_a_catalogue_change_that_cannot_be_served_is_not_committed(store, make_c
         ({"event": "rating", "value": math.nan}, "value", "not a finite number"),
         ({"event": "rating", "value": math.inf}, "value", "not a finite number"),
         ({"event": "rating", "value": 1e300}, "value", "beyond"),
-        ({"user_id": "lone \ud800"}, "user_id", "string"),
+        ({"user_id": "lone \ud800"}, "user_id", "lone surrogate"),
         ({"user_id": "nul\x00"}, "user_id", "NUL"),
         ({"user_id": "   "}, "user_id", "empty id"),
         ({"query": "q\x00"}, "query", "NUL"),
@@ -182,7 +182,7 @@ def test_plausible_times_are_stored_as_given(client, store) -> None:
     ]
     r = client.post("/events", json={"events": events}, headers=AUTH)
     assert r.status_code == 200 and r.json()["added"] == 4
-    stamps = store._read("SELECT timestamp, event FROM events WHERE user_id = 't1' ORDER BY id")
+    stamps = store.db.read("SELECT timestamp, event FROM events WHERE user_id = 't1' ORDER BY id")
     assert stamps[0] == (1577836800.0, "view") and stamps[1] == (1577836800.0, "cart")
     assert stamps[2] == (0.0, "click") and abs(stamps[3][0] - time.time()) < 60
 
@@ -206,7 +206,7 @@ def test_feedback_quoting_an_unknown_request_id_is_stored_never_refused(client, 
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["added"] == 3 and body["unknown_request_ids"] == 3 and body["attributed"] == 2
-    linked = store._read("SELECT request_id, event FROM attributions ORDER BY event")
+    linked = store.db.read("SELECT request_id, event FROM attributions ORDER BY event")
     assert linked == [(served["request_id"], "click"), (served["request_id"], "purchase")]
 
 
@@ -217,20 +217,21 @@ def test_forgetting_a_user_while_their_lists_are_being_written_forgets_those_too
     try:
         user = a_user(client)
         served = client.get("/recommend", params={"user_id": user}).json()
-        record = store.record_impressions
+        state = engine.state
+        record = state.record_impressions
 
         def slow(batch):  # the batch left memory and waits for the store
             time.sleep(0.5)
             record(batch)
 
-        store.record_impressions = slow
+        state.record_impressions = slow
         flushing = threading.Thread(target=engine.flush)
         flushing.start()
         time.sleep(0.1)
         assert client.delete(f"/users/{user}", headers=AUTH).status_code == 200
         flushing.join()
-        assert store.impression(served["request_id"]) is None
-        assert store.impressions(user) == []
+        assert state.impression(served["request_id"]) is None
+        assert state.impressions(user) == []
     finally:
         engine.close()
 
@@ -389,7 +390,7 @@ def test_a_long_idempotency_key_is_refused(client, store) -> None:
     assert r.status_code == 422 and "Idempotency-Key" in r.json()["detail"]
     r = client.post("/events", json={**body, "idempotency_key": "k" * 201}, headers=AUTH)
     assert r.status_code == 422 and "idempotency_key" in r.json()["detail"]
-    assert store.counts()["events"] > 0 and store._scalar("SELECT COUNT(*) FROM idempotency") == 0
+    assert store.counts()["events"] > 0 and store.db.scalar("SELECT COUNT(*) FROM idempotency") == 0
 
 
 def test_server_errors_and_rejections_are_counted_by_route_and_status(
@@ -451,7 +452,7 @@ def test_retention_prunes_lists_and_keys_but_keeps_the_counts(store, make_client
             "idempotency": 1,
             "catalogue_changes": 1,
         }
-        assert store.counts()["impressions"] == 0
+        assert engine.state.counts()["impressions"] == 0
         assert [r for r in client.get("/metrics").text.splitlines() if "online" in r] == counted
         assert 'promptrec_pruned_rows_total{table="impressions"} 1.0' in client.get("/metrics").text
         # the key is forgotten: a retry now is a new request (the event has no timestamp, so
@@ -468,10 +469,10 @@ def test_metrics_read_the_counts_not_the_stored_lists(store, make_client) -> Non
         for n in range(5):
             client.get("/recommend", params={"user_id": f"user-{n}"})
         engine.flush()
-        assert store.counts()["impressions"] == 5
+        assert engine.state.counts()["impressions"] == 5
         before = client.get("/metrics").text
         assert 'promptrec_online_impressions{arm="main",model_version="zero-shot"' in before
-        with store._write() as db:  # the lists go (as retention does): the counts stay
+        with store.db.transaction() as db:  # the lists go (as retention does): the counts stay
             assert db.execute("DELETE FROM impressions").rowcount == 5
         assert [r for r in client.get("/metrics").text.splitlines() if "online" in r] == [
             r for r in before.splitlines() if "online" in r
@@ -490,9 +491,9 @@ def test_a_scrape_counts_lists_not_yet_written_and_writes_nothing(store, make_cl
         assert 'strategy="mean-of-items"} 4.0' in text
         online = client.get("/dashboard/online").json()["arms"]
         assert [r["impressions"] for r in online] == [4]
-        assert store.counts()["impressions"] == 0  # reads wrote nothing
+        assert engine.state.counts()["impressions"] == 0  # reads wrote nothing
         engine.flush()
-        assert store.counts()["impressions"] == 4
+        assert engine.state.counts()["impressions"] == 4
         assert 'strategy="mean-of-items"} 4.0' in client.get("/metrics").text  # not twice
     finally:
         engine.close()
@@ -525,9 +526,9 @@ def test_dashboard_series_run_in_time_order(client) -> None:
     app = client.app
     engine, metrics = app.state.engine, app.state.metrics
     # served lists minutes apart, stored newest first; requests traced out of order
-    from promptrec.data.store import Impression
+    from promptrec.service.state import Impression
 
-    engine.store.record_impressions(
+    engine.state.record_impressions(
         [
             Impression(f"r{n}", "u", "main", "zero-shot", "mean-of-items", ("x",), now - 60 * n)
             for n in range(5)

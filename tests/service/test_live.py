@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from promptrec.cli.main import main
-from promptrec.data.store import Store
+from promptrec.store import Store
 from promptrec.service.process import LiveServer
 from promptrec.service.registry import ModelRegistry
 

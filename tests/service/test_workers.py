@@ -12,7 +12,7 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from promptrec.data.store import Event, Store
+from promptrec.store import Event, Store
 from promptrec.service.engine import ArmSpec, Engine, EngineConfig
 from promptrec.service.process import LiveServer, clients_per_worker
 
@@ -70,7 +70,7 @@ def test_what_one_engine_changes_in_the_catalogue_the_other_serves(pair) -> None
     a.follow_catalogue(), b.follow_catalogue()
     assert a.item("new-polish")["title"] == b.item("new-polish")["title"] == "Green nail polish"
     assert _served(a, user, "new-polish") == pytest.approx(_served(b, user, "new-polish"))
-    assert a.catalogue_version == b.catalogue_version == a.store.catalogue_version()
+    assert a.catalogue_version == b.catalogue_version == a.state.catalogue_version()
 
 
 def test_histories_and_forgetting_are_shared_at_once(pair) -> None:
@@ -94,7 +94,7 @@ def test_a_new_worker_reads_changes_pruned_before_it_followed(pair) -> None:
     a, b = pair
     a.upsert_item("x1", {"title": "Nail file"})
     a.upsert_item("x2", {"title": "Hair clip"})
-    a.store.prune(changes_before=time.time() + 1)  # b slept past the log's retention
+    a.state.prune(changes_before=time.time() + 1)  # b slept past the log's retention
     b.upsert_item("x3", {"title": "Lip balm"})  # and the log goes on
     a.follow_catalogue()
     b.follow_catalogue()  # b cannot tell what it missed: it reads the catalogue again

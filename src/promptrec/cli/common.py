@@ -124,7 +124,7 @@ def load_data(
     if unknown_items not in ("drop", "error"):
         raise ConfigError(f"--unknown-items must be 'drop' or 'error', not '{unknown_items}'")
     if db is not None:
-        from promptrec.data.store import Store, is_postgres_url
+        from promptrec.store import Store, is_postgres_url
 
         if not is_postgres_url(db) and not Path(db).exists():
             raise ConfigError(f"{db}: no such store; create it with `promptrec ingest`")

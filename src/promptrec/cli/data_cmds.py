@@ -41,7 +41,7 @@ def ingest(
     verbose: Verbose = False,
 ) -> None:
     """Validate a catalogue and a behaviour log and store them (idempotent; all or nothing)."""
-    from promptrec.data.store import Store
+    from promptrec.store import Store
 
     setup(verbose)
     dataset = load_data(data, catalog, events, unknown_items=unknown_items, encoding=encoding)
@@ -74,10 +74,10 @@ def embed(
     verbose: Verbose = False,
 ) -> None:
     """Encode the catalogue's item texts into the on-disk cache (only new or changed texts)."""
-    from promptrec.data.store import Store
     from promptrec.encoders import CachedEncoder, load_encoder, text_hash
     from promptrec.prompts.items import ItemPrompter
     from promptrec.scorers import TextSpace
+    from promptrec.store import Store
 
     setup(verbose)
     dataset = load_data(data, catalog, events, db, encoding=encoding)

@@ -159,8 +159,8 @@ def serve(
     setup(verbose)
     import uvicorn
 
-    from promptrec.data.store import Store
     from promptrec.service.engine import ArmSpec, EngineConfig
+    from promptrec.service.state import ServiceState
     from promptrec.service.workers import (
         SETTINGS_ENV,
         ServeSettings,
@@ -168,6 +168,7 @@ def serve(
         one_thread_per_request,
         run_workers,
     )
+    from promptrec.store import Store
 
     keys = list(api_key or [])
     keys += [k.strip() for k in os.environ.get("PROMPTREC_API_KEYS", "").split(",") if k.strip()]
@@ -190,9 +191,10 @@ def serve(
         specs = [ArmSpec(s.name, s.source, w) for s, w in zip(specs, weights, strict=True)]
 
     store = Store(db)
+    state = ServiceState(store)
     owner = f"promptrec serve on http://{host}:{port} (pid {os.getpid()})"
     if not replica:  # before anything is written: a second service writes nothing
-        store.claim_service(owner)
+        state.claim(owner)
     if data is not None or catalog is not None or events is not None:
         report = store.ingest(load_data(data, catalog, events), source=data or events)
         echo(f"ingested into {store.location}: {report}")
@@ -231,10 +233,11 @@ def serve(
         try:  # the store's service lock is held here, for all the workers
             run_workers(workers, host, port)
         finally:
+            state.release()
             store.close()
         return
     one_thread_per_request()
-    app = build_app(settings, store)
+    app = build_app(settings, store, state)
     engine = app.state.engine
     echo(f"serving on {url} (web page /, dashboard /dashboard, docs /docs)")
     # on SIGTERM or Ctrl-C uvicorn finishes the requests in flight, then the app's shutdown
@@ -244,4 +247,5 @@ def serve(
         uvicorn.run(app, host=host, port=port, access_log=False, log_level="warning")
     finally:
         engine.close()
+        state.release()
         store.close()

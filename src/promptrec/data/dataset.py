@@ -37,7 +37,8 @@ class UserHistory:
         values: value per entry (rating) or NaN, shape ``[n]``.
         timestamps: shape ``[n]``.
         queries: the search text that led to each entry, or None.
-        query: an optional live query (what the user types now).
+        query: an optional live query (what the user types now): stripped, and a blank one
+            is no query (None), however the history is made.
     """
 
     user_id: str
@@ -48,10 +49,15 @@ class UserHistory:
     queries: tuple[str | None, ...] = ()
     query: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.query is not None:
+            object.__setattr__(self, "query", live_query(self.query))
+
     def __len__(self) -> int:
         return int(len(self.items))
 
     def with_query(self, query: str | None) -> UserHistory:
+        """This history with ``query`` as its live query (see :attr:`query`)."""
         return UserHistory(
             self.user_id, self.items, self.events, self.values, self.timestamps, self.queries, query
         )
@@ -70,6 +76,14 @@ class UserHistory:
             self.queries[s],
             self.query,
         )
+
+
+def live_query(query: str | None) -> str | None:
+    """A live query as every path reads it: stripped of surrounding white space; None when
+    nothing is left."""
+    if query is None:
+        return None
+    return query.strip() or None
 
 
 def _normalise_events(events: pd.DataFrame) -> pd.DataFrame:
@@ -102,7 +116,7 @@ class Dataset:
     """A catalogue plus a behaviour log, validated and normalised.
 
     Build one with :func:`promptrec.data.loaders.load_dataset` (files or folders in known
-    formats) or :class:`promptrec.data.store.Store` (the embedded database); the constructor
+    formats) or :class:`promptrec.store.Store` (the embedded database); the constructor
     trusts its input and only normalises column types.
     """
 

@@ -1,8 +1,8 @@
 """What the store accepts: one set of limits for every value it keeps, checked at every boundary.
 
-The HTTP API (its pydantic models), :meth:`Store.ingest <promptrec.data.store.Store.ingest>`,
-:meth:`Store.add_events <promptrec.data.store.Store.add_events>` and
-:meth:`Store.upsert_item <promptrec.data.store.Store.upsert_item>` all check values with the
+The HTTP API (its pydantic models), :meth:`Store.ingest <promptrec.store.Store.ingest>`,
+:meth:`Store.add_events <promptrec.store.Store.add_events>` and
+:meth:`Store.upsert_item <promptrec.store.Store.upsert_item>` all check values with the
 functions here, so a value that one of them accepts can be stored, read back and served by every
 backend (SQLite and PostgreSQL), and a value that one refuses is refused by all of them, with a
 message naming the field.
@@ -118,9 +118,12 @@ def timestamp_problem(seconds: float, now: float | None = None) -> str | None:
     return None
 
 
-def to_seconds(value: float | int | datetime, where: str, now: float | None = None) -> float:
-    """An event time (seconds since the epoch, or a datetime: naive ones are UTC) as checked
-    float seconds; a ValueError naming ``where`` when it is out of range."""
+def to_seconds(
+    value: float | int | datetime, where: str, now: float | None = None, *, check: bool = True
+) -> float:
+    """An event time (seconds since the epoch, or a datetime: naive ones are UTC) as float
+    seconds, checked to be plausible unless ``check`` is False; a ValueError naming ``where``
+    when it is out of range."""
     if isinstance(value, datetime):
         moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
         try:
@@ -129,7 +132,7 @@ def to_seconds(value: float | int | datetime, where: str, now: float | None = No
             raise ValueError(f"{where}: {value.isoformat()} is out of range") from None
     else:
         seconds = float(value)
-    problem = timestamp_problem(seconds, now)
+    problem = timestamp_problem(seconds, now) if check else None
     if problem:
         raise ValueError(f"{where}: {problem}")
     return seconds

@@ -11,7 +11,7 @@ second.
 
 The frames returned carry their positions in the file as the index (named ``"line"`` or
 ``"row"``) and the file's path in ``frame.attrs["source"]``, so later checks
-(:func:`check_events_items`, :class:`~promptrec.data.store.Store`) can point at the line too.
+(:func:`check_events_items`, :class:`~promptrec.store.Store`) can point at the line too.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,8 @@ from promptrec.errors import ConfigError
 
 log = logging.getLogger("promptrec")
 Precision = Literal["auto", "fp32", "bf16"]
+#: overrides ``precision="auto"`` (``fp32`` or ``bf16``): the same vectors on every machine
+PRECISION_ENV = "PROMPTREC_ENCODER_PRECISION"
 
 
 @functools.cache
@@ -31,6 +34,13 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _precision_from_env() -> Precision:
+    value = os.environ.get(PRECISION_ENV, "auto").strip().lower() or "auto"
+    if value not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"${PRECISION_ENV} is {value!r}: give auto, fp32 or bf16")
+    return value  # type: ignore[return-value]
 
 
 def default_model_path() -> str:
@@ -52,7 +62,9 @@ class SentenceTransformerEncoder(Encoder):
             offline default (all-MiniLM-L6-v2, 384 dimensions).
         device: ``"cpu"``, ``"cuda"``... None picks a GPU when there is one.
         precision: ``"auto"`` uses bf16 autocast where the hardware does bf16 natively (GPU or a
-            bf16-capable CPU), fp32 elsewhere.
+            bf16-capable CPU), fp32 elsewhere, unless ``$PROMPTREC_ENCODER_PRECISION`` says
+            ``fp32`` or ``bf16``: two machines then encode alike (bf16 and fp32 vectors differ
+            by about 1e-3 in cosine, enough to swap near-ties in a list).
         max_tokens: cap on input length; None keeps the model's own limit.
     """
 
@@ -82,6 +94,8 @@ class SentenceTransformerEncoder(Encoder):
             ) from exc
         if max_tokens is not None:
             self.model.max_seq_length = max_tokens
+        if precision == "auto":
+            precision = _precision_from_env()
         if precision == "auto":
             native = device.startswith("cuda") or cpu_has_native_bf16()
             precision = "bf16" if native else "fp32"

@@ -14,7 +14,8 @@ def top_k(
     exclude: Sequence[np.ndarray] | None = None,
     allowed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` best items per row, best first.
+    """The ``k`` best items per row, best first; equal scores in item order (the lower index
+    first), so a list never depends on how a sort happened to place ties.
 
     Args:
         scores: ``[n_users, n_items]``; modified in place (excluded entries set to -inf).
@@ -39,7 +40,8 @@ def top_k(
         return np.full((n_users, k), -1, dtype=np.int64), np.full((n_users, k), -np.inf)
     part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
     part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-part_scores, axis=1, kind="stable")
+    _ties_in_item_order(scores, part, part_scores)
+    order = np.lexsort((part, -part_scores), axis=1)  # by score, then by item
     idx = np.take_along_axis(part, order, axis=1)
     best = np.take_along_axis(part_scores, order, axis=1)
     idx = np.where(np.isfinite(best), idx, -1)
@@ -48,6 +50,21 @@ def top_k(
         idx = np.pad(idx, ((0, 0), (0, pad)), constant_values=-1)
         best = np.pad(best, ((0, 0), (0, pad)), constant_values=-np.inf)
     return idx.astype(np.int64), best
+
+
+def _ties_in_item_order(scores: np.ndarray, part: np.ndarray, part_scores: np.ndarray) -> None:
+    """Where the ``k``-th best score of a row is shared with items the partition left out,
+    put the lowest-indexed of the tied items in ``part`` (in place): which of them make the
+    list is then fixed, not the partition's choice."""
+    cut = part_scores.min(axis=1)
+    tied = (scores == cut[:, None]).sum(axis=1)
+    tied_in = (part_scores == cut[:, None]).sum(axis=1)
+    for row in np.flatnonzero(tied > tied_in):
+        keep = part_scores[row] > cut[row]
+        wanted = len(part[row]) - int(keep.sum())
+        lowest = np.flatnonzero(scores[row] == cut[row])[:wanted]
+        part[row] = np.concatenate([part[row][keep], lowest])
+        part_scores[row] = scores[row, part[row]]
 
 
 def target_ranks(

@@ -21,9 +21,10 @@ import time
 from typing import Any
 
 from promptrec.data.dataset import Dataset
-from promptrec.data.store import Store, stored_text
 from promptrec.service.registry import ModelRegistry
 from promptrec.service.snapshots import Snapshot, SnapshotBuilder
+from promptrec.service.state import ServiceState
+from promptrec.store import Store, stored_text
 
 log = logging.getLogger("promptrec.service")
 
@@ -34,6 +35,7 @@ class LiveCatalogue:
 
     Args:
         store: the store, the one source of truth for the catalogue.
+        state: the service's state on it (where changes are logged).
         builder: builds and edits snapshots.
         registry: the model registry, when an arm serves it.
         max_retired_share: the share of retired rows past which a change rebuilds.
@@ -42,11 +44,13 @@ class LiveCatalogue:
     def __init__(
         self,
         store: Store,
+        state: ServiceState,
         builder: SnapshotBuilder,
         registry: ModelRegistry | None = None,
         max_retired_share: float = 0.25,
     ) -> None:
         self.store = store
+        self.state = state
         self.builder = builder
         self.registry = registry
         self.max_retired_share = max_retired_share
@@ -74,7 +78,7 @@ class LiveCatalogue:
         and swap it in."""
         with self._build_lock:
             started = time.perf_counter()
-            seen = self.store.catalogue_version()  # every change up to it is in what is read
+            seen = self.state.catalogue_version()  # every change up to it is in what is read
             snap, version = self._build(self.store.dataset(), version)
             self._seen, self._applied = max(self._seen, seen), {}
             return self._publish(snap, version, started)
@@ -85,7 +89,7 @@ class LiveCatalogue:
         if fields is None and item_id not in self.snapshot.data.item_index:
             # not served: unknown, or a stored row that cannot be served (deleting it is how
             # such a row is cleared; the rebuild updates the count of skipped rows)
-            removed = self.store.delete_item(item_id)
+            removed = self.state.delete_item(item_id)
             if removed:
                 self.rebuild()
             return removed
@@ -93,9 +97,9 @@ class LiveCatalogue:
             started = time.perf_counter()
             new, version = self._changed(item_id, fields, committed=False)
             if fields is None:
-                changed = self.store.delete_item(item_id)
+                changed = self.state.delete_item(item_id)
             else:
-                changed = self.store.upsert_item(item_id, fields)
+                changed = self.state.upsert_item(item_id, fields)
             self._applied[item_id] = None if fields is None else stored_text(item_id, fields)
             self._publish(new, version, started)
             return changed
@@ -105,7 +109,7 @@ class LiveCatalogue:
         the store made (each of this engine's own is served already). Returns how many items
         changed here."""
         try:
-            changes = self.store.catalogue_changes(self._seen)
+            changes = self.state.catalogue_changes(self._seen)
         except LookupError:  # this engine fell behind the log's retention: read it all
             log.warning("catalogue changes were pruned before this engine read them: rebuilding")
             self.rebuild()

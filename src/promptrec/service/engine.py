@@ -38,12 +38,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from promptrec.data.store import Event, EventWrite, Impression, Store
+from promptrec.data.dataset import live_query
 from promptrec.errors import ConfigError
 from promptrec.recommender import Recommendation
 from promptrec.retrieval.filters import Filters
@@ -54,6 +54,9 @@ from promptrec.service.histories import HISTORY_LIMIT, StoredHistories
 from promptrec.service.impressions import ImpressionLog, new_request_id
 from promptrec.service.registry import ModelRegistry
 from promptrec.service.snapshots import REGISTRY, ArmSpec, ServedArm, Snapshot, SnapshotBuilder
+from promptrec.service.state import Impression, ServiceState
+from promptrec.store import Event, EventWrite, Store
+from promptrec.store.events import checked
 
 __all__ = ["ArmSpec", "Engine", "EngineConfig", "EventsAdded", "Served", "ServedArm", "Snapshot"]
 
@@ -81,7 +84,13 @@ class EventsAdded:
 
 @dataclass(frozen=True)
 class Served:
-    """One served list and where it came from."""
+    """One served list and where it came from.
+
+    Attributes:
+        query: the live query the list answers, or None.
+        query_source: where that query came from: ``"request"`` (the caller's own), or
+            ``"search"`` (the user's latest stored search: user data), or None.
+    """
 
     request_id: str
     arm: str
@@ -90,6 +99,7 @@ class Served:
     recommendation: Recommendation
     query: str | None
     cold_start: bool
+    query_source: Literal["request", "search"] | None = None
 
 
 @dataclass
@@ -162,25 +172,29 @@ class EngineConfig:
 class Engine:
     """Serve recommendations from a :class:`Store`, with A/B arms and a model registry.
 
-    The engine takes the store's service lock (:meth:`Store.claim_service`): a second engine
-    on the same store, in this process or another, is refused until this one is closed.
+    The engine keeps its state in the service's room of the store (:class:`ServiceState`) and
+    takes the store's service lock: a second engine on the same store, in this process or
+    another, is refused until this one is closed.
     """
 
-    def __init__(self, store: Store, config: EngineConfig | None = None) -> None:
+    def __init__(
+        self, store: Store, config: EngineConfig | None = None, state: ServiceState | None = None
+    ) -> None:
         self.store = store
         self.config = config or EngineConfig()
         self.config.check()
+        self.state = state or ServiceState(store)
         self.registry = ModelRegistry(self.config.registry) if self.config.registry else None
         owner = self.config.owner or (
             f"a promptrec engine {id(self):x} (pid {os.getpid()} on {_host()})"
         )
         if self.config.claim_service:
-            store.claim_service(owner)
+            self.state.claim(owner)
         try:
             self._setup()
         except BaseException:
             if self.config.claim_service:
-                store.release_service()
+                self.state.release()
             raise
 
     def _setup(self) -> None:
@@ -190,6 +204,7 @@ class Engine:
         self.histories = StoredHistories(store, self.config.history_limit)
         self.catalogue = LiveCatalogue(
             store,
+            self.state,
             SnapshotBuilder(store, self.config, self.registry),
             self.registry,
             self.config.max_retired_share,
@@ -209,7 +224,7 @@ class Engine:
         }
         self.rebuild()
         self.impressions = ImpressionLog(
-            store, self.config.flush_seconds, keep_seconds=self.config.keep_served_seconds
+            self.state, self.config.flush_seconds, keep_seconds=self.config.keep_served_seconds
         )
         self._janitor = threading.Thread(target=self._sweep, name="retention", daemon=True)
         self._janitor.start()
@@ -239,7 +254,7 @@ class Engine:
         if self._poller is not None:
             self._poller.join(timeout=5)
         if self.config.claim_service:
-            self.store.release_service()
+            self.state.release()
 
     def prune(self, now: float | None = None) -> dict[str, int]:
         """Apply the retention settings once (the background sweep runs it every
@@ -247,7 +262,7 @@ class Engine:
         now = time.time() if now is None else now
         cfg = self.config
         self.impressions.flush()
-        removed = self.store.prune(
+        removed = self.state.prune(
             served_before=None
             if cfg.keep_served_seconds is None
             else now - cfg.keep_served_seconds,
@@ -391,8 +406,10 @@ class Engine:
         now = time.time()
         arm = snap.arms[self.arm_for(user_id)]
         history = self.histories.history(user_id, snap.data, now)
-        if query is not None:
-            history = history.with_query(query)
+        asked = live_query(query)  # a blank query is no query: the stored search answers
+        if asked is not None:
+            history = history.with_query(asked)
+        source = "request" if asked is not None else "search" if history.query else None
         [rec] = arm.recommender.recommend_histories(
             [history], k, filters=filters, exclude_seen=not keep_seen, explain=explain
         )
@@ -410,18 +427,18 @@ class Engine:
         )
         cold = len(history) == 0 and not history.query
         return Served(
-            request_id, arm.name, arm.model_version, arm.strategy, rec, history.query, cold
+            request_id, arm.name, arm.model_version, arm.strategy, rec, history.query, cold, source
         )
 
     def add_events(
         self,
         events: Sequence[Event],
-        searches: Sequence[tuple[str, str, float]] = (),
         request_ids: Sequence[str | None] = (),
         *,
         idempotency_key: str | None = None,
     ) -> EventsAdded:
-        """Commit events (and searches) to the store, then make them live.
+        """Commit events (searches that led to no item among them) to the store, then make
+        them live.
 
         ``request_ids[row]`` names the served list an event answers. A click, cart or
         purchase is attributed to that list when it was served to the event's user and shows
@@ -430,12 +447,15 @@ class Engine:
         Such events are stored all the same, never refused.
 
         Raises:
-            DataError: invalid events or an item not in the store (nothing is written then).
+            DataError: invalid events, naming the row and field
+                (:class:`~promptrec.store.UnknownItemError` for an item not in the store);
+                nothing is written then.
         """
-        attributions, unknown = self.impressions.attribute(events, request_ids, time.time())
+        batch = checked(events)  # once: before anything is looked up for them
+        attributions, unknown = self.impressions.attribute(batch.rows, request_ids, time.time())
         self.impressions.flush()  # attributions refer to stored lists
-        result = self.store.add_events(
-            events, searches=searches, attributions=attributions, idempotency_key=idempotency_key
+        result = self.state.add_feedback(
+            batch, attributions=attributions, idempotency_key=idempotency_key
         )
         attributed = sum(1 for row in result.added_rows if row in attributions)
         return EventsAdded(result, attributed, unknown)
@@ -459,7 +479,7 @@ class Engine:
         # this user's lists back after they were deleted
         with self.impressions.flushing():
             self.impressions.forget(user_id)
-            counts = self.store.delete_user(user_id)
+            counts = self.state.forget_user(user_id)
         return counts if any(counts.values()) else None
 
     def item(self, item_id: str) -> dict[str, Any] | None:

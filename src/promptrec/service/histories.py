@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from promptrec.data.dataset import Dataset, UserHistory
-from promptrec.data.store import Store
+from promptrec.store import Store
 
 SEARCH_CONTEXT = 1800.0  # a search this recent is the live query when the request has none
 HISTORY_LIMIT = 500  # the newest events of a user a request reads (and excludes from lists)

@@ -16,7 +16,8 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any
 
-from promptrec.data.store import Event, Impression, Store
+from promptrec.service.state import Impression, ServiceState
+from promptrec.store import Event
 
 log = logging.getLogger("promptrec.service")
 
@@ -32,9 +33,9 @@ class ImpressionLog:
     attribute feedback without a read."""
 
     def __init__(
-        self, store: Store, interval: float = 0.25, keep_seconds: float | None = None
+        self, state: ServiceState, interval: float = 0.25, keep_seconds: float | None = None
     ) -> None:
-        self.store = store
+        self.state = state
         self.interval = interval
         self.keep_seconds = keep_seconds  # older lists are gone from the store: ignored here too
         self._pending: list[Impression] = []
@@ -65,14 +66,14 @@ class ImpressionLog:
             found = next(
                 (i for i in self._recent.get(user_id, ()) if i.request_id == request_id), None
             )
-        found = found or self.store.impression(request_id)
+        found = found or self.state.impression(request_id)
         if found is None:
             # served in the last moments by another worker on the store, whose batch is not
             # written yet? Its id says when it was served: wait for that batch, once
             wait = _served_at(request_id) + self.interval + 0.2 - time.time()
             if 0 < wait <= self.interval + 0.2:
                 time.sleep(wait)
-                found = self.store.impression(request_id)
+                found = self.state.impression(request_id)
         return found if found is not None and self._kept(found, time.time()) else None
 
     def _kept(self, impression: Impression, now: float) -> bool:
@@ -82,7 +83,7 @@ class ImpressionLog:
         with self._lock:
             recent = list(self._recent.get(user_id, ()))
         if not recent:
-            recent = self.store.impressions(user_id)
+            recent = self.state.impressions(user_id)
         for imp in recent:
             if now - imp.at <= ATTRIBUTION_WINDOW and item_id in imp.items and self._kept(imp, now):
                 return imp
@@ -103,6 +104,8 @@ class ImpressionLog:
         unknown = 0
         lists: dict[tuple[str, str], Impression | None] = {}  # one lookup per quoted list
         for row, (user, item, _, kind, _, _) in enumerate(events):
+            if item is None:
+                continue  # a search with no item answers no list
             rid = request_ids[row] if row < len(request_ids) else None
             if rid is not None:
                 if (rid, user) not in lists:
@@ -135,7 +138,7 @@ class ImpressionLog:
                 batch, self._pending = self._pending, []
             if batch:
                 try:
-                    self.store.record_impressions(batch)
+                    self.state.record_impressions(batch)
                 except Exception:  # keep serving; the next flush retries
                     log.exception("could not store %d impressions", len(batch))
                     with self._lock:
@@ -144,12 +147,12 @@ class ImpressionLog:
     def online_stats(
         self, *, bucket_seconds: float | None = None, since: float | None = None
     ) -> list[dict[str, Any]]:
-        """:meth:`Store.online_stats` with the lists not yet written counted in: exact at any
+        """:meth:`ServiceState.online_stats` with the lists not yet written counted in: exact at any
         moment, and no write (a scrape never waits for a disk)."""
         with self._flushing:  # no batch moves between the two reads
             with self._lock:
                 pending = list(self._pending)
-            return self.store.online_stats(
+            return self.state.online_stats(
                 bucket_seconds=bucket_seconds, since=since, unwritten=pending
             )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from promptrec.data.limits import (
     MAX_ABS_NUMBER,
@@ -13,10 +13,9 @@ from promptrec.data.limits import (
     MAX_QUERY_LENGTH,
     check_fields,
     check_id,
-    check_number,
     check_text,
-    to_seconds,
 )
+from promptrec.store.events import Event, new_event
 
 EventType = Literal["view", "click", "cart", "purchase", "rating", "search"]
 MAX_EVENTS_PER_REQUEST = 10_000
@@ -53,7 +52,10 @@ class RecommendationOut(BaseModel):
     arm: str
     model_version: str
     strategy: str
-    query: str | None = Field(description="the live query used (given, or a recent search)")
+    query: str | None = Field(
+        description="the live query the list answers: the one given, or the user's latest "
+        "search of the last half hour (user data: shown only to a caller who may read it)"
+    )
     cold_start: bool = Field(description="true when the user has no history and no query")
     prompt: str | None = Field(
         None, description="the user prompt the list came from (prompt strategies, with explain)"
@@ -80,12 +82,19 @@ Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidato
 
 
 class EventIn(BaseModel):
-    """One behaviour event. ``search`` events may have no item (a search with no click)."""
+    """One behaviour event. ``search`` events may have no item (a search with no click).
+
+    The body is parsed here (types, the event's kind); the values are checked once, by the
+    store, as for every other writer: a problem is a 422 naming ``events.N.FIELD``."""
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: Id
-    item_id: Id | None = None
+    user_id: str = Field(json_schema_extra={"minLength": 1, "maxLength": MAX_ID_LENGTH})
+    item_id: str | None = Field(
+        None,
+        json_schema_extra={"minLength": 1, "maxLength": MAX_ID_LENGTH},
+        description="the item (none only for a search with a query)",
+    )
     event: EventType
     timestamp: float | datetime | None = Field(
         None,
@@ -93,43 +102,32 @@ class EventIn(BaseModel):
         "one day from now; default: now",
     )
     value: float | None = Field(
-        None, description=f"a rating, a price paid... (finite, within ±{MAX_ABS_NUMBER:g})"
+        None,
+        description=f"a rating, a price paid... (finite, within ±{MAX_ABS_NUMBER:g}); a rating "
+        "needs one",
     )
-    query: Annotated[
-        str | None,
-        Field(max_length=MAX_QUERY_LENGTH, description="the search text"),
-        AfterValidator(optional_text(MAX_QUERY_LENGTH)),
-    ] = None
+    query: str | None = Field(
+        None,
+        json_schema_extra={"maxLength": MAX_QUERY_LENGTH},
+        description="the search text (stripped; a search with no item needs one that is not blank)",
+    )
     request_id: Annotated[
         str | None,
         Field(max_length=64, description="the served list this event answers"),
         AfterValidator(optional_text(64)),
     ] = None
 
-    @field_validator("timestamp")
-    @classmethod
-    def _time(cls, value: float | datetime | None) -> float | datetime | None:
-        if value is not None:
-            to_seconds(value, "timestamp")  # raises on a time out of range
-        return value
-
-    @field_validator("value")
-    @classmethod
-    def _value(cls, value: float | None) -> float | None:
-        return None if value is None else check_number(value, "value")
-
-    @model_validator(mode="after")
-    def _check(self) -> EventIn:
-        if self.item_id is None and not (self.event == "search" and self.query):
-            raise ValueError("item_id is required (only a search event with a query may omit it)")
-        if self.event == "rating" and self.value is None:
-            raise ValueError("a rating event needs a value")
-        return self
-
-    def seconds(self, now: float) -> float:
-        if self.timestamp is None:
-            return now
-        return to_seconds(self.timestamp, "timestamp")
+    def to_event(self, now: float) -> Event:
+        """The event as the store takes it (:func:`~promptrec.store.events.new_event`)."""
+        return new_event(
+            self.user_id,
+            self.item_id,
+            self.event,
+            timestamp=self.timestamp,
+            value=self.value,
+            query=self.query,
+            now=now,
+        )
 
 
 class EventsIn(BaseModel):

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from promptrec.data.dataset import Dataset
-from promptrec.data.store import Store
 from promptrec.encoders import CachedEncoder, load_encoder
 from promptrec.errors import ConfigError, DataError
 from promptrec.recommender import Recommender
 from promptrec.retrieval.filters import edited_facets, item_facets
 from promptrec.scorers import SCORERS, TextSpace, make_scorer
 from promptrec.service.registry import ModelRegistry
+from promptrec.store import Store
+from promptrec.store.items import new_items_frame
 
 if TYPE_CHECKING:
     from promptrec.service.engine import EngineConfig
@@ -110,7 +111,7 @@ class SnapshotBuilder:
     def edited(self, snap: Snapshot, item_id: str, fields: dict[str, Any] | None) -> Snapshot:
         """``snap`` with one item added, replaced (``fields``) or removed (None), at the cost
         of that item; ``snap`` keeps serving meanwhile."""
-        rows = self.store.items_frame({item_id: fields}) if fields is not None else None
+        rows = new_items_frame({item_id: fields}) if fields is not None else None
         data, added = snap.data.edited(
             rows if rows is not None else snap.data.items.iloc[:0],
             deleted=[item_id] if fields is None else [],

@@ -27,7 +27,8 @@ from promptrec.errors import ConfigError
 from promptrec.service.engine import EngineConfig
 
 if TYPE_CHECKING:
-    from promptrec.data.store import Store
+    from promptrec.service.state import ServiceState
+    from promptrec.store import Store
 
 SETTINGS_ENV = "PROMPTREC_SERVE_SETTINGS"
 
@@ -91,20 +92,23 @@ def _release_free_memory() -> None:
     _glibc("malloc_trim", 0)
 
 
-def build_app(settings: ServeSettings, store: Store | None = None) -> FastAPI:
+def build_app(
+    settings: ServeSettings, store: Store | None = None, state: ServiceState | None = None
+) -> FastAPI:
     """The service for ``settings``: its engine built (the catalogue encoded, the models
-    loaded), on ``store`` (its caller closes it and the engine), or on a store it opens and
-    closes with the engine when the server stops (a worker process)."""
-    from promptrec.data.store import Store
+    loaded), on ``store`` (its caller closes it and the engine; ``state``: the service's state
+    on it, when the caller holds its lock), or on a store it opens and closes with the engine
+    when the server stops (a worker process)."""
     from promptrec.service.app import create_app
     from promptrec.service.engine import Engine
     from promptrec.service.security import ApiKeys
+    from promptrec.store import Store
 
     _few_heap_arenas()
     owned = store is None
     store = Store(settings.db) if store is None else store
     try:
-        engine = Engine(store, settings.engine)
+        engine = Engine(store, settings.engine, state)
     except BaseException:
         if owned:
             store.close()

@@ -6,11 +6,13 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException
+from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator
 
-from promptrec.data.store import Event
+from promptrec.errors import DataError
 from promptrec.service.routes.common import Service, errors
 from promptrec.service.schemas import MAX_IDEMPOTENCY_KEY, EventsIn, EventsOut, optional_text
+from promptrec.store import UnknownItemError
 
 
 def router(service: Service) -> APIRouter:
@@ -41,30 +43,34 @@ def router(service: Service) -> APIRouter:
     ) -> EventsOut:
         key = idempotency_key or body.idempotency_key
         now = time.time()
-        index = engine.snapshot.data.item_index
-        rows, searches, request_ids = [], [], []
+        rows = []
         for n, e in enumerate(body.events):
-            stamp = e.seconds(now)
-            user = e.user_id
-            query = e.query if e.query and e.query.strip() else None
-            if e.item_id is None:
-                searches.append((user, e.query, stamp))
-                continue
-            item = e.item_id
-            if item not in index:
-                raise HTTPException(
-                    404, f"events[{n}].item_id: item '{item}' is not in the catalogue"
-                )
-            rows.append(Event(user, item, stamp, e.event, e.value, query))
-            request_ids.append(e.request_id)
-        done = engine.add_events(rows, searches, request_ids, idempotency_key=key)
+            try:
+                rows.append(e.to_event(now))
+            except DataError as exc:  # a time that is no moment at all
+                raise _invalid(n, exc) from None
+        try:
+            done = engine.add_events(rows, [e.request_id for e in body.events], idempotency_key=key)
+        except UnknownItemError as exc:
+            row = (exc.row or 1) - 1
+            raise HTTPException(
+                404, f"events.{row}.item_id: item '{rows[row].item_id}' is not in the catalogue"
+            ) from None
+        except DataError as exc:
+            raise _invalid((exc.row or 1) - 1, exc) from None
         return EventsOut(
             added=done.write.added,
             duplicates=done.write.duplicates,
-            searches=0 if done.write.replayed else len(searches),
+            searches=0 if done.write.replayed else done.write.searches,
             attributed=done.attributed,
             unknown_request_ids=done.unknown_request_ids,
             replayed=done.write.replayed,
         )
 
     return api
+
+
+def _invalid(row: int, exc: DataError) -> RequestValidationError:
+    """A 422 naming ``events.ROW.FIELD``, as pydantic's own problems are named."""
+    loc = ("body", "events", row, exc.column or "event")
+    return RequestValidationError([{"type": "value_error", "loc": loc, "msg": exc.reason}])

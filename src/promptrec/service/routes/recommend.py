@@ -83,7 +83,7 @@ def router(service: Service) -> APIRouter:
         served = engine.recommend(
             user_id,
             k=k,
-            query=q.strip() or None if q is not None else None,
+            query=q,
             filters=None if filters.is_empty else filters,
             explain=explain or reasons_,
             keep_seen=keep_seen,
@@ -105,8 +105,11 @@ def router(service: Service) -> APIRouter:
             arm=served.arm,
             model_version=served.model_version,
             strategy=served.strategy,
-            # a query taken from the user's stored searches is user data
-            query=served.query if q or keys.may_read_user_data(request) else None,
+            # a query taken from the user's stored searches is user data: echoed only to a
+            # caller who may read it (the caller's own query always is)
+            query=served.query
+            if served.query_source == "request" or keys.may_read_user_data(request)
+            else None,
             cold_start=served.cold_start,
             prompt=prompt.text if explain and prompt is not None else None,
             items=items,

@@ -1,5 +1,5 @@
 """Store: all-or-nothing ingest, idempotent re-ingest, round trip, deletes, embedding records,
-the service's records (searches, served lists, attributions, idempotency keys) and settings.
+searches and settings (the service's own records are tested in tests/service/test_state.py).
 
 Every behaviour test runs on both backends: the SQLite file and a PostgreSQL database (a fresh
 schema of the server named by ``PROMPTREC_TEST_POSTGRES_URL`` per test; see ``postgres_url`` in
@@ -9,10 +9,8 @@ tests/conftest.py: without a server these tests fail, they are not skipped).
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,67 +19,35 @@ import pytest
 from promptrec.data.dataset import Dataset
 from promptrec.data.loaders import load_dataset
 from promptrec.data.readers import read_table
-from promptrec.data.store import (
-    SCHEMA_VERSION,
+from promptrec.errors import ConfigError, DataError
+from promptrec.store import (
+    Event,
     EventWrite,
-    Impression,
     IngestReport,
     Store,
+    UnknownItemError,
     event_keys,
     is_postgres_url,
+    log,
     redact_url,
 )
-from promptrec.errors import ConfigError, DataError
-
-CATALOG = "item_id,title,brand,year\na,Soap,Acme,2001\nb,Shampoo,,\nc,Lip balm,Acme,1999\n"
-# the second line is repeated on purpose: a genuine repeat within one file is kept
-EVENTS = (
-    "user_id,item_id,timestamp,event,rating,query\n"
-    "u1,a,10,view,,soap\n"
-    "u1,a,10,view,,soap\n"
-    "u1,b,11,purchase,4,\n"
-    "u2,c,5,view,,\n"
-)
+from promptrec.store.schema import SCHEMA_VERSION
 
 
 @pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    data = tmp_path / "shop"
-    data.mkdir()
-    (data / "catalog.csv").write_text(CATALOG)
-    (data / "events.csv").write_text(EVENTS)
-    return data
+def folder(shop_folder: Path) -> Path:
+    return shop_folder
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where an empty store lives: a SQLite file path, or a PostgreSQL URL (fresh schema)."""
-    if request.param == "sqlite":
-        return str(tmp_path / "db" / "store.db")
-    return request.getfixturevalue("postgres_store_url")
+@pytest.fixture
+def target(store_target: str) -> str:
+    return store_target
 
 
 @pytest.fixture
 def store(target: str):
     with Store(target) as s:
         yield s
-
-
-def raw(target: str, sql: str, params: tuple = ()) -> list[tuple[Any, ...]]:
-    """Run SQL on the store's database behind its back (``?`` placeholders; committed)."""
-    if is_postgres_url(target):
-        import psycopg
-
-        with psycopg.connect(target, autocommit=True) as conn:
-            cur = conn.execute(sql.replace("?", "%s"), params)
-            return cur.fetchall() if cur.description else []
-    conn = sqlite3.connect(target)
-    try:
-        rows = conn.execute(sql, params).fetchall()
-        conn.commit()
-        return rows
-    finally:
-        conn.close()
 
 
 def snapshot(store: Store) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
@@ -108,7 +74,6 @@ def test_ingest_and_round_trip(store: Store, folder: Path) -> None:
         "ingests": 1,
         "embeddings": 0,
         "searches": 0,
-        "impressions": 0,
     }
     back = store.dataset(name="shop")
     assert back.name == "shop"
@@ -151,9 +116,9 @@ def test_reingesting_the_same_file_is_idempotent(store: Store, folder: Path) -> 
     pd.testing.assert_frame_equal(before[2], after[2])
 
 
-def test_ingest_records_source_hash(store: Store, target: str, folder: Path) -> None:
+def test_ingest_records_source_hash(store: Store, target: str, folder: Path, raw_sql) -> None:
     store.ingest(folder)
-    rows = raw(target, "SELECT file_hash, path, kind, rows FROM ingests")
+    rows = raw_sql(target, "SELECT file_hash, path, kind, rows FROM ingests")
     assert len(rows) == 1
     file_hash, path, kind, n = rows[0]
     assert len(file_hash) == 64 and path == str(folder) and kind == "dataset" and n == 7
@@ -201,7 +166,7 @@ def test_failure_inside_the_transaction_rolls_everything_back(
     def boom(db, rows):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(Store, "_insert_events", staticmethod(boom))
+    monkeypatch.setattr(log, "insert_many", boom)
     with pytest.raises(RuntimeError, match="disk on fire"):
         store.ingest(Dataset(items, changed.events))
     monkeypatch.undo()
@@ -225,7 +190,7 @@ def test_add_events_keys_and_unknown_items(store: Store, folder: Path) -> None:
     # the repeat inside the batch is kept; u1's view of a (from the file) is already stored
     assert store.add_events(new).added == 2
     assert store.add_events(new).added == 0
-    with pytest.raises(DataError, match="neither in the store"):
+    with pytest.raises(UnknownItemError, match="neither in the store"):
         store.add_events(pd.DataFrame({"user_id": ["u"], "item_id": ["zz"], "timestamp": [1]}))
     assert store.counts()["events"] == 6
 
@@ -254,14 +219,6 @@ def test_upsert_and_deletes(store: Store, folder: Path) -> None:
     counts = store.counts()
     assert counts["items"] == 3 and counts["events"] == 2  # a's two views went with it
     assert store.embedding_hashes("m") == {"b": "h2"}
-    assert store.delete_user("u1")["events"] == 1
-    assert store.delete_user("nobody") == {
-        "events": 0,
-        "searches": 0,
-        "impressions": 0,
-        "attributions": 0,
-    }
-    assert store.dataset().events["user_id"].tolist() == ["u2"]
 
 
 def test_embedding_records(store: Store, folder: Path) -> None:
@@ -285,13 +242,13 @@ def test_sqlite_journal_is_wal(tmp_path: Path) -> None:
     conn.close()
 
 
-def test_schema_version_is_checked(target: str, folder: Path) -> None:
+def test_schema_version_is_checked(target: str, folder: Path, raw_sql) -> None:
     with Store(target) as store:
         store.ingest(folder)
         assert store.meta("schema_version") == str(SCHEMA_VERSION)
-    version = raw(target, "SELECT value FROM meta WHERE key='schema_version'")
+    version = raw_sql(target, "SELECT value FROM meta WHERE key='schema_version'")
     assert version == [(str(SCHEMA_VERSION),)]
-    raw(target, "UPDATE meta SET value='999' WHERE key='schema_version'")
+    raw_sql(target, "UPDATE meta SET value='999' WHERE key='schema_version'")
     with pytest.raises(DataError, match="newer") as err:
         Store(target)
     assert redact_url(target) in str(err.value)
@@ -330,7 +287,7 @@ def test_database_error_inside_the_transaction_rolls_everything_back(
     nothing half-written, and the store's connection is usable afterwards."""
     store.ingest(folder)
     before = snapshot(store)
-    original = Store._insert_events
+    original = log.insert_many
 
     def insert_then_break(db, rows):
         original(db, rows)
@@ -339,7 +296,7 @@ def test_database_error_inside_the_transaction_rolls_everything_back(
             "VALUES ('k', 'u', 'no-such-item', 1.0, 'view')"
         )
 
-    monkeypatch.setattr(Store, "_insert_events", staticmethod(insert_then_break))
+    monkeypatch.setattr(log, "insert_many", insert_then_break)
     new_events = pd.DataFrame({"user_id": ["u7"], "item_id": ["new"], "timestamp": [3.0]})
     extra = pd.DataFrame({"item_id": ["new"], "title": ["New thing"]})
     with pytest.raises(Exception, match="(?i)foreign key"):
@@ -353,37 +310,20 @@ def clicks(rows: list[tuple[str, str, float, str]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "event"])
 
 
-def test_add_events_idempotency_key_replays_the_first_answer(store: Store, folder: Path) -> None:
-    store.ingest(folder)
-    batch = clicks([("u3", "a", 20.0, "click"), ("u3", "b", 21.0, "click")])
-    first = store.add_events(batch, idempotency_key="req-1")
-    assert first == EventWrite(added=2, duplicates=0, added_rows=(0, 1), replayed=False)
-    before = snapshot(store)
-    # a retry with the same key writes nothing, not even its searches, and answers as the first
-    again = store.add_events(batch, searches=[("u3", "more soap", 22.0)], idempotency_key="req-1")
-    assert again == EventWrite(added=2, duplicates=0, added_rows=(), replayed=True)
-    assert_same(before, snapshot(store))
-    # the same events under another key are duplicates by their event keys
-    assert store.add_events(batch, idempotency_key="req-2") == EventWrite(0, 2, ())
-    assert store.add_events(batch) == EventWrite(0, 2, ())
-    assert store.counts()["events"] == 6
-
-
-def test_failed_add_events_does_not_spend_its_idempotency_key(store: Store, folder: Path) -> None:
-    store.ingest(folder)
-    with pytest.raises(DataError):
-        store.add_events(clicks([("u3", "zz", 20.0, "click")]), idempotency_key="req-1")
-    write = store.add_events(clicks([("u3", "a", 20.0, "click")]), idempotency_key="req-1")
-    assert write == EventWrite(1, 0, (0,))
-
-
 def test_searches(store: Store, folder: Path) -> None:
+    """A search that led to no item is an event with no item, kept apart from the log."""
     store.ingest(folder)
     assert store.searches() == []
-    empty = pd.DataFrame(columns=["user_id", "item_id", "timestamp"])
-    write = store.add_events(empty, searches=[("u1", "red soap", 30.0), ("u2", "balm", 31)])
-    assert write == EventWrite(0, 0, ())
-    store.add_events(clicks([("u1", "a", 32.0, "click")]), searches=[("u1", "blue soap", 33.5)])
+    write = store.add_events([Event("u1", None, 30.0, "search", query="red soap")])
+    assert write == EventWrite(added=0, duplicates=0, searches=1)
+    write = store.add_events(
+        [
+            Event("u2", None, 31, "search", query="balm"),
+            Event("u1", "a", 32.0, "click"),
+            Event("u1", None, 33.5, "search", query="blue soap"),
+        ]
+    )
+    assert write == EventWrite(added=1, duplicates=0, searches=2, added_rows=(1,))
     assert store.searches() == [
         ("u1", "red soap", 30.0),
         ("u2", "balm", 31.0),
@@ -392,147 +332,31 @@ def test_searches(store: Store, folder: Path) -> None:
     assert store.searches("u1") == [("u1", "red soap", 30.0), ("u1", "blue soap", 33.5)]
     assert store.searches("nobody") == []
     assert all(type(t) is float for _, _, t in store.searches())
+    assert store.latest_search("u1") == ("blue soap", 33.5)
     assert store.counts()["searches"] == 3
 
 
-def served() -> list[Impression]:
-    return [
-        Impression("r1", "u1", "A", "v1", "mean-of-items", ("a", "b"), 100.0),
-        Impression("r2", "u2", "B", "v2", "query", ("c",), 200.5),
-        Impression("r3", "u1", "A", "v1", "mean-of-items", ("b",), 3700.0),
-    ]
-
-
-def test_impressions(store: Store, folder: Path) -> None:
-    store.ingest(folder)
-    store.record_impressions(served())
-    store.record_impressions(served()[:1])  # a retried request id is ignored
-    assert store.counts()["impressions"] == 3
-    r1, r2, r3 = served()
-    assert store.impressions("u1") == [r3, r1]  # newest first
-    assert store.impressions("u1", limit=1) == [r3]
-    assert store.impressions("nobody") == []
-    assert store.impression("r2") == r2
-    assert store.impression("nope") is None
-    assert type(store.impression("r1").at) is float
-
-
-def test_attributions_and_online_stats(store: Store, folder: Path) -> None:
-    store.ingest(folder)
-    assert store.online_stats() == []
-    store.record_impressions(served())
-    batch = clicks(
-        [
-            ("u1", "a", 101.0, "click"),
-            ("u1", "a", 102.0, "purchase"),
-            ("u2", "c", 201.0, "cart"),
-            ("u1", "b", 3701.0, "view"),  # no attribution
-        ]
-    )
-    write = store.add_events(batch, attributions={0: "r1", 1: "r1", 2: "r2"})
-    assert write == EventWrite(4, 0, (0, 1, 2, 3))
-    # attributions are written only for new events: a replayed batch adds none
-    store.add_events(batch, attributions={0: "r3", 3: "r3"})
-
-    def row(arm, version, strategy, bucket, shown, clicked, carted, bought):
-        return {
-            "arm": arm,
-            "model_version": version,
-            "strategy": strategy,
-            "bucket": bucket,
-            "impressions": shown,
-            "clicks": clicked,
-            "carts": carted,
-            "purchases": bought,
-            "ctr": clicked / shown,
-            "conversion": bought / shown,
-        }
-
-    assert store.online_stats() == [
-        row("A", "v1", "mean-of-items", None, 2, 1, 0, 1),
-        row("B", "v2", "query", None, 1, 0, 1, 0),
-    ]
-    hourly = store.online_stats(bucket_seconds=3600)
-    assert hourly == [
-        row("A", "v1", "mean-of-items", 0.0, 1, 1, 0, 1),
-        row("B", "v2", "query", 0.0, 1, 0, 1, 0),
-        row("A", "v1", "mean-of-items", 3600.0, 1, 0, 0, 0),
-    ]
-    for stats in hourly:
-        assert all(type(stats[k]) is int for k in ("impressions", "clicks", "carts", "purchases"))
-        assert type(stats["bucket"]) is float and type(stats["ctr"]) is float
-    assert [s["bucket"] for s in store.online_stats(bucket_seconds=150)] == [0.0, 150.0, 3600.0]
-
-
-def test_online_stats_orders_arms_by_code_point(store: Store) -> None:
-    """The same order on both databases, whatever PostgreSQL's collation says."""
-    store.record_impressions(
-        [Impression(f"r{i}", "u", arm, "v", "s", (), 1.0) for i, arm in enumerate("baBA")]
-    )
-    assert [s["arm"] for s in store.online_stats()] == ["A", "B", "a", "b"]
-
-
-def test_feedback_stored_before_its_list_counts_once_the_list_is(
-    store: Store, folder: Path
+@pytest.mark.parametrize(
+    ("event", "column", "problem"),
+    [
+        (Event("u1", None, 30.0, "search", query="   "), "query", "blank"),
+        (Event("u1", None, 30.0, "search"), "query", "needs a query"),
+        (Event("u1", None, 30.0, "click"), "item_id", "required"),
+        (Event(" u1", "a", 30.0, "click"), "user_id", "spaces"),
+        (Event("u1", "a", 30.0, "rating"), "value", "needs a value"),
+        (Event("u1", "a", -1.0, "click"), "timestamp", "before 1970"),
+        (Event("u1", "a", 30.0, "click", query="q\x00"), "query", "NUL"),
+    ],
+)
+def test_bad_event_rows_name_their_row_and_column(
+    store: Store, folder: Path, event: Event, column: str, problem: str
 ) -> None:
-    """A click may reach the store before its list (the list's batch failed and waits for the
-    next flush): it counts when the list arrives, and forgetting the user takes both away."""
     store.ingest(folder)
-    first, *_ = served()
-    store.add_events(clicks([("u1", "a", 101.0, "click")]), attributions={0: "r1"})
-    assert store.online_stats() == []  # nothing served yet that it could count against
-    store.record_impressions([first])
-    [row] = store.online_stats()
-    assert (row["impressions"], row["clicks"]) == (1, 1)
-    store.add_events(clicks([("u1", "b", 102.0, "click")]), attributions={0: "r1"})
-    assert store.online_stats()[0]["clicks"] == 1  # a list is clicked once
-    store.delete_user("u1")
-    assert store.online_stats() == []
-    [(clicked, shown)] = store._read("SELECT SUM(clicks), SUM(impressions) FROM online_series")
-    assert (clicked, shown) == (0, 0)
-
-
-def test_online_counts_of_an_older_store_are_filled_on_open(target: str, folder: Path) -> None:
-    """A store written before the counts (schema 2) gets them from its stored lists."""
-    with Store(target) as store:
-        store.ingest(folder)
-        store.record_impressions(served())
-        store.add_events(
-            clicks([("u1", "a", 101.0, "click"), ("u2", "c", 201.0, "purchase")]),
-            attributions={0: "r1", 1: "r2"},
-        )
-        expected = store.online_stats(), store.online_stats(bucket_seconds=3600)
-    raw(target, "DROP TABLE online_totals")
-    raw(target, "DROP TABLE online_series")
-    raw(target, "UPDATE meta SET value = '2' WHERE key = 'schema_version'")
-    with Store(target) as store:
-        assert (store.online_stats(), store.online_stats(bucket_seconds=3600)) == expected
-        assert store.meta("schema_version") == str(SCHEMA_VERSION)
-
-
-def test_delete_user_forgets_everything_of_theirs(store: Store, folder: Path) -> None:
-    store.ingest(folder)
-    store.record_impressions(served())
-    store.add_events(
-        clicks(
-            [("u1", "a", 101.0, "click"), ("u1", "b", 102.0, "click"), ("u2", "c", 201.0, "cart")]
-        ),
-        searches=[("u1", "soap", 99.0), ("u2", "balm", 199.0)],
-        attributions={0: "r1", 1: "r3", 2: "r2"},
-    )
-    assert store.delete_user("u1") == {
-        "events": 5,  # three from the file, two clicks
-        "searches": 1,
-        "impressions": 2,
-        "attributions": 2,
-    }
-    assert store.searches() == [("u2", "balm", 199.0)]
-    assert store.impressions("u1") == [] and store.impression("r2") is not None
-    assert [s["clicks"] + s["carts"] for s in store.online_stats()] == [1]
-    assert set(store.dataset().events["user_id"]) == {"u2"}
-    assert store.delete_user("u1") == dict.fromkeys(
-        ("events", "searches", "impressions", "attributions"), 0
-    )
+    before = snapshot(store)
+    with pytest.raises(DataError, match=problem) as err:
+        store.add_events([Event("u1", "a", 29.0, "click"), event])
+    assert (err.value.row, err.value.column) == (2, column)
+    assert_same(before, snapshot(store))
 
 
 def test_meta(store: Store) -> None:
@@ -543,34 +367,6 @@ def test_meta(store: Store) -> None:
     assert store.meta("secret") == "one"
     store.set_meta("secret", 3)  # stored as text
     assert store.meta("secret") == "3"
-
-
-def test_concurrent_writers_are_serialised(target: str, folder: Path) -> None:
-    """Four connections retry one request at once: exactly one writes, three replay it."""
-    with Store(target) as store:
-        store.ingest(folder)
-    stores = [Store(target) for _ in range(4)]
-    batch = clicks([("u9", "a", 99.0, "click"), ("u9", "b", 99.0, "click")])
-    start = threading.Barrier(len(stores))
-    results: list[EventWrite] = []
-
-    def write(s: Store) -> None:
-        start.wait()
-        results.append(s.add_events(batch, idempotency_key="same"))
-
-    threads = [threading.Thread(target=write, args=(s,)) for s in stores]
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-    finally:
-        for s in stores:
-            s.close()
-    assert sorted(r.replayed for r in results) == [False, True, True, True]
-    assert {(r.added, r.duplicates) for r in results} == {(2, 0)}
-    with Store(target) as store:
-        assert store.counts()["events"] == 6
 
 
 # ---------------------------------------------------------------- opening a store

@@ -1,0 +1,264 @@
+"""One database connection: an embedded SQLite file (the default) or a PostgreSQL database.
+
+Everything promptrec stores (the catalogue and log, :class:`~promptrec.store.store.Store`; the
+service's own state, :class:`~promptrec.service.state.ServiceState`) is written through one
+:class:`Database`, in SQL written once in the words the two databases share; the few that differ
+(placeholders, column types, how a write transaction takes its lock, time buckets) live in one
+small class per database (:class:`SQLiteDatabase`, :class:`PostgresDatabase`).
+
+Writers are serialised: SQLite takes its write lock at ``BEGIN IMMEDIATE``; PostgreSQL takes a
+transaction-scoped advisory lock named after the store's schema right after ``BEGIN``. The
+SQLite journal is WAL with ``synchronous=FULL``: an acknowledged write survives a power cut
+(PostgreSQL commits durably with its default settings).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from promptrec.errors import ConfigError
+
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(target: object) -> bool:
+    """True for a ``postgresql://`` or ``postgres://`` URL (a string): a PostgreSQL store."""
+    return isinstance(target, str) and target.startswith(_POSTGRES_SCHEMES)
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password (in the user part or a ``password=`` parameter) as ``***``."""
+    url = re.sub(r"^([a-z]+://[^:@/?#]*):[^@/?#]*@", r"\1:***@", url)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
+
+
+def one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+class Database:
+    """One connection (shared by a process's threads, one statement at a time), and what the
+    SQL needs said differently on this database.
+
+    SQL is written with ``?`` placeholders; a table definition may use the words
+    ``{serial}`` (an auto-numbered primary key), ``{float}`` (a 64-bit float: PostgreSQL's
+    REAL is 32 bits) and ``{item_order}`` (the column that keeps rows in insertion order where
+    the database has no rowid), which :meth:`create` fills in.
+
+    Attributes:
+        location: the file, or the URL without its password (for messages).
+        name: the default name of what it holds (the file's stem, the database's name).
+        item_order: the items column that orders them by first insertion.
+        errors: the driver's base exception.
+        lock: held while a statement runs (a process's threads share the connection): hold it
+            around several reads to see them in one go.
+    """
+
+    schema_words: Mapping[str, str]
+    item_order: str
+    location: str
+    name: str
+    errors: type[Exception]
+    _conn: Any = None
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+
+    def open_error(self, exc: BaseException) -> ConfigError:
+        """A one-line error naming the store (never its password: :attr:`location` has none,
+        and the drivers' messages name no password) and what went wrong; closes the
+        connection."""
+        if self._conn is not None:
+            with suppress(Exception):
+                self._conn.close()
+        return ConfigError(f"cannot open the store {self.location}: {one_line(exc)}")
+
+    # ------------------------------------------------------------------ statements
+    def sql(self, text: str) -> str:
+        return text
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run one statement; the cursor has ``rowcount``, ``fetchone`` and ``fetchall``.
+        Inside :meth:`transaction` (or :meth:`read`, which hold the connection's lock)."""
+        return self._conn.execute(self.sql(sql), params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Run one statement per row; returns the number of rows changed in all."""
+        raise NotImplementedError
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Every row one query returns."""
+        with self.lock:
+            return self.execute(sql, params).fetchall()
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """The first column of the first row one query returns."""
+        with self.lock:
+            return self.execute(sql, params).fetchone()[0]
+
+    @contextmanager
+    def transaction(self) -> Iterator[Database]:
+        """One write transaction: committed on success, rolled back on any exception."""
+        with self.lock:
+            try:
+                self.begin()
+                yield self
+                self.commit()
+            except BaseException:
+                # a failed commit (disk full...) leaves the transaction open: close it; a broken
+                # connection cannot roll back; the first error is the one to see
+                with suppress(Exception):
+                    self.rollback()
+                raise
+
+    def create(self, schema: str) -> None:
+        """Create the tables and indexes of ``schema`` (``;``-separated statements, each
+        ``IF NOT EXISTS``), inside a transaction."""
+        for statement in schema.format_map(self.schema_words).split(";"):
+            if statement.strip():
+                self.execute(statement)
+
+    # ------------------------------------------------------------------ what differs
+    def begin(self) -> None:
+        """Start a write transaction, waiting for any other writer of the store to finish."""
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        self._conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        self._conn.execute("ROLLBACK")
+
+    def bucket(self, expr: str, seconds: float) -> str:
+        """SQL for ``expr`` (seconds) rounded down to a multiple of ``seconds``."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class SQLiteDatabase(Database):
+    """An SQLite file (created with its folder when missing), or ``:memory:``."""
+
+    schema_words = {
+        "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
+        "float": "REAL",
+        "item_order": "",
+    }
+    item_order = "rowid"
+    errors = sqlite3.Error
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self.location = str(path)
+        self.name = path.stem
+        if str(path) != ":memory:":
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = sqlite3.connect(
+                str(path), timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            self._conn.execute("PRAGMA synchronous=FULL")
+            # 64 MiB of page cache (the default is 2 MiB): a service's inserts into a table of
+            # a million served lists stay in memory instead of re-reading index pages
+            self._conn.execute("PRAGMA cache_size=-65536")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            raise self.open_error(exc) from exc
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        return max(self._conn.executemany(sql, rows).rowcount, 0)
+
+    def begin(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def bucket(self, expr: str, seconds: float) -> str:
+        return f"CAST({expr} / {seconds!r} AS INTEGER) * {seconds!r}"
+
+
+class PostgresDatabase(Database):
+    """A PostgreSQL database (needs psycopg): the tables live in the first schema of the
+    connection's ``search_path``."""
+
+    schema_words = {
+        "serial": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+        "float": "DOUBLE PRECISION",
+        "item_order": ",\n    seq BIGINT GENERATED ALWAYS AS IDENTITY",
+    }
+    item_order = "seq"
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.location = redact_url(url)
+        try:
+            import psycopg
+        except ImportError as exc:
+            raise ConfigError(
+                f"the store {self.location} is a PostgreSQL database, which needs psycopg: "
+                "pip install 'psycopg[binary]'"
+            ) from exc
+        self.errors = psycopg.Error
+        try:
+            params = psycopg.conninfo.conninfo_to_dict(url)
+        except psycopg.Error:
+            # libpq's message may quote a piece of the URL, the password included: not shown
+            raise ConfigError(f"{self.location}: not a valid PostgreSQL URL") from None
+        options: dict[str, Any] = {"autocommit": True}
+        if "connect_timeout" not in params:
+            options["connect_timeout"] = 10
+        try:
+            self._conn = psycopg.connect(url, **options)
+            schema = self._conn.execute("SELECT current_schema()").fetchone()[0]
+        except psycopg.Error as exc:
+            raise self.open_error(exc) from exc
+        self.name = self._conn.info.dbname
+        if schema is None:
+            self._conn.close()
+            raise ConfigError(
+                f"cannot open the store {self.location}: no schema to make its tables in "
+                "(none of the schemas in its search_path exists)"
+            )
+        # one advisory lock per store (database and schema), taken by every write transaction
+        self._schema = schema
+        self._lock_key = self.lock_key("store")
+
+    def lock_key(self, purpose: str) -> int:
+        """A 64-bit advisory lock key for this store (database and schema) and ``purpose``."""
+        name = f"promptrec.{purpose}:{self.name}.{self._schema}"
+        return int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big", signed=True)
+
+    def sql(self, text: str) -> str:
+        return text.replace("?", "%s")
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        with self._conn.cursor() as cur:
+            cur.executemany(self.sql(sql), rows)
+            return max(cur.rowcount, 0)
+
+    def begin(self) -> None:
+        self._conn.execute("BEGIN")
+        self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+
+    def bucket(self, expr: str, seconds: float) -> str:
+        return f"TRUNC({expr} / {seconds!r}) * {seconds!r}"
+
+
+def open_database(target: str | Path) -> Database:
+    """The database a store lives in: a ``postgresql://`` URL, else an SQLite file."""
+    if is_postgres_url(target):
+        return PostgresDatabase(str(target))
+    if re.match(r"postgres(ql)?:/(?!/)", str(target)):
+        raise ConfigError(
+            f"{target}: this looks like a PostgreSQL URL whose '//' was collapsed by turning it "
+            "into a file path; pass the URL as a string"
+        )
+    return SQLiteDatabase(Path(target))
