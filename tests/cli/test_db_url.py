@@ -11,8 +11,8 @@ import pytest
 
 from promptrec.cli.common import load_data
 from promptrec.data.loaders import load_dataset
-from promptrec.store import redact_url
 from promptrec.errors import ConfigError
+from promptrec.store import redact_url
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import pytest
 
 from promptrec.data import limits
 from promptrec.data.readers import read_table
-from promptrec.store import Store
 from promptrec.errors import DataError
+from promptrec.store import Store
 
 
 @pytest.mark.parametrize(

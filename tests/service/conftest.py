@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from promptrec.store import Store
 from promptrec.service.app import create_app
 from promptrec.service.engine import ArmSpec, Engine, EngineConfig
 from promptrec.service.security import ApiKeys
+from promptrec.store import Store
 
 KEY = "test-key"  # the tests' API key
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from promptrec.store import Store
 from promptrec.retrieval.filters import Filters
 from promptrec.retrieval.index import IndexConfig
 from promptrec.service.engine import ArmSpec, Engine, EngineConfig
+from promptrec.store import Store
 
 ARMS = [ArmSpec("main", "mean-of-items")]
 

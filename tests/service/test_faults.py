@@ -16,9 +16,9 @@ import httpx
 import numpy as np
 
 from promptrec.cli.common import load_data
-from promptrec.store import Store
 from promptrec.recommender import Recommender
 from promptrec.service.process import LiveServer
+from promptrec.store import Store
 
 AUTH = {"X-API-Key": "test-key"}
 

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from promptrec.store import Store
 from promptrec.errors import ConfigError
 from promptrec.service.app import create_app
 from promptrec.service.engine import Engine, EngineConfig
 from promptrec.service.security import ApiKeys
+from promptrec.store import Store
 
 KEY = "test-key"
 AUTH = {"X-API-Key": KEY}

@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from promptrec.cli.main import main
-from promptrec.store import Store
 from promptrec.service.process import LiveServer
 from promptrec.service.registry import ModelRegistry
+from promptrec.store import Store
 
 AUTH = {"X-API-Key": "test-key"}
 

@@ -83,9 +83,7 @@ def test_a_failed_write_does_not_spend_its_idempotency_key(state: ServiceState) 
     assert write == EventWrite(1, 0, added_rows=(0,))
 
 
-def test_bad_rows_are_refused_before_anything_is_written(
-    store: Store, state: ServiceState
-) -> None:
+def test_bad_rows_are_refused_before_anything_is_written(store: Store, state: ServiceState) -> None:
     before = stored(store)
     with pytest.raises(DataError) as err:
         state.add_feedback(

@@ -12,9 +12,9 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from promptrec.store import Event, Store
 from promptrec.service.engine import ArmSpec, Engine, EngineConfig
 from promptrec.service.process import LiveServer, clients_per_worker
+from promptrec.store import Event, Store
 
 AUTH = {"X-API-Key": "test-key"}
 
