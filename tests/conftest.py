@@ -204,3 +204,72 @@ def raw_sql() -> Callable[..., list]:
             conn.close()
 
     return run
+
+
+# ---------------------------------------------------------------- an OpenAI-compatible server
+class EmbeddingsStandIn:
+    """An OpenAI-compatible ``/v1/embeddings`` server on loopback (a thread of the test
+    process): each text's vector is promptrec's hashing encoder's (words as fixed random
+    vectors), so texts that share words are near. ``delay`` seconds are waited per request.
+
+    Attributes:
+        url: the base URL (``http://127.0.0.1:PORT/v1``).
+        requests: how many embedding requests it answered.
+    """
+
+    def __init__(self, dim: int = 48) -> None:
+        import json
+        import threading
+        import time
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from promptrec.encoders.hashing import HashingEncoder
+
+        words = HashingEncoder(dim)
+        stand_in = self
+        self.requests = 0
+        self.delay = 0.0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                stand_in.requests += 1
+                time.sleep(stand_in.delay)
+                texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+                vectors = words.encode(texts)
+                reply = {
+                    "object": "list",
+                    "model": body["model"],
+                    "data": [
+                        {"object": "embedding", "index": i, "embedding": v.tolist()}
+                        for i, v in enumerate(vectors)
+                    ],
+                }
+                data = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        self.url = f"http://127.0.0.1:{self._server.server_port}/v1"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def embeddings_stand_in(monkeypatch) -> Iterator[EmbeddingsStandIn]:
+    """An OpenAI-compatible embeddings server on loopback, named by
+    ``PROMPTREC_OPENAI_BASE_URL`` for this test (and the processes it starts)."""
+    server = EmbeddingsStandIn()
+    monkeypatch.setenv("PROMPTREC_OPENAI_BASE_URL", server.url)
+    yield server
+    server.close()

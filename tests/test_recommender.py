@@ -74,8 +74,12 @@ def test_a_query_outside_the_history_is_answered_first(beauty_slice, encoder) ->
         index = rec.data.item_index
         return sum("nail" in texts[index[i]].lower() for i in r.item_ids[:n])
 
-    assert nails(mixed, 5) == 5 and nails(mixed) >= 8  # the query first, the taste after
-    assert nails(alone, 5) < 5 and nails(alone) < nails(mixed)
+    # the query first, the taste after. Measured margins (fp32 and bf16 encoders, which two
+    # machines of this kind may use): the mix's fifth nail item leads its first other by 0.0036
+    # and it has 7-8 nail items in the top 10, the sixth 0.006 above the fifth other item; the
+    # vector sum alone has 2 in its top 5 and 3 in its top 10 (a fifth would need +0.01)
+    assert nails(mixed, 5) == 5 and nails(mixed) >= 6
+    assert nails(alone, 5) <= 3 and nails(alone) <= 4
     # without a query, the mix changes nothing
     plain = history.with_query(None)
     assert mixed.recommend_histories([plain], 10)[0].item_ids == (

@@ -62,8 +62,15 @@ class OpenAIEncoder(Encoder):
         self.max_tokens = max_tokens
         self.prefix = {"query": query_prefix, "document": document_prefix}
         self.name = f"openai:{base_url.rstrip('/')}:{model}"
-        self.dim = 0  # known after the first call
-        self._dim_known = False
+        self._dim: int | None = None  # the server's: asked for when first needed
+
+    @property
+    def dim(self) -> int:  # type: ignore[override]
+        """The vector size, learnt from the server (one short request, the first time it is
+        needed before any text was encoded: a catalogue's vectors are allocated with it)."""
+        if self._dim is None:
+            self._dim = int(self._post([self.prefix["document"] + "dimension"]).shape[1])
+        return self._dim
 
     def _post(self, texts: list[str]) -> np.ndarray:
         import httpx
@@ -77,8 +84,21 @@ class OpenAIEncoder(Encoder):
                 f"embeddings endpoint {self._client.base_url} answered {resp.status_code}: "
                 f"{resp.text[:200]}"
             )
-        data = sorted(resp.json()["data"], key=lambda d: d["index"])
-        return np.asarray([d["embedding"] for d in data], dtype=np.float32)
+        try:
+            data = sorted(resp.json()["data"], key=lambda d: d["index"])
+            vectors = np.asarray([d["embedding"] for d in data], dtype=np.float32)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"embeddings endpoint {self._client.base_url} did not answer with embeddings "
+                f"({type(exc).__name__}: {exc}); expected the OpenAI format "
+                '{"data": [{"index": 0, "embedding": [...]}, ...]}'
+            ) from None
+        if vectors.ndim != 2 or len(vectors) != len(texts) or not vectors.shape[1]:
+            raise ConfigError(
+                f"embeddings endpoint {self._client.base_url} answered {vectors.shape} for "
+                f"{len(texts)} texts: expected one non-empty vector per text"
+            )
+        return vectors
 
     def encode(
         self,
@@ -97,7 +117,12 @@ class OpenAIEncoder(Encoder):
         if not parts:
             return np.zeros((0, self.dim), dtype=np.float32)
         out = normalise(np.concatenate(parts))
-        self.dim = out.shape[1]
+        if self._dim is not None and out.shape[1] != self._dim:
+            raise ConfigError(
+                f"embeddings endpoint {self._client.base_url} answered {out.shape[1]}-d vectors "
+                f"after {self._dim}-d ones: one model must give one size"
+            )
+        self._dim = out.shape[1]
         return out
 
     def count_tokens(self, text: str) -> int:

@@ -15,7 +15,10 @@ import ctypes
 import gc
 import json
 import os
+import signal
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -173,4 +176,21 @@ def worker_app() -> FastAPI:
     settings = ServeSettings.from_json(text)
     settings.engine.claim_service = False  # the serve command holds the lock for all workers
     one_thread_per_request()
-    return build_app(settings)
+    with _stoppable_at_once():
+        return build_app(settings)
+
+
+@contextmanager
+def _stoppable_at_once() -> Iterator[None]:
+    """While a worker builds its engine (minutes at a million items), SIGTERM and SIGINT end
+    it at once, as a crash would: uvicorn's handlers, already in place, only note a signal for
+    the server loop that starts after the build, and a long native call (encoding, the HNSW
+    build) would not see a Python handler anyway. Nothing is served yet and every write of the
+    build is a transaction (the store, the embedding cache), so nothing is lost; the
+    supervisor's stop then takes as long as the kernel needs to end the process."""
+    handlers = {sig: signal.signal(sig, signal.SIG_DFL) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
