@@ -39,7 +39,7 @@ def rank(rec: Recommender, histories, filters: Filters | None) -> tuple[np.ndarr
     lists = []
     for start in range(0, len(histories), 256):
         batch = histories[start : start + 256]
-        for r in rec.recommend_histories(batch, 10, filters=filters):
+        for r in rec.recommend(batch, 10, filters=filters):
             index = rec.data.item_index
             row = [index[i] for i in r.item_ids]
             lists.append(row + [-1] * (10 - len(row)))

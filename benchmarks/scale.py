@@ -224,7 +224,7 @@ def ann_quality(catalog: Path, log: Path, n_users: int = 500) -> dict:
         data
     )
     users = list(data.user_ids[:n_users])
-    index = served._state().index
+    index = served.index
     out: dict = {"index": type(index).__name__}
     if isinstance(index, HNSWIndex):
         out["calibrated"] = index.calibration

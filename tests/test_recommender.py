@@ -46,7 +46,7 @@ def test_query_changes_the_list(rec, beauty_slice) -> None:
     plain = rec.recommend([user], n=10)[0].item_ids
     shampoo = rec.recommend([user], n=10, query="shampoo for dry hair")[0]
     assert plain != shampoo.item_ids
-    texts = rec._text_space().texts
+    texts = rec.text_space.texts
     index = rec.data.item_index
     hair = sum("hair" in texts[index[i]].lower() for i in shampoo.item_ids)
     assert hair >= 5
@@ -67,10 +67,10 @@ def test_a_query_outside_the_history_is_answered_first(beauty_slice, encoder) ->
     alone = Recommender(
         "mean-of-items", encoder=encoder, query_mix=QueryMix(lexical_weight=0.0)
     ).fit(beauty_slice)
-    texts = mixed._text_space().texts
+    texts = mixed.text_space.texts
 
     def nails(rec: Recommender, n: int = 10) -> int:
-        [r] = rec.recommend_histories([history], 10)
+        [r] = rec.recommend([history], 10)
         index = rec.data.item_index
         return sum("nail" in texts[index[i]].lower() for i in r.item_ids[:n])
 
@@ -82,18 +82,16 @@ def test_a_query_outside_the_history_is_answered_first(beauty_slice, encoder) ->
     assert nails(alone, 5) <= 3 and nails(alone) <= 4
     # without a query, the mix changes nothing
     plain = history.with_query(None)
-    assert mixed.recommend_histories([plain], 10)[0].item_ids == (
-        alone.recommend_histories([plain], 10)[0].item_ids
-    )
+    assert mixed.recommend([plain], 10)[0].item_ids == (alone.recommend([plain], 10)[0].item_ids)
     # a new item that answers the query joins the list at once, its words indexed with it;
     # the list it came from is unchanged
     new = beauty_slice.items.iloc[:1].copy()
     new["item_id"], new["title"] = "new-polish", "Red Nail Polish Lacquer, Glossy Crimson"
     data, added = beauty_slice.edited(new)
-    before = mixed.recommend_histories([history], 10)[0].item_ids
+    before = mixed.recommend([history], 10)[0].item_ids
     edited = mixed.edited(data, added)
-    assert "new-polish" in edited.recommend_histories([history], 10)[0].item_ids
-    assert mixed.recommend_histories([history], 10)[0].item_ids == before
+    assert "new-polish" in edited.recommend([history], 10)[0].item_ids
+    assert mixed.recommend([history], 10)[0].item_ids == before
 
 
 def test_filters_are_respected(rec, beauty_slice) -> None:
@@ -128,7 +126,7 @@ def test_bad_arguments(beauty_slice) -> None:
     rec = Recommender("popularity").fit(beauty_slice)
     with pytest.raises(ConfigError):
         rec.recommend(["x"], n=0)
-    all_lists = list(rec.recommend_all(n=20))
+    all_lists = rec.recommend(rec.user_ids, n=20)
     assert len(all_lists) == beauty_slice.events.user_id.nunique()
     assert all(len(r.items) == 20 for r in all_lists)
     assert np.all([r.scores == sorted(r.scores, reverse=True) for r in all_lists])

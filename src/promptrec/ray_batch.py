@@ -128,7 +128,7 @@ class RankBatch:
             rec.history(str(u)).with_query(str(q) or None)
             for u, q in zip(batch["user_id"], batch["query"], strict=True)
         ]
-        lists = rec.recommend_histories(histories, self.k, explain=False)
+        lists = rec.recommend(histories, self.k)
         return {
             "user_id": batch["user_id"],
             "items": _objects([r.item_ids for r in lists]),
@@ -156,7 +156,7 @@ def recommend_on_ray(
         batch_size: users per ``map_batches`` call.
         concurrency: ranking actors (default: one per CPU of the cluster).
     """
-    users = list(recommender._state().histories)
+    users = recommender.user_ids
     if not users:
         return
     ray = connect(address)

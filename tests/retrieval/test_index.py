@@ -266,5 +266,5 @@ def test_recommendations_through_the_approximate_index(beauty_slice) -> None:
             seen = set(beauty_slice.item_ids[approx.history(rec.user_id).items])
             assert not seen & set(rec.item_ids)
     assert got[-1].item_ids == want[-1].item_ids  # a cold user: the most popular items
-    everyone = {r.user_id: r.item_ids for r in approx.recommend_all(10)}
+    everyone = {r.user_id: r.item_ids for r in approx.recommend(approx.user_ids, 10)}
     assert len(everyone) == len(beauty_slice.user_ids)

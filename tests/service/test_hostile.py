@@ -596,7 +596,7 @@ def test_requests_during_catalogue_changes_each_match_one_snapshot(store, make_c
             lists = {}
             for user in users:
                 history = engine.histories.history(user, snap.data, time.time())
-                [rec] = fresh.recommend_histories([history], 10)
+                [rec] = fresh.recommend([history], 10)
                 lists[user] = (rec.item_ids, rec.scores)
             expected.append(lists)
         assert len(answers) > 20

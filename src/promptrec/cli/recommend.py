@@ -139,7 +139,7 @@ def recommend(
             f"excluded){where}"
         )
         if live is not None:
-            known = set(rec._state().histories)
+            known = set(rec.user_ids)
             answered = sum(1 for u, q in live.items() if q and u in known)
             strangers = sum(1 for u in live if u not in known)
             echo(
@@ -217,6 +217,26 @@ def read_queries(path: Path) -> dict[str, str]:
     return out
 
 
+EXPORT_CHUNK = 8192  # users ranked, then written, at a time
+
+
+def _every_list(rec, k: int, queries: dict[str, str]):  # type: ignore[no-untyped-def]
+    """``(user_id, item ids, scores)`` of every user of the fitted log (seen items excluded),
+    ranked a chunk of users at a time; a user in ``queries`` answers that live query."""
+    from tqdm.auto import tqdm
+
+    users = rec.user_ids
+    with tqdm(total=len(users), desc="users", unit="user") as bar:
+        for start in range(0, len(users), EXPORT_CHUNK):
+            chunk = [
+                rec.history(u).with_query(queries.get(u))
+                for u in users[start : start + EXPORT_CHUNK]
+            ]
+            for r in rec.recommend(chunk, k):
+                yield r.user_id, r.item_ids, r.scores
+            bar.update(len(chunk))
+
+
 def _export(  # type: ignore[no-untyped-def]
     rec, dataset, k: int, output: Path, ray_address: str | None = None, queries=None
 ) -> int:
@@ -225,10 +245,7 @@ def _export(  # type: ignore[no-untyped-def]
 
         lists = recommend_on_ray(rec, k, address=ray_address, queries=queries)
     else:
-        lists = (
-            (r.user_id, r.item_ids, r.scores)
-            for r in rec.recommend_all(k, queries=queries, progress=True)
-        )
+        lists = _every_list(rec, k, queries or {})
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
     n = 0

@@ -20,9 +20,12 @@ from promptrec.data.dataset import Dataset
 from promptrec.data.split import Split, SplitName, leave_last_out
 from promptrec.encoders import Encoder
 from promptrec.evaluation.metrics import average_popularity, coverage, ndcg_at, ranking_metrics
-from promptrec.retrieval.topk import target_ranks, top_k
+from promptrec.ranking import rank
+from promptrec.retrieval.filters import Filters
+from promptrec.retrieval.topk import target_ranks
 from promptrec.scorers import SCORERS, Scorer, TextSpace, make_scorer
 from promptrec.scorers.popularity import item_counts
+from promptrec.scorers.terms import Terms
 
 log = logging.getLogger("promptrec")
 
@@ -109,22 +112,31 @@ def evaluate_scorer(
     exclude_seen: bool = True,
     progress: bool = True,
     sizes: np.ndarray | None = None,
+    filters: Filters | None = None,
 ) -> StrategyResult:
-    """Fit ``scorer`` on ``split.fit`` and rank every evaluated user's target."""
+    """Fit ``scorer`` on ``split.fit`` and rank every evaluated user's target against the
+    whole catalogue (:meth:`Terms.scores <promptrec.scorers.terms.Terms.scores>`); each user's
+    ten best items are ranked by :func:`promptrec.ranking.rank`, the function every list a
+    user is served comes from. With ``filters``, only the items they keep are ranked (a target
+    outside them is never found)."""
     t0 = time.perf_counter()
     scorer.fit(split.fit)
+    allowed = None if filters is None else filters.mask(split.fit)
     n = len(split.histories)
     ranks = np.empty(n, dtype=np.int64)
     tops = []
-    for start, scores in scorer.score_batches(
+    for start, terms in scorer.terms_batches(
         split.histories, progress=progress, desc=f"{split.name}: {scorer.name}"
     ):
-        hist = split.histories[start : start + len(scores)]
+        hist = split.histories[start : start + len(terms)]
         exclude = [h.items for h in hist] if exclude_seen else None
-        ranks[start : start + len(scores)] = target_ranks(
-            scores, split.targets[start : start + len(scores)], exclude
+        scores = terms.scores()
+        if allowed is not None:
+            scores[:, ~allowed] = -np.inf
+        ranks[start : start + len(terms)] = target_ranks(
+            scores, split.targets[start : start + len(terms)], exclude
         )
-        idx, _ = top_k(scores, 10, exclude=exclude)
+        idx, _ = rank(Terms.of_scores(scores), 10, exclude=exclude, allowed=allowed)
         tops.append(idx)
     metrics = ranking_metrics(ranks, ks)
     top10 = np.concatenate(tops) if tops else np.zeros((0, 10), dtype=np.int64)

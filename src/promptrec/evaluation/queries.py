@@ -38,6 +38,7 @@ from promptrec.retrieval.topk import target_ranks
 from promptrec.scorers import MeanOfItemsScorer, Scorer, TextSpace
 from promptrec.scorers.lexical import BM25Scorer
 from promptrec.scorers.query import QueryAwareScorer
+from promptrec.scorers.terms import Terms
 from promptrec.scorers.vector import VectorScorer
 
 log = logging.getLogger("promptrec")
@@ -79,11 +80,11 @@ class QueryView(Scorer):
         self.data = data
         return self
 
-    def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:
+    def terms(self, histories: Sequence[UserHistory]) -> Terms:
         if self.sees == "history":
-            return self.inner.score([h.with_query(None) for h in histories])
+            return self.inner.terms([h.with_query(None) for h in histories])
         empty = np.zeros(0, dtype=np.int64)
-        return self.inner.score([UserHistory(h.user_id, empty, query=h.query) for h in histories])
+        return self.inner.terms([UserHistory(h.user_id, empty, query=h.query) for h in histories])
 
     def config(self) -> dict[str, Any]:
         return {**self.inner.config(), "sees": self.sees}
@@ -109,14 +110,14 @@ def choose_query_weights(
             batch = split.histories[start : start + scorer.batch_size]
             targets = split.targets[start : start + len(batch)]
             exclude = [h.items for h in batch]
-            matches = scorer.lexical.scaled_scores([h.query for h in batch])
+            matches = scorer.lexical.matches([h.query for h in batch])
             for query_weight in query_weights:
                 scorer.query_weight = query_weight
-                inner = scorer.inner.score(batch)
+                inner = scorer.inner.terms(batch)
                 for lexical_weight in lexical_weights:
-                    scores = inner + lexical_weight * matches
+                    terms = inner.plus(matches * np.float32(lexical_weight))
                     ranks[(query_weight, lexical_weight)][start : start + len(batch)] = (
-                        target_ranks(scores, targets, exclude)
+                        target_ranks(terms.scores(), targets, exclude)
                     )
             bar.update(len(batch))
     table = {f"{q}/{w}": ndcg_at(ranks[(q, w)], 10) for q, w in pairs}

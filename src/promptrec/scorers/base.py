@@ -1,9 +1,11 @@
 """The one contract every recommender component implements: fit on a log, score histories.
 
 A scorer sees a :class:`~promptrec.data.dataset.Dataset` in :meth:`Scorer.fit` (the catalogue
-and the log it may learn from) and returns, for each history given to :meth:`Scorer.score`, one
-score per catalogue item. Retrieval (top-K, exclusions, filters), explanations and evaluation are
-written once on top of this contract.
+and the log it may learn from) and gives, for the histories given to :meth:`Scorer.terms`, the
+terms of every catalogue item's score (:class:`~promptrec.scorers.terms.Terms`: user and item
+vectors, sparse terms, the cold users' popular items, or its own scores of every item). Ranking
+(:func:`promptrec.ranking.rank`: top-K, exclusions, filters, an index), explanations and
+evaluation are written once on top of this contract.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from tqdm.auto import tqdm
 
 from promptrec.data.dataset import Dataset, UserHistory
 from promptrec.errors import PromptrecError
+from promptrec.scorers.terms import Terms
 
 
 class NotFittedError(PromptrecError):
@@ -43,27 +46,35 @@ class Scorer(ABC):
     def fit(self, data: Dataset) -> Scorer:
         """Learn from ``data`` (catalogue + log); returns self."""
 
-    @abstractmethod
+    def terms(self, histories: Sequence[UserHistory]) -> Terms:
+        """The terms of every item's score for each history (one batch). This default is a
+        scorer's own scores of every item (:meth:`_score`); vector scorers give vectors."""
+        self._check_fitted()
+        return Terms.of_scores(self._score(histories))
+
     def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:
-        """Scores ``[len(histories), n_items]`` for one batch."""
+        """Scores ``[len(histories), n_items]`` for one batch (a scorer that does not give
+        :meth:`terms` of its own gives these)."""
+        raise NotImplementedError(f"{type(self).__name__} gives neither terms nor scores")
 
     def score(self, histories: Sequence[UserHistory]) -> np.ndarray:
-        """One score per catalogue item for each history, ``[len(histories), n_items]``."""
+        """Every catalogue item's final score for each history, ``[len(histories), n_items]``
+        (:meth:`Terms.scores <promptrec.scorers.terms.Terms.scores>` of :meth:`terms`)."""
         self._check_fitted()
         if not histories:
             return np.zeros((0, self.data.n_items), dtype=np.float32)  # type: ignore[union-attr]
-        return np.asarray(self._score(histories), dtype=np.float32)
+        return self.terms(histories).scores()
 
-    def score_batches(
+    def terms_batches(
         self, histories: Sequence[UserHistory], *, progress: bool = False, desc: str | None = None
-    ) -> Iterator[tuple[int, np.ndarray]]:
-        """``(start, scores)`` per batch of ``batch_size`` histories, with a progress bar."""
+    ) -> Iterator[tuple[int, Terms]]:
+        """``(start, terms)`` per batch of ``batch_size`` histories, with a progress bar."""
         self._check_fitted()
         bar = tqdm(total=len(histories), disable=not progress, desc=desc or self.name, unit="user")
         with bar:
             for start in range(0, len(histories), self.batch_size):
                 batch = histories[start : start + self.batch_size]
-                yield start, self.score(batch)
+                yield start, self.terms(batch)
                 bar.update(len(batch))
 
     def detached(self) -> Scorer:

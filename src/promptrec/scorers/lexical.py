@@ -23,11 +23,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from promptrec.data.dataset import Dataset, UserHistory
 from promptrec.data.rows import Column
 from promptrec.scorers.base import Scorer
-from promptrec.scorers.popularity import edited_counts, item_counts, popular_for_cold_users
+from promptrec.scorers.popularity import edited_counts, item_counts
+from promptrec.scorers.terms import scaled_popularity
 
 _WORD = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+|[^\W_]+", re.UNICODE)
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -171,16 +173,38 @@ class BM25Scorer(Scorer):
                 out[row] = self.index.scores(query, live)
         return out
 
-    def scaled_scores(self, queries: Sequence[str | None]) -> np.ndarray:
-        """:meth:`query_scores` over each query's best, in ``[0, 1]``: what the query-aware
-        ranking adds (:mod:`promptrec.scorers.query`)."""
-        scores = self.query_scores(queries)
-        best = scores.max(axis=1, keepdims=True)
-        return scores / np.where(best > 0, best, 1.0)
+    def matches(self, queries: Sequence[str | None]) -> sp.csr_matrix:
+        """``[len(queries), n_items]``, sparse: each query's BM25 score of the items that hold
+        one of its words, over the best item's (in ``(0, 1]``); no entry for the others, nor
+        for a user without a query. What the query-aware ranking adds
+        (:mod:`promptrec.scorers.query`)."""
+        assert self.data is not None, "fit first"
+        live = self.data.live_mask()
+        if live is None:
+            live = np.ones(self.data.n_items, dtype=bool)
+        indptr = [0]
+        indices: list[np.ndarray] = []
+        values: list[np.ndarray] = []
+        for query in queries:
+            row = self.index.scores(query, live) if query else None
+            hit = np.zeros(0, dtype=np.int64) if row is None else np.flatnonzero(row)
+            if len(hit):
+                indices.append(hit)
+                values.append(row[hit] / row[hit].max())  # type: ignore[index]
+            indptr.append(indptr[-1] + len(hit))
+        shape = (len(queries), self.data.n_items)
+        if not indices:
+            return sp.csr_matrix(shape, dtype=np.float32)
+        return sp.csr_matrix(
+            (np.concatenate(values).astype(np.float32), np.concatenate(indices), indptr),
+            shape=shape,
+        )
 
     def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:
         scores = self.query_scores([h.query for h in histories])
-        return popular_for_cold_users(scores, scores, self.popularity)  # no word matched
+        unmatched = ~scores.any(axis=1)  # no query, or none of its words in any item
+        scores[unmatched] = scaled_popularity(self.popularity)
+        return scores
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "k1": self.k1, "b": self.b}

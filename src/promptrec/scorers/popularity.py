@@ -28,16 +28,6 @@ def edited_counts(counts: Column, old: Dataset, data: Dataset, added: np.ndarray
     return counts.extended(carried)
 
 
-def popular_for_cold_users(
-    scores: np.ndarray, users: np.ndarray, popularity: np.ndarray
-) -> np.ndarray:
-    """Rows whose user vector is all zeros (no history, no query) get the most popular items."""
-    cold = ~users.any(axis=1)
-    if cold.any():
-        scores[cold] = popularity / max(float(popularity.max()), 1.0)
-    return scores
-
-
 class PopularityScorer(Scorer):
     """Scores every user alike by the item's interaction count in the fitted log."""
 

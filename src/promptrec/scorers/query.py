@@ -5,13 +5,16 @@ ones their history says they like. A vector scorer alone mixes the query into th
 vector (``query_weight``): a long hair-care history can outvote two words. The
 :class:`QueryAwareScorer` adds what a search engine knows: each item's BM25 match with the
 query's words (:class:`~promptrec.scorers.lexical.BM25Scorer`), scaled to ``[0, 1]`` by the best
-item's, times ``lexical_weight``. Both weights are chosen on validation targets
+item's, times ``lexical_weight``: a sparse term (it names only the items that hold a word of
+the query), so an approximate index still ranks the vectors and the match is added exactly.
+Both weights are chosen on validation targets
 (:func:`promptrec.evaluation.queries.choose_query_weights`); users without a query get the inner
 scorer's lists unchanged.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +24,7 @@ import numpy as np
 from promptrec.data.dataset import Dataset, UserHistory
 from promptrec.scorers.base import Scorer
 from promptrec.scorers.lexical import BM25Scorer
+from promptrec.scorers.terms import Terms
 from promptrec.scorers.vector import VectorScorer
 
 
@@ -69,11 +73,21 @@ class QueryAwareScorer(Scorer):
         self.data = data
         return self
 
-    def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:
-        scores = self.inner.score(histories)
-        if self.lexical_weight:
-            scores += self.lexical_weight * self.lexical.scaled_scores([h.query for h in histories])
-        return scores
+    def edited(self, data: Dataset, added: np.ndarray) -> QueryAwareScorer:
+        """A copy for ``data`` (see :meth:`Scorer.edited`): the inner scorer edited, and the
+        appended rows' words added to the lexical index (over the inner's edited text space)."""
+        clone = copy.copy(self)
+        clone.inner = self.inner.edited(data, added)  # type: ignore[assignment]
+        clone.lexical = self.lexical.edited(data, added, space=clone.inner.space)  # type: ignore[attr-defined]
+        clone.data = data
+        return clone
+
+    def terms(self, histories: Sequence[UserHistory]) -> Terms:
+        terms = self.inner.terms(histories)
+        if not self.lexical_weight or not any(h.query for h in histories):
+            return terms
+        matches = self.lexical.matches([h.query for h in histories])
+        return terms.plus(matches * np.float32(self.lexical_weight))
 
     def config(self) -> dict[str, Any]:
         return {

@@ -25,6 +25,7 @@ from promptrec.prompts.items import ItemPrompter
 from promptrec.prompts.language import Language
 from promptrec.prompts.users import PromptCatalog, PromptStrategy, UserPrompt, get_strategy
 from promptrec.scorers.popularity import edited_counts, item_counts
+from promptrec.scorers.terms import Terms
 from promptrec.scorers.vector import VectorScorer
 
 
@@ -51,9 +52,13 @@ class TextSpace:
     #: changed since (None: never)
     keep_on_disk_from: int | None = 50_000
 
+    def fitted_on(self, data: Dataset) -> bool:
+        """Whether this space holds ``data``'s catalogue (the same frame)."""
+        return self._items is data.items
+
     def fit(self, data: Dataset, *, progress: bool = False) -> TextSpace:
         """Encode the catalogue (a no-op when it is the same catalogue frame as before)."""
-        if self._items is data.items:
+        if self.fitted_on(data):
             return self
         self.language = self.prompter.language_of(data.items)
         self.template_name = self.prompter.resolve(data.items.columns, self.language)
@@ -250,9 +255,14 @@ class MultiInterestScorer(MeanOfItemsScorer):
         share = np.bincount(assign, weights=weights, minlength=k) / weights.sum()
         return cent, share
 
+    def terms(self, histories: Sequence[UserHistory]) -> Terms:
+        self._check_fitted()
+        return Terms.of_scores(self._score(histories))
+
     def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:
         out = np.empty((len(histories), self.item_vectors.shape[0]), dtype=np.float32)
-        plain = super()._score(histories)  # cold users and live queries: the mean-of-items path
+        # cold users and live queries: the mean-of-items path
+        plain = super().terms(histories).scores()
         for row, h in enumerate(histories):
             items = h.items[-self.max_items :]
             if len(items) < 2 * self.min_items_per_interest or h.query:

@@ -1,10 +1,9 @@
 """Vector scorers: an item's score is the inner product of a user vector and its item vector.
 
-The text strategies and the trained models are vector scorers. Besides the dense
-:meth:`~promptrec.scorers.base.Scorer.score` (every item, for evaluation), they expose their
-vectors, so that recommendations rank through a
-:class:`~promptrec.retrieval.index.VectorIndex` (exact or approximate) instead of scoring every
-item: the :class:`~promptrec.recommender.Recommender` does so for them.
+The text strategies and the trained models are vector scorers: their
+:class:`~promptrec.scorers.terms.Terms` are user and item vectors (plus sparse terms), so that
+:func:`promptrec.ranking.rank` can search an approximate
+:class:`~promptrec.retrieval.index.VectorIndex` for them instead of scoring every item.
 """
 
 from __future__ import annotations
@@ -19,16 +18,17 @@ import scipy.sparse as sp
 from promptrec.data.dataset import UserHistory
 from promptrec.data.rows import Column
 from promptrec.scorers.base import Scorer
-from promptrec.scorers.popularity import popular_for_cold_users
+from promptrec.scorers.terms import Terms, scaled_popularity
 
 
 class VectorScorer(Scorer):
-    """A scorer whose scores are ``user_vectors(histories) @ item_vectors.T``; a user whose
-    vector is all zeros (no history, no query) gets the most popular items instead.
+    """A scorer whose scores are ``user_vectors(histories) @ item_vectors.T`` (plus its
+    :meth:`sparse_scores`); a user whose vector is all zeros (no history, no query) gets the
+    most popular items instead.
 
     Attributes:
         ranks_by_vectors: False for a subclass whose scores are not that inner product (it
-            keeps the vectors for other uses, and is ranked densely).
+            keeps the vectors for other uses, and gives its own scores of every item).
         popularity: interactions per item in the fitted log (for cold users).
     """
 
@@ -57,17 +57,18 @@ class VectorScorer(Scorer):
         """A sparse, non-negative term added to the vectors' inner products
         (``[len(histories), n_items]``), or None (the default: none).
 
-        An index ranks the vectors alone; the
-        :class:`~promptrec.recommender.Recommender` then rescores the index's top items
-        together with the items this term names, which is exact: an item outside both has
-        only its inner product, below those of the index's top.
+        An index ranks the vectors alone; :func:`promptrec.ranking.rank` then rescores the
+        index's top items together with the items this term names, which is exact: an item
+        outside both has only its inner product, below those of the index's top.
         """
         return None
 
-    def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:
-        users = self.user_vectors(histories)
-        scores = users @ self.item_vectors.T
-        extra = self.sparse_scores(histories)
-        if extra is not None:
-            scores += extra.toarray()
-        return popular_for_cold_users(scores, users, self.popularity)
+    def terms(self, histories: Sequence[UserHistory]) -> Terms:
+        self._check_fitted()
+        return Terms(
+            len(self.item_vectors),
+            users=self.user_vectors(histories),
+            items=self.item_vectors,
+            popularity=scaled_popularity(self.popularity),
+            sparse=self.sparse_scores(histories),
+        )

@@ -410,7 +410,7 @@ class Engine:
         if asked is not None:
             history = history.with_query(asked)
         source = "request" if asked is not None else "search" if history.query else None
-        [rec] = arm.recommender.recommend_histories(
+        [rec] = arm.recommender.recommend(
             [history], k, filters=filters, exclude_seen=not keep_seen, explain=explain
         )
         request_id = new_request_id()

@@ -104,7 +104,7 @@ class SnapshotBuilder:
         # items' display titles, the id map
         item_facets(data)
         for arm in arms.values():
-            arm.recommender._labels()
+            arm.recommender.labels  # noqa: B018 (made now)
         data.item_index  # noqa: B018 (a cached property: built now)
         return Snapshot(data, arms, time.time(), dict(self.store.skipped))
 

@@ -45,13 +45,13 @@ def choose_cooccurrence(
     knns = {d: fitted.with_decay(d) for d in decays}
 
     def settings_scores(hist: Sequence[UserHistory]) -> Iterator[tuple[Hashable, np.ndarray]]:
-        base = scorer.score(hist)
+        base = scorer.terms(hist)  # the model's terms: its vectors computed once per batch
         for d, knn in knns.items():
-            extra = knn.scaled_scores(hist).toarray()
+            extra = knn.scaled_scores(hist)
             for w in weights:
                 if w == 0 and d != decays[0]:
                     continue  # the model alone: once
-                yield (w, d), (base + np.float32(w) * extra if w else base)
+                yield (w, d), (base.plus(extra * np.float32(w)) if w else base).scores()
 
     results = grid_ranks(split, settings_scores)
     grid = [

@@ -23,10 +23,12 @@ from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from promptrec.data.dataset import UserHistory
 from promptrec.data.split import Split
 from promptrec.evaluation.metrics import ndcg_at
+from promptrec.scorers.terms import Terms
 from promptrec.train.grid import grid_ranks
 from promptrec.train.trained import TrainedScorer
 
@@ -78,20 +80,20 @@ def choose_new_items(
         items[k] = probe.fit(data).item_vectors
     listed = np.ones(data.n_items, dtype=bool) if untouched is None else ~np.asarray(untouched)
 
+    dropped = np.ones(data.n_items, dtype=np.float32)
+    dropped[simulated] = 0.0  # a new item co-occurs with nothing
+
     def settings_scores(hist: Sequence[UserHistory]) -> Iterator[tuple[Hashable, np.ndarray]]:
         users = scorer.user_vectors(hist)  # histories read every item as the model knows it
         extra = scorer.sparse_scores(hist)
-        extra = (
-            np.zeros((len(hist), data.n_items), np.float32) if extra is None else extra.toarray()
-        )
-        extra[:, simulated] = 0.0  # a new item co-occurs with nothing
+        if extra is not None:
+            extra = (extra @ sp.diags(dropped)).tocsr()
         for k, vectors in items.items():
             base = users @ vectors.T
             for scale in scales:
-                scores = base.copy()
-                scores[:, new] *= np.float32(scale)
-                scores += extra
-                yield (k, scale), scores
+                scored = base.copy()  # as the model scores them: new items' vectors scaled
+                scored[:, new] *= np.float32(scale)
+                yield (k, scale), Terms.of_scores(scored).plus(extra).scores()
 
     results = grid_ranks(split, settings_scores, left_out=np.flatnonzero(~listed))
     target_new = as_new[split.targets]

@@ -44,7 +44,7 @@ def router(service: Service) -> APIRouter:
         h = engine.histories.history(user_id, snap.data, time.time())
         if len(h) == 0 and not engine.histories.knows(user_id):
             raise HTTPException(404, f"user '{user_id}' has no history")
-        labels = snap.arms[engine.arm_for(user_id)].recommender._labels()
+        labels = snap.arms[engine.arm_for(user_id)].recommender.labels
         recent = list(zip(h.items[::-1], h.events[::-1], strict=True))[:limit]
         return HistoryOut(
             user_id=user_id,
