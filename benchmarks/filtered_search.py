@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from promptrec.retrieval.filters import Filters
-from promptrec.service.engine import Engine, EngineConfig
-from promptrec.service.workers import one_thread_per_request
+from promptrec.service.config import EngineConfig
+from promptrec.service.engine import Engine
 from promptrec.store import Store
+from promptrec.threads import one_thread_per_request
 
 
 def main() -> None:

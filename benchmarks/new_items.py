@@ -101,7 +101,7 @@ def main() -> None:
         default="0:1.0,3:1.0,3:1.1,3:1.2,3:1.3",
         help="BORROWED_IDS:SCALE,... : also score the trained model with items lacking an id "
         "embedding borrowing the mean id of this many text neighbours, scored at this scale "
-        "(TrainedScorer.borrowed_ids, new_item_scale)",
+        "(TrainedScorer.scoring: borrowed_ids, new_item_scale)",
     )
     args = parser.parse_args()
     earlier = args.out / "new_items.json"
@@ -142,20 +142,23 @@ def main() -> None:
     validation = trained.info.get("summary", {}).get("validation_ndcg10")
     if validation is not None:
         rows[name]["validation NDCG@10 (reduced log)"] = validation
-    weight = trained.cooccurrence_weight
-    chosen = (trained.borrowed_ids, trained.new_item_scale)
+    weight = trained.scoring.cooccurrence_weight
+    chosen = (trained.scoring.borrowed_ids, trained.scoring.new_item_scale)
     rows[name]["new items (chosen)"] = f"ids from {chosen[0]} neighbours, scale {chosen[1]}"
     if weight > 0:  # the same model without the item co-occurrence term
-        trained.cooccurrence_weight = 0.0  # applied when it is fitted to the data
+        trained.scoring.cooccurrence_weight = 0.0  # applied when it is fitted to the data
         score(f"{name}, co-occurrence off", trained)
-        trained.cooccurrence_weight = weight
+        trained.scoring.cooccurrence_weight = weight
     for setting in filter(None, args.settings.split(",")):
         borrowed, scale = int(setting.split(":")[0]), float(setting.split(":")[1])
         if (borrowed, scale) == chosen:
             continue
-        trained.borrowed_ids, trained.new_item_scale = borrowed, scale  # applied at fit
+        trained.scoring.borrowed_ids, trained.scoring.new_item_scale = (
+            borrowed,
+            scale,
+        )  # applied at fit
         score(f"{name}, set: ids from {borrowed} text neighbours, new items x{scale}", trained)
-    trained.borrowed_ids, trained.new_item_scale = chosen
+    trained.scoring.borrowed_ids, trained.scoring.new_item_scale = chosen
     choice = trained.info.get("new_item_choice", {})
     grid = choice.get("grid", [])
     report = {

@@ -186,10 +186,10 @@ def main() -> None:
             summary = scorer.info["summary"]
             alone = None
             if getattr(scorer, "cooccurrence_weight", 0) > 0:  # the same model, the term off
-                weight = scorer.cooccurrence_weight
-                scorer.cooccurrence_weight = 0.0
+                weight = scorer.scoring.cooccurrence_weight
+                scorer.scoring.cooccurrence_weight = 0.0
                 alone = evaluate_scorer(scorer, split, progress=False).metrics
-                scorer.cooccurrence_weight = weight
+                scorer.scoring.cooccurrence_weight = weight
             into[variant] = {
                 "config": VARIANTS[variant],
                 "validation": summary["validation_ndcg10"],

@@ -27,7 +27,6 @@ Give it the machine alone. Writes ``results/scale.{json,md}``::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import random
@@ -237,7 +236,7 @@ def ann_quality(catalog: Path, log: Path, n_users: int = 500) -> dict:
         default = index.config
         out["by ef_search"] = {}
         for ef in (256, 512, 1024, 2048, 4096):
-            index.config = dataclasses.replace(default, ef_search=ef)
+            index.config = default.model_copy(update={"ef_search": ef})
             started = time.perf_counter()
             got = served.recommend(users, 10)
             ms = (time.perf_counter() - started) / len(users) * 1000

@@ -13,7 +13,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from promptrec.version import __version__
 
 _LAZY = {
     "Dataset": "promptrec.data.dataset",

@@ -113,7 +113,7 @@ class RankBatch:
     def __init__(self, recommender: Any, k: int) -> None:
         import ray
 
-        from promptrec.service.workers import one_thread_per_request
+        from promptrec.threads import one_thread_per_request
 
         # an object reference when Ray hands it over as one
         self.recommender = (

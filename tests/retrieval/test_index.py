@@ -268,3 +268,23 @@ def test_recommendations_through_the_approximate_index(beauty_slice) -> None:
     assert got[-1].item_ids == want[-1].item_ids  # a cold user: the most popular items
     everyone = {r.user_id: r.item_ids for r in approx.recommend(approx.user_ids, 10)}
     assert len(everyone) == len(beauty_slice.user_ids)
+
+
+def test_index_settings_are_checked_and_read_back() -> None:
+    from promptrec.errors import ConfigError
+
+    for bad, message in (
+        ({"kind": "fast"}, "index kind must be auto, exact, hnsw or milvus, not 'fast'"),
+        ({"kind": "milvus"}, "a Milvus index needs a URI"),
+        ({"m": 0}, "index setting m must be at least 1"),
+        ({"ef_search": 0}, "index setting ef_search must be at least 1"),
+        ({"target_recall": 1.5}, r"target_recall must be in \(0, 1\], not 1.5"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            IndexConfig(**bad)
+    config = IndexConfig(kind="hnsw", ef_search=40)
+    assert IndexConfig(**config.model_dump()) == config  # as saved with an index
+    assert config.model_copy(update={"ef_search": 80}).ef_search == 80
+    assert "ef_search" not in config.built() and config.built()["kind"] == "hnsw"
+    with pytest.raises(ValueError):  # frozen
+        config.ef_search = 80  # type: ignore[misc]

@@ -81,13 +81,13 @@ def test_a_catalogue_state_has_one_collection_reused_until_no_one_serves_it(
 ) -> None:
     import gc
 
-    from promptrec.retrieval.milvus import _client
+    from promptrec.retrieval.milvus import open_client
 
     first = Recommender("mean-of-items", index=config).fit(beauty_slice)
     name = first.index.collection
     second = Recommender("mean-of-items", index=config).fit(beauty_slice)  # a restart, say
     assert second.index.collection == name
-    client = _client(config.milvus_uri)
+    client = open_client(config.milvus_uri)
     assert client.get_collection_stats(name)["row_count"] == beauty_slice.n_items
     del first
     gc.collect()

@@ -10,7 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from promptrec.service.app import create_app
-from promptrec.service.engine import ArmSpec, Engine, EngineConfig
+from promptrec.service.config import ArmSpec, EngineConfig
+from promptrec.service.engine import Engine
 from promptrec.service.security import ApiKeys
 from promptrec.store import Store
 

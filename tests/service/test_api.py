@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pytest
 
-from promptrec.service.engine import ArmSpec
+from promptrec.service.config import ArmSpec
 
 AUTH = {"X-API-Key": "test-key"}
 

@@ -9,7 +9,8 @@ import pytest
 
 from promptrec.retrieval.filters import Filters
 from promptrec.retrieval.index import IndexConfig
-from promptrec.service.engine import ArmSpec, Engine, EngineConfig
+from promptrec.service.config import ArmSpec, EngineConfig
+from promptrec.service.engine import Engine
 from promptrec.store import Store
 
 ARMS = [ArmSpec("main", "mean-of-items")]

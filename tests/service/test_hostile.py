@@ -16,7 +16,8 @@ from fastapi.testclient import TestClient
 
 from promptrec.errors import ConfigError
 from promptrec.service.app import create_app
-from promptrec.service.engine import Engine, EngineConfig
+from promptrec.service.config import EngineConfig
+from promptrec.service.engine import Engine
 from promptrec.service.security import ApiKeys
 from promptrec.store import Store
 
@@ -508,7 +509,7 @@ def test_docs_work_without_a_cdn(client) -> None:
 
 
 def test_dashboard_series_run_in_time_order(client) -> None:
-    from promptrec.service.dashboard import _PLOT_LOCK, ctr_figure, latency_figure, latency_series
+    from promptrec.service.dashboard import PLOT_LOCK, ctr_figure, latency_figure, latency_series
 
     now = time.time()
     # /events first seen later than /recommend's first bucket, and answered out of order
@@ -537,7 +538,7 @@ def test_dashboard_series_run_in_time_order(client) -> None:
     for t, route, seconds in trace:
         with metrics._lock:
             metrics.trace.append((t, route, seconds))
-    with _PLOT_LOCK:
+    with PLOT_LOCK:
         for fig in (latency_figure(metrics, 3600), ctr_figure(engine, 3600)):
             lines = fig.axes[0].lines
             assert lines and all(len(line.get_xdata()) >= 2 for line in lines)

@@ -133,7 +133,7 @@ def registry(slice_files, tmp_path_factory):
 
 
 def test_train_registry_activate_and_rollback(registry, store, make_client) -> None:
-    from promptrec.service.engine import ArmSpec
+    from promptrec.service.config import ArmSpec
 
     v1, v2 = registry.versions()
     assert registry.active == v2  # the newest training activated itself
@@ -153,7 +153,7 @@ def test_train_registry_activate_and_rollback(registry, store, make_client) -> N
 
 
 def test_a_version_that_fails_to_load_is_reported_not_served(registry, store, make_client) -> None:
-    from promptrec.service.engine import ArmSpec
+    from promptrec.service.config import ArmSpec
 
     v1, v2 = registry.versions()
     registry.activate(v2)

@@ -7,12 +7,12 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import replace
 
 import httpx
 import pytest
 
-from promptrec.service.engine import ArmSpec, Engine, EngineConfig
+from promptrec.service.config import ArmSpec, EngineConfig
+from promptrec.service.engine import Engine
 from promptrec.service.process import LiveServer, clients_per_worker
 from promptrec.store import Event, Store
 
@@ -31,7 +31,10 @@ def pair(request, beauty_slice, tmp_path):
         s.ingest(beauty_slice, source="slice")
     stores = [Store(target), Store(target)]
     config = EngineConfig(arms=[ArmSpec("main", "mean-of-items")], follow_seconds=3600)
-    engines = [Engine(stores[0], config), Engine(stores[1], replace(config, claim_service=False))]
+    engines = [
+        Engine(stores[0], config),
+        Engine(stores[1], config.model_copy(update={"claim_service": False})),
+    ]
     yield engines
     for engine, store in zip(engines, stores, strict=True):
         engine.close()

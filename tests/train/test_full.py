@@ -10,7 +10,7 @@ from promptrec.data.dataset import Dataset
 from promptrec.errors import ConfigError, ModelError
 from promptrec.train import TrainConfig
 from promptrec.train.full import FullTrainer
-from promptrec.train.trained import load_model
+from promptrec.train.load import load_model
 
 
 @pytest.fixture(scope="module")
@@ -68,19 +68,19 @@ def _scripted_validation(monkeypatch, values: list[float]) -> None:
 
 def test_prefix_tuning_tunes_soft_tokens_only_and_round_trips(tiny, tmp_path, monkeypatch) -> None:
     from promptrec.scorers import PromptScorer, TextSpace
-    from promptrec.train.full import _tuned
-    from promptrec.train.trainer import seed_everything
+    from promptrec.train.checkpoints import seed_everything
+    from promptrec.train.full import tuned_weights
 
     cfg = TrainConfig(**PREFIX)
     trainer = FullTrainer(cfg, progress=False)
     seed_everything(cfg.seed)
     untuned = trainer._model()
-    start = _tuned(untuned.model)
+    start = tuned_weights(untuned.model)
     assert start and all("prompt_encoder" in n for n in start)  # the language model is frozen
     _scripted_validation(monkeypatch, [0.1, 0.2, 0.3])  # epoch 2 is kept
     scorer = trainer.fit(tiny)
     assert scorer.info["summary"]["best_epoch"] == 2
-    moved = _tuned(scorer.space.encoder.model)
+    moved = tuned_weights(scorer.space.encoder.model)
     assert moved.keys() == start.keys()
     assert not all(torch.allclose(moved[k], start[k]) for k in start)  # the prefix learned
     hist = tiny.histories()[:10]

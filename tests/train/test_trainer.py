@@ -20,10 +20,10 @@ from promptrec.retrieval.filters import Filters
 from promptrec.retrieval.index import IndexConfig
 from promptrec.retrieval.topk import target_ranks, top_k
 from promptrec.scorers import ItemKNNScorer, TextSpace
-from promptrec.train import TrainConfig, Trainer
+from promptrec.train import ScoringConfig, TrainConfig, Trainer
 from promptrec.train.cooccurrence import COOCCURRENCE_DECAYS, COOCCURRENCE_WEIGHTS
+from promptrec.train.load import load_model
 from promptrec.train.new_items import BORROWED_IDS, NEW_ITEM_SCALES, choose_new_items
-from promptrec.train.trained import load_model
 
 SMALL = dict(
     dim=32,
@@ -68,10 +68,10 @@ def test_items_without_an_id_borrow_their_text_neighbours_ids(trained) -> None:
     mean id embedding of its nearest trained items by text; the others are unchanged."""
     _, trained_scorer, data = trained
     scorer = trained_scorer.detached()  # text alone, scored as it is
-    scorer.borrowed_ids, scorer.new_item_scale = 0, 1.0
+    scorer.scoring.borrowed_ids, scorer.scoring.new_item_scale = 0, 1.0
     plain = scorer.fit(data).item_vectors.copy()
     borrowing = scorer.detached()
-    borrowing.borrowed_ids = 5
+    borrowing.scoring.borrowed_ids = 5
     borrowing.fit(data)
     changed = ~np.isclose(plain, borrowing.item_vectors, atol=1e-6).all(axis=1)
     position = {iid: i for i, iid in enumerate(scorer.train_item_ids)}
@@ -90,7 +90,7 @@ def test_items_without_an_id_borrow_their_text_neighbours_ids(trained) -> None:
         own = scorer.model.items.project_query(torch.from_numpy(text[item : item + 1]))[0]
         want = scorer.model.scoring((own + borrowed)[None])[0].numpy()
     assert np.allclose(borrowing.item_vectors[item], want, atol=1e-5)
-    borrowing.borrowed_ids = 0  # back to text alone
+    borrowing.scoring.borrowed_ids = 0  # back to text alone
     borrowing.fit(data)
     assert np.allclose(borrowing.item_vectors, plain, atol=1e-6)
 
@@ -269,7 +269,7 @@ def test_the_weight_is_the_best_of_the_grid_on_validation(trained) -> None:
     assert len(grid) == 1 + (len(COOCCURRENCE_WEIGHTS) - 1) * len(COOCCURRENCE_DECAYS)
     best = max(g["ndcg10"] for g in grid)
     assert choice["ndcg10"] == best
-    assert (scorer.cooccurrence_weight, scorer.cooccurrence_decay) == (
+    assert (scorer.scoring.cooccurrence_weight, scorer.scoring.cooccurrence_decay) == (
         choice["weight"],
         choice["decay"],
     )
@@ -277,7 +277,8 @@ def test_the_weight_is_the_best_of_the_grid_on_validation(trained) -> None:
     point = next(g for g in grid if g["weight"] == 0.3 and g["decay"] == 0.7)
     val = leave_last_out(data)["test"].sample(300, 0)
     probe = scorer.detached()
-    probe.cooccurrence_weight = 0.0
+    # as the grid was scored: before the new-item settings were chosen (text alone, as it is)
+    probe.scoring = ScoringConfig()
     probe.fit(val.fit)
     knn = ItemKNNScorer(decay=0.7).fit(val.fit)
     scores = probe.score(val.histories) + 0.3 * knn.scaled_scores(val.histories).toarray()
@@ -289,10 +290,10 @@ def test_the_weight_is_the_best_of_the_grid_on_validation(trained) -> None:
 def test_the_term_is_added_to_the_scores_and_saved(trained, tmp_path) -> None:
     _, scorer, data = trained
     mixed = scorer.detached()
-    mixed.cooccurrence_weight, mixed.cooccurrence_decay = 0.4, 0.5
+    mixed.scoring.cooccurrence_weight, mixed.scoring.cooccurrence_decay = 0.4, 0.5
     mixed.fit(data)
     plain = scorer.detached()
-    plain.cooccurrence_weight = 0.0
+    plain.scoring.cooccurrence_weight = 0.0
     plain.fit(data)
     hist = data.histories()[:30]
     knn = ItemKNNScorer(decay=0.5).fit(data)
@@ -300,7 +301,7 @@ def test_the_term_is_added_to_the_scores_and_saved(trained, tmp_path) -> None:
     np.testing.assert_allclose(mixed.score(hist), want, rtol=1e-5, atol=1e-6)
     mixed.save(tmp_path / "m", data)
     loaded = load_model(tmp_path / "m").fit(data)
-    assert (loaded.cooccurrence_weight, loaded.cooccurrence_decay) == (0.4, 0.5)
+    assert (loaded.scoring.cooccurrence_weight, loaded.scoring.cooccurrence_decay) == (0.4, 0.5)
     np.testing.assert_array_equal(loaded.score(hist), mixed.score(hist))
 
 
@@ -310,10 +311,10 @@ def test_lists_through_an_index_are_the_exact_top_of_the_mixed_scores(trained, k
     the term names, which gives the exact top of the mixed scores."""
     _, scorer, data = trained
     mixed = scorer.detached()
-    mixed.cooccurrence_weight, mixed.cooccurrence_decay = 0.5, 0.7
+    mixed.scoring.cooccurrence_weight, mixed.scoring.cooccurrence_decay = 0.5, 0.7
     mixed.fit(data)  # fit applies a change of the term
     alone = scorer.detached()
-    alone.cooccurrence_weight = 0.0
+    alone.scoring.cooccurrence_weight = 0.0
     alone.fit(data)
     # an HNSW graph with a wide beam: exact on this small catalogue
     config = IndexConfig(kind=kind, ef_search=2048 if kind == "hnsw" else None)
@@ -344,7 +345,10 @@ def test_new_item_settings_are_the_best_of_the_grid_on_validation(trained) -> No
     grid = choice["grid"]
     assert len(grid) == len(BORROWED_IDS) * len(NEW_ITEM_SCALES)
     assert choice["ndcg10"] == max(g["ndcg10"] for g in grid)
-    assert (scorer.borrowed_ids, scorer.new_item_scale) == (choice["borrowed_ids"], choice["scale"])
+    assert (scorer.scoring.borrowed_ids, scorer.scoring.new_item_scale) == (
+        choice["borrowed_ids"],
+        choice["scale"],
+    )
     assert choice["simulated_items"] == round(0.1 * scorer.has_id(data.item_ids).sum())
     assert choice["simulated_targets"] > 0
     # scaling new items up gives them more of the lists, and costs the other targets
@@ -356,7 +360,7 @@ def test_new_item_settings_are_the_best_of_the_grid_on_validation(trained) -> No
     # co-occurrence term (refit is off here, so the trained model is the early-stopped one)
     val = leave_last_out(data)["test"].sample(300, 0)
     probe = scorer.detached()
-    probe.borrowed_ids, probe.new_item_scale = 0, 1.0
+    probe.scoring.borrowed_ids, probe.scoring.new_item_scale = 0, 1.0
     alone = choose_new_items(probe.fit(val.fit), val, (0,), (1.0,), share=0.0)
     assert alone["grid"][0]["ndcg10"] == pytest.approx(
         scorer.info["summary"]["validation_ndcg10_with_cooccurrence"], abs=1e-6
@@ -366,10 +370,10 @@ def test_new_item_settings_are_the_best_of_the_grid_on_validation(trained) -> No
 def test_new_items_are_scored_at_their_scale_and_it_is_saved(trained, tmp_path) -> None:
     _, scorer, data = trained
     plain = scorer.detached()
-    plain.borrowed_ids, plain.new_item_scale = 0, 1.0
+    plain.scoring.borrowed_ids, plain.scoring.new_item_scale = 0, 1.0
     plain.fit(data)
     scaled = scorer.detached()
-    scaled.borrowed_ids, scaled.new_item_scale = 0, 1.5
+    scaled.scoring.borrowed_ids, scaled.scoring.new_item_scale = 0, 1.5
     scaled.fit(data)
     lacking = ~scorer.has_id(data.item_ids)
     assert lacking.any() and (~lacking).any()
@@ -390,7 +394,7 @@ def test_new_items_are_scored_at_their_scale_and_it_is_saved(trained, tmp_path) 
         assert all(r.similarity <= 1.0 for r in b.because)
     scaled.save(tmp_path / "m", data)
     loaded = load_model(tmp_path / "m")
-    assert (loaded.borrowed_ids, loaded.new_item_scale) == (0, 1.5)
+    assert (loaded.scoring.borrowed_ids, loaded.scoring.new_item_scale) == (0, 1.5)
     hist = data.histories()[:20]
     np.testing.assert_array_equal(loaded.fit(data).score(hist), scaled.score(hist))
     # a model written before the setting existed scores new items as it did: text alone, x1
@@ -398,7 +402,7 @@ def test_new_items_are_scored_at_their_scale_and_it_is_saved(trained, tmp_path) 
     del config["new_items"]
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))
     older = load_model(tmp_path / "m")
-    assert (older.borrowed_ids, older.new_item_scale) == (0, 1.0)
+    assert (older.scoring.borrowed_ids, older.scoring.new_item_scale) == (0, 1.0)
     np.testing.assert_array_equal(older.fit(data).score(hist), plain.score(hist))
 
 

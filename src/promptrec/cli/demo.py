@@ -55,8 +55,8 @@ def demo(
         p = scorer.prompts([history])[0]
         echo(f" [{name}] ({p.n_tokens} tokens, {p.n_dropped} oldest dropped) {p.text}")
 
-    rec = Recommender("mean-of-items", encoder=space.encoder).fit(data)
-    rec._space = space
+    # the scorer brings the text space encoded above: explanations quote its texts
+    rec = Recommender(scorer=make_scorer("mean-of-items", space)).fit(data)
     [r] = rec.recommend([user], n=5, explain=True)
     echo(f"\n== top 5 for user {user} (mean-of-items, seen items excluded):")
     for rank, item in enumerate(r.items, 1):

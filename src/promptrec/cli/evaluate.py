@@ -158,7 +158,8 @@ def evaluate(
 def _load_models(paths: list[Path], dataset) -> dict:  # type: ignore[no-untyped-def]
     """Load trained models, refusing any that was trained on this data's test targets."""
     from promptrec.data.split import leave_last_out
-    from promptrec.train.trained import load_model, log_fingerprint
+    from promptrec.train.folder import log_fingerprint
+    from promptrec.train.load import load_model
 
     if not paths:
         return {}

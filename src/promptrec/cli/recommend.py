@@ -120,7 +120,7 @@ def recommend(
     searched = index_config(index, ef_search, milvus_uri)
     dataset = load_data(data, catalog, events, db, unknown_items=unknown_items, encoding=encoding)
     if model is not None:
-        from promptrec.train.trained import load_model
+        from promptrec.train.load import load_model
 
         rec = Recommender(scorer=load_model(model), index=searched).fit(dataset, progress=True)
     else:

@@ -159,16 +159,15 @@ def serve(
     setup(verbose)
     import uvicorn
 
-    from promptrec.service.engine import ArmSpec, EngineConfig
+    from promptrec.service.config import ArmSpec, EngineConfig, ServeSettings
     from promptrec.service.state import ServiceState
     from promptrec.service.workers import (
         SETTINGS_ENV,
-        ServeSettings,
         build_app,
-        one_thread_per_request,
         run_workers,
     )
     from promptrec.store import Store
+    from promptrec.threads import one_thread_per_request
 
     keys = list(api_key or [])
     keys += [k.strip() for k in os.environ.get("PROMPTREC_API_KEYS", "").split(",") if k.strip()]
@@ -213,9 +212,9 @@ def serve(
         claim_service=not replica,
     )
     settings = ServeSettings(
-        str(db),
-        config,
-        keys,
+        db=str(db),
+        engine=config,
+        keys=keys,
         protect_reads=protect_reads,
         public_user_data=public_user_data,
         max_body_bytes=max_body,
@@ -228,7 +227,7 @@ def serve(
         config.check()
         if not store.counts()["items"]:
             raise ConfigError(f"the store {store.location} has no items: ingest a catalogue first")
-        os.environ[SETTINGS_ENV] = settings.to_json()
+        os.environ[SETTINGS_ENV] = settings.model_dump_json()
         echo(f"serving on {url} with {workers} workers (web page /, dashboard /dashboard)")
         try:  # the store's service lock is held here, for all the workers
             run_workers(workers, host, port)

@@ -86,7 +86,9 @@ def live_query(query: str | None) -> str | None:
     return query.strip() or None
 
 
-def _normalise_events(events: pd.DataFrame) -> pd.DataFrame:
+def normalise_events(events: pd.DataFrame) -> pd.DataFrame:
+    """The log's columns in the types a :class:`Dataset` keeps: ids as text, times as float,
+    events lower-cased (missing: the default event), values as numbers, blank queries as None."""
     out = pd.DataFrame(
         {
             "user_id": events["user_id"].astype(str),
@@ -137,7 +139,7 @@ class Dataset:
         }
         items["item_id"] = items["item_id"].astype(str)
         self.items = items.reset_index(drop=True)
-        self.events = _normalise_events(events)
+        self.events = normalise_events(events)
         self.name = name
         self.alive: np.ndarray | None = None  # see edited(): None when every row is an item
         self._appended: tuple[int, pd.DataFrame] | None = None  # see rows()

@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from promptrec.data.dataset import _normalise_events
+from promptrec.data.dataset import normalise_events
 from promptrec.errors import ConfigError, DataError
 
 logger = logging.getLogger("promptrec")
@@ -543,7 +543,7 @@ def events_from_frame(frame: pd.DataFrame, *, source: str | Path | None = None) 
     for name in ("event", "query"):
         if name in frame.columns:
             raw[name] = frame[name].array
-    out = _normalise_events(raw)
+    out = normalise_events(raw)
     out.index = frame.index
     out.attrs["source"] = src
     untyped = bool(frame.attrs.get("untyped", False))

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from promptrec.errors import ConfigError
-from promptrec.retrieval.index import IndexConfig, VectorIndex, _rows, _write_kind
+from promptrec.retrieval.base import VectorIndex, as_rows, write_index_json
+from promptrec.retrieval.config import IndexConfig
 
 MAX_LIMIT = 16_384  # the most results Milvus returns for one query
 _BATCH = 5_000
@@ -60,7 +61,7 @@ class MilvusIndex(VectorIndex):
         if not self.uri:
             raise ConfigError("a Milvus index needs a URI: a file path or http://host:19530")
         self.collection = collection or config.milvus_collection
-        self._client = _client(self.uri)
+        self._client = open_client(self.uri)
         if transient:
             _USERS.hold(self)
         if vectors is not None:
@@ -128,7 +129,7 @@ class MilvusIndex(VectorIndex):
         return keys, scores
 
     def _hits(self, queries: np.ndarray, n: int, expression: str) -> tuple[np.ndarray, np.ndarray]:
-        queries = _rows(queries, self.dim)
+        queries = as_rows(queries, self.dim)
         n = min(n, MAX_LIMIT)
         keys = np.full((len(queries), n), -1, dtype=np.int64)
         scores = np.full((len(queries), n), -np.inf, dtype=np.float32)
@@ -149,13 +150,14 @@ class MilvusIndex(VectorIndex):
         out.mkdir(parents=True, exist_ok=True)
         self._client.flush(self.collection)
         np.save(out / "alive.npy", self._alive)
-        _write_kind(
+        write_index_json(
             out, "milvus", self.config, uri=self.uri, collection=self.collection, dim=self.dim
         )
         return out
 
     @classmethod
-    def _read(cls, path: Path, meta: dict[str, Any], config: IndexConfig) -> MilvusIndex:
+    def read(cls, path: Path, meta: dict[str, Any], config: IndexConfig) -> MilvusIndex:
+        """The index :meth:`save` recorded in ``path`` (``meta``: its ``index.json``)."""
         index = cls(config=config, uri=meta["uri"], collection=meta["collection"], dim=meta["dim"])
         if not index._client.has_collection(index.collection):
             raise ConfigError(f"{path}: the Milvus collection {index.collection!r} is gone")
@@ -174,7 +176,7 @@ def cached_collection(vectors: np.ndarray, config: IndexConfig, digest: str) -> 
     (a restart over the same catalogue inserts nothing), filled when not. It is dropped when
     no snapshot of this process uses it any more, so a changed catalogue leaves no copy."""
     name = f"{config.milvus_collection}_{digest[:16]}"
-    client = _client(config.milvus_uri or "")
+    client = open_client(config.milvus_uri or "")
     if client.has_collection(name):
         stats = client.get_collection_stats(name)
         if int(stats.get("row_count", -1)) == len(vectors):
@@ -221,7 +223,8 @@ class _Users:
 _USERS = _Users()
 
 
-def _client(uri: str) -> Any:
+def open_client(uri: str) -> Any:
+    """A ``pymilvus.MilvusClient`` on ``uri`` (a ConfigError if it cannot be opened)."""
     try:
         from pymilvus import MilvusClient
     except ImportError as exc:

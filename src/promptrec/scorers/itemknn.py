@@ -6,7 +6,7 @@ kept per item, and a user's score for an item the sum of its similarities to the
 
 ``decay`` below 1 weights the history by recency (the newest item 1, the one before it
 ``decay``, then ``decay**2``...), as session-based neighbourhood methods do; a trained model
-adds this term to its own scores (:attr:`promptrec.train.TrainedScorer.cooccurrence_weight`).
+adds this term to its own scores (:attr:`promptrec.train.config.ScoringConfig.cooccurrence_weight`).
 """
 
 from __future__ import annotations

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from promptrec.data.dataset import Dataset, UserHistory
 from promptrec.scorers.base import Scorer
@@ -97,8 +97,7 @@ class QueryAwareScorer(Scorer):
         }
 
 
-@dataclass(frozen=True)
-class QueryMix:
+class QueryMix(BaseModel):
     """How a live query enters the lists of a vector scorer that a
     :class:`~promptrec.recommender.Recommender` serves (the service, ``recommend``).
 
@@ -113,7 +112,9 @@ class QueryMix:
             validation split).
     """
 
-    query_weight: float = 0.125
-    lexical_weight: float = 0.4
-    lexical_up_to: int = 200_000
-    vector_only_weight: float = 1.0
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    query_weight: float = Field(0.125, ge=0)
+    lexical_weight: float = Field(0.4, ge=0)
+    lexical_up_to: int = Field(200_000, ge=0)
+    vector_only_weight: float = Field(1.0, ge=0)

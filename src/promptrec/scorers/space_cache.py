@@ -122,8 +122,8 @@ class SpaceCache:
         columns: pd.Series,
         cache_dir: str | Path | None = None,
     ) -> None:
-        from promptrec import __version__
         from promptrec.encoders.cache import default_cache_dir
+        from promptrec.version import __version__
 
         identity = {
             "format": FORMAT,

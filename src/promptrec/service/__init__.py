@@ -2,7 +2,8 @@
 model swaps, feedback) behind a FastAPI app (:func:`~promptrec.service.app.create_app`).
 Run it with ``promptrec serve``."""
 
-from promptrec.service.engine import ArmSpec, Engine, EngineConfig
+from promptrec.service.config import ArmSpec, EngineConfig, ServeSettings
+from promptrec.service.engine import Engine
 from promptrec.service.registry import ModelRegistry
 
-__all__ = ["ArmSpec", "Engine", "EngineConfig", "ModelRegistry"]
+__all__ = ["ArmSpec", "Engine", "EngineConfig", "ModelRegistry", "ServeSettings"]

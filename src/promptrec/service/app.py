@@ -20,7 +20,6 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from promptrec import __version__
 from promptrec.errors import ConfigError, DataError, ModelError
 from promptrec.service.engine import Engine
 from promptrec.service.metrics import Metrics, ObserveRequests
@@ -28,6 +27,7 @@ from promptrec.service.reasons import ReasonWriter
 from promptrec.service.routes import ROUTERS, Service
 from promptrec.service.routes.common import errors
 from promptrec.service.security import ApiKeys, BodyLimit
+from promptrec.version import __version__
 
 log = logging.getLogger("promptrec.service")
 STATIC = Path(str(resources.files("promptrec.service") / "static"))

@@ -22,7 +22,7 @@ from fastapi.responses import FileResponse
 from promptrec.service.engine import Engine
 from promptrec.service.metrics import Metrics
 
-_PLOT_LOCK = threading.Lock()  # pyplot's state is global
+PLOT_LOCK = threading.Lock()  # pyplot's state is global
 
 
 def _bucket(span: float) -> float:
@@ -68,7 +68,7 @@ def _pyplot() -> Any:
 
 def ctr_figure(engine: Engine, window: float) -> Any:
     """CTR per arm and model version over the last ``window`` seconds (a matplotlib figure;
-    the caller holds ``_PLOT_LOCK`` and closes it)."""
+    the caller holds ``PLOT_LOCK`` and closes it)."""
     plt = _pyplot()
     since = time.time() - window
     rows = engine.impressions.online_stats(bucket_seconds=_bucket(window), since=since)
@@ -137,7 +137,7 @@ def latency_figure(metrics: Metrics, window: float) -> Any:
 
 def _render(make: Any, *args: Any) -> Response:
     plt = _pyplot()
-    with _PLOT_LOCK:
+    with PLOT_LOCK:
         fig = make(*args)
         try:
             return _png(fig)

@@ -26,9 +26,7 @@ its own; the registry's pointer swaps models on all of them.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import logging
 import os
 import secrets
@@ -36,8 +34,7 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -47,18 +44,17 @@ from promptrec.data.dataset import live_query
 from promptrec.errors import ConfigError
 from promptrec.recommender import Recommendation
 from promptrec.retrieval.filters import Filters
-from promptrec.retrieval.index import IndexConfig
-from promptrec.scorers import SCORERS
 from promptrec.service.catalogue import LiveCatalogue
-from promptrec.service.histories import HISTORY_LIMIT, StoredHistories
+from promptrec.service.config import EngineConfig
+from promptrec.service.histories import StoredHistories
 from promptrec.service.impressions import ImpressionLog, new_request_id
 from promptrec.service.registry import ModelRegistry
-from promptrec.service.snapshots import REGISTRY, ArmSpec, ServedArm, Snapshot, SnapshotBuilder
+from promptrec.service.snapshots import Snapshot, SnapshotBuilder
 from promptrec.service.state import Impression, ServiceState
 from promptrec.store import Event, EventWrite, Store
 from promptrec.store.events import checked
 
-__all__ = ["ArmSpec", "Engine", "EngineConfig", "EventsAdded", "Served", "ServedArm", "Snapshot"]
+__all__ = ["Engine", "EventsAdded", "Served"]
 
 log = logging.getLogger("promptrec.service")
 
@@ -100,73 +96,6 @@ class Served:
     query: str | None
     cold_start: bool
     query_source: Literal["request", "search"] | None = None
-
-
-@dataclass
-class EngineConfig:
-    """How the engine serves (see ``promptrec serve --help``)."""
-
-    arms: list[ArmSpec] = field(default_factory=lambda: [ArmSpec("main", "mean-of-items")])
-    registry: Path | None = None
-    encoder: str = "default"
-    item_template: str | None = None
-    salt: str = ""
-    poll_seconds: float = 2.0
-    #: served lists (and their attributions) are deleted this long after they were served
-    keep_served_seconds: float | None = 7 * 86400.0
-    #: idempotency keys are forgotten this long after their request (a later retry is new)
-    keep_idempotency_seconds: float | None = 86400.0
-    #: how often the retention sweep runs
-    prune_seconds: float = 60.0
-    #: served lists are written to the store in a batch this often (a crash loses at most this
-    #: much of them; a graceful stop loses none)
-    flush_seconds: float = 0.25
-    #: who this engine is, written beside the store's service lock (for a second one's message)
-    owner: str = ""
-    #: how the vector arms' lists are searched (exact, or an approximate HNSW graph)
-    index: IndexConfig = field(default_factory=IndexConfig)
-    #: the newest events of a user each request reads from the store
-    history_limit: int = HISTORY_LIMIT
-    #: how often the engine reads the store's catalogue change log, to apply the changes other
-    #: engines on the store made (every worker serves a change within about this long)
-    follow_seconds: float = 0.25
-    #: take the store's service lock (``promptrec serve`` takes it once for all its workers,
-    #: whose engines do not)
-    claim_service: bool = True
-    #: a catalogue change edits the served snapshot (the cost of one item) until this share of
-    #: its rows are retired versions of changed or removed items; the next change then
-    #: rebuilds from the store, which compacts them away (the cost of the catalogue)
-    max_retired_share: float = 0.25
-
-    def check(self) -> None:
-        """Raise a ConfigError for arms that cannot be served (before anything is built)."""
-        if not self.arms:
-            raise ConfigError("give at least one arm")
-        names = [a.name for a in self.arms]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"arm names must differ: {names}")
-        for arm in self.arms:
-            if arm.source == REGISTRY:
-                if self.registry is None:
-                    raise ConfigError(f"arm '{arm.name}' serves the registry: give --models DIR")
-            elif arm.source not in SCORERS and not Path(arm.source).is_dir():
-                raise ConfigError(
-                    f"arm '{arm.name}': '{arm.source}' is neither a strategy {list(SCORERS)}, "
-                    "a model folder, nor 'registry'"
-                )
-
-    def to_json(self) -> str:
-        """These settings as JSON (:meth:`from_json` reads them back): how ``promptrec serve
-        --workers N`` hands them to its worker processes."""
-        return json.dumps(dataclasses.asdict(self), default=str)
-
-    @classmethod
-    def from_json(cls, text: str) -> EngineConfig:
-        values = json.loads(text)
-        values["arms"] = [ArmSpec(**a) for a in values["arms"]]
-        values["index"] = IndexConfig(**values["index"])
-        values["registry"] = Path(values["registry"]) if values["registry"] else None
-        return cls(**values)
 
 
 class Engine:

@@ -14,46 +14,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from promptrec.data.dataset import Dataset
 from promptrec.encoders import CachedEncoder, load_encoder
-from promptrec.errors import ConfigError, DataError
+from promptrec.errors import DataError
 from promptrec.recommender import Recommender
 from promptrec.retrieval.filters import edited_facets, item_facets
 from promptrec.scorers import SCORERS, TextSpace, make_scorer
+from promptrec.service.config import REGISTRY, ArmSpec, EngineConfig
 from promptrec.service.registry import ModelRegistry
 from promptrec.store import Store
 from promptrec.store.items import new_items_frame
-
-if TYPE_CHECKING:
-    from promptrec.service.engine import EngineConfig
-
-REGISTRY = "registry"
-
-
-@dataclass(frozen=True)
-class ArmSpec:
-    """One arm of an A/B test.
-
-    Attributes:
-        name: the arm's name (reported in responses and metrics).
-        source: a strategy name (``mean-of-items``, ``sectioned``...), a trained model folder,
-            or ``"registry"``: the registry's active model, swapped when a new one is activated.
-        weight: share of users (relative to the other arms).
-    """
-
-    name: str
-    source: str
-    weight: float = 1.0
-
-    @classmethod
-    def parse(cls, text: str, weight: float = 1.0) -> ArmSpec:
-        """``NAME=SOURCE`` (or just ``SOURCE``, named after itself)."""
-        name, _, source = text.partition("=") if "=" in text else (text, "", text)
-        if not name or not source:
-            raise ConfigError(f"arm '{text}': expected NAME=SOURCE")
-        return cls(name.strip(), source.strip(), weight)
 
 
 @dataclass(frozen=True)
@@ -153,7 +125,7 @@ class SnapshotBuilder:
         return self.store.meta("item_template") or picked
 
     def _model(self, path: Path) -> Any:
-        from promptrec.train.trained import load_model
+        from promptrec.train.load import load_model
 
         key = str(path.resolve())
         if key not in self._models:

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import json
 import os
 import signal
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,52 +25,14 @@ import uvicorn
 from fastapi import FastAPI
 
 from promptrec.errors import ConfigError
-from promptrec.service.engine import EngineConfig
+from promptrec.service.config import ServeSettings
+from promptrec.threads import one_thread_per_request
 
 if TYPE_CHECKING:
     from promptrec.service.state import ServiceState
     from promptrec.store import Store
 
 SETTINGS_ENV = "PROMPTREC_SERVE_SETTINGS"
-
-
-@dataclass
-class ServeSettings:
-    """What every worker needs to serve: the store, the engine's settings, the app's."""
-
-    db: str
-    engine: EngineConfig
-    keys: list[str]
-    protect_reads: bool = False
-    public_user_data: bool = False
-    max_body_bytes: int = 1 << 20
-    reasons: str | None = None
-    evaluation: str | None = None
-
-    def to_json(self) -> str:
-        values = {k: v for k, v in vars(self).items() if k != "engine"}
-        return json.dumps({**values, "engine": json.loads(self.engine.to_json())})
-
-    @classmethod
-    def from_json(cls, text: str) -> ServeSettings:
-        values = json.loads(text)
-        values["engine"] = EngineConfig.from_json(json.dumps(values["engine"]))
-        return cls(**values)
-
-
-def one_thread_per_request() -> None:
-    """Concurrency across requests, not threads inside one: BLAS threads of concurrent
-    requests fight over the cores (with OpenBLAS's default of one thread per core, 8
-    concurrent clients got 91 requests/s instead of 513: known users, amazon-beauty, 2 cores);
-    an HNSW search is one thread too (building one still uses every core)."""
-    import faiss
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
-    faiss.omp_set_num_threads(1)
-    if "PROMPTREC_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(1)
 
 
 def _glibc(call: str, *args: int) -> None:
@@ -173,7 +133,7 @@ def worker_app() -> FastAPI:
     text = os.environ.get(SETTINGS_ENV)
     if not text:
         raise ConfigError(f"{SETTINGS_ENV} is not set: start workers with promptrec serve")
-    settings = ServeSettings.from_json(text)
+    settings = ServeSettings.model_validate_json(text)
     settings.engine.claim_service = False  # the serve command holds the lock for all workers
     one_thread_per_request()
     with _stoppable_at_once():

@@ -135,3 +135,30 @@ class TrainConfig(BaseModel):
         if self.num_negatives is not None:
             return self.num_negatives
         return 256 if self.loss == "bce" else 8192
+
+
+class ScoringConfig(BaseModel):
+    """How a trained fast-mode model scores once trained: what the trainer chooses on
+    validation after early stopping, saved with the model, and changeable without retraining
+    (a served model's ``config.json``, or ``scorer.scoring`` in Python before ``fit``, which
+    applies a change).
+
+    Attributes:
+        borrowed_ids: an item without an id embedding (new to the model, or too rare in
+            training) borrows the mean id embedding of this many trained items nearest to it
+            by text (0: its text alone).
+        new_item_scale: an item without an id embedding has its scored vector multiplied by
+            this (1: as it is; above 1: new items take more places in the lists, at a cost to
+            the others). Chosen with ``borrowed_ids`` by :mod:`promptrec.train.new_items`.
+        cooccurrence_weight / cooccurrence_decay: item-item co-occurrence in the fitted log
+            (ItemKNN, the history weighted by recency with the decay), each user's row scaled to
+            [0, 1], added to the cosine scores at this weight (0: none). Chosen by
+            :mod:`promptrec.train.cooccurrence`.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    borrowed_ids: int = Field(0, ge=0)
+    new_item_scale: float = Field(1.0, gt=0)
+    cooccurrence_weight: float = Field(0.0, ge=0)
+    cooccurrence_decay: float = Field(1.0, gt=0, le=1)

@@ -38,7 +38,6 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from promptrec import __version__
 from promptrec.data.dataset import Dataset, UserHistory
 from promptrec.data.split import leave_last_out
 from promptrec.encoders.base import Encoder
@@ -48,9 +47,10 @@ from promptrec.evaluation.metrics import ndcg_at
 from promptrec.prompts.users import PromptCatalog, get_strategy
 from promptrec.retrieval.topk import target_ranks
 from promptrec.scorers.text import PromptScorer, TextSpace
+from promptrec.train.checkpoints import load_checkpoint, save_checkpoint, seed_everything
 from promptrec.train.config import TrainConfig
-from promptrec.train.trained import FORMAT_VERSION, catalogue_fingerprint, log_fingerprint
-from promptrec.train.trainer import load_checkpoint, save_checkpoint, seed_everything
+from promptrec.train.folder import FORMAT_VERSION, catalogue_fingerprint, log_fingerprint
+from promptrec.version import __version__
 
 log = logging.getLogger("promptrec")
 PROMPT_TOKENS = 128
@@ -204,7 +204,7 @@ class FullTrainer:
                 {"epoch": epoch, "loss": round(float(np.mean(losses)), 5), "ndcg10": round(ndcg, 6)}
             )
             if ndcg > run.best:
-                run.best, run.best_epoch, run.best_state = ndcg, epoch, _tuned(enc.model)
+                run.best, run.best_epoch, run.best_state = ndcg, epoch, tuned_weights(enc.model)
             self._checkpoint(enc.model, optim, rng, run, epoch)
             if epoch - run.best_epoch >= cfg.patience:
                 break
@@ -243,7 +243,7 @@ class FullTrainer:
             self._data_key,
             {
                 "epoch": epoch,
-                "tuned": _tuned(model),
+                "tuned": tuned_weights(model),
                 "optim": optim.state_dict(),
                 "rng": rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
@@ -309,7 +309,7 @@ def _untuned_base(tuned: Any) -> Any:
     return tuned.unload()
 
 
-def _tuned(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def tuned_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A copy of the parameters being tuned (the LoRA matrices or the prefix), by name."""
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 

@@ -76,7 +76,7 @@ def choose_new_items(
         probe = TrainedScorer(
             scorer.model, scorer.config_, scorer.train_item_ids, mask, scorer.space
         )
-        probe.borrowed_ids = k
+        probe.scoring.borrowed_ids = k
         items[k] = probe.fit(data).item_vectors
     listed = np.ones(data.n_items, dtype=bool) if untouched is None else ~np.asarray(untouched)
 

@@ -17,7 +17,6 @@ incompatible version, is a :class:`~promptrec.errors.ModelError`.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -29,40 +28,29 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from promptrec import __version__
 from promptrec.data.dataset import Dataset, UserHistory
 from promptrec.data.rows import AppendOnlyRows
 from promptrec.encoders import Encoder, load_encoder
 from promptrec.errors import ModelError
 from promptrec.prompts.templates import TEMPLATE_DIR
 from promptrec.retrieval.topk import top_k
-from promptrec.scorers.base import Scorer
 from promptrec.scorers.itemknn import ItemKNNScorer
 from promptrec.scorers.popularity import edited_counts, item_counts
 from promptrec.scorers.text import TextSpace
 from promptrec.scorers.vector import VectorScorer
-from promptrec.train.config import TrainConfig
+from promptrec.train.config import ScoringConfig, TrainConfig
+from promptrec.train.folder import (
+    FORMAT_VERSION,
+    catalogue_fingerprint,
+    log_fingerprint,
+    read_model_config,
+)
 from promptrec.train.model import TwoTowerModel
 from promptrec.train.sequences import last_items
+from promptrec.version import __version__
 
 log = logging.getLogger("promptrec")
-FORMAT_VERSION = 1
 MIN_ITEM_OVERLAP = 0.5
-
-
-def catalogue_fingerprint(data: Dataset) -> dict[str, Any]:
-    ids = "\n".join(map(str, data.item_ids)).encode()
-    return {"n_items": data.n_items, "item_ids_sha1": hashlib.sha1(ids).hexdigest()}
-
-
-def log_fingerprint(data: Dataset) -> str:
-    """A hash of the behaviour log a model was trained on (to catch evaluation leaks)."""
-    ev = data.events
-    h = hashlib.sha1()
-    for col in ("user_id", "item_id"):
-        h.update("\x00".join(ev[col].tolist()).encode())
-    h.update(ev["timestamp"].to_numpy().tobytes())
-    return h.hexdigest()
 
 
 class TrainedScorer(VectorScorer):
@@ -74,27 +62,6 @@ class TrainedScorer(VectorScorer):
     """
 
     name = "trained"
-    #: a live query's vector (through the item tower) is added to the user's at this weight
-    query_weight: float = 1.0
-    #: an item without an id embedding (new to the model, or too rare in training) borrows
-    #: the mean id embedding of this many trained items nearest to it by text (0: its text
-    #: alone); :meth:`fit` applies a change
-    borrowed_ids: int = 0
-    #: an item without an id embedding has its scored vector multiplied by this (1: as it is;
-    #: above 1: new items take more places in the lists, at a cost to the others). The
-    #: trainer chooses both on validation (``TrainConfig``, :mod:`promptrec.train.new_items`);
-    #: :meth:`fit` applies a change.
-    new_item_scale: float = 1.0
-    _bound_new_items: tuple[int, float] = (0, 1.0)
-    #: the text vectors and id embeddings ids are borrowed from (set when bound)
-    _donors: tuple[np.ndarray, torch.Tensor] | None = None
-    #: item-item co-occurrence in the fitted log (ItemKNN, history weighted by recency with
-    #: ``cooccurrence_decay``), each user's row scaled to [0, 1], added to the cosine scores at
-    #: this weight (0: none). The trainer chooses both on validation (``TrainConfig``);
-    #: :meth:`fit` applies a change.
-    cooccurrence_weight: float = 0.0
-    cooccurrence_decay: float = 1.0
-    _cooccurrence: ItemKNNScorer | None = None
 
     def __init__(
         self,
@@ -112,7 +79,24 @@ class TrainedScorer(VectorScorer):
         self.train_id_mask = np.asarray(id_mask, dtype=bool)
         self.space = space or TextSpace(config.encoder, config.item_template)
         self.info = info or {}
+        #: the settings chosen after training (see :class:`ScoringConfig`); :meth:`fit`
+        #: applies a change
+        self.scoring = ScoringConfig()
+        #: a live query's vector (through the item tower) is added to the user's at this weight
+        self.query_weight = 1.0
         self._bound: object | None = None
+        self._bound_new_items: tuple[int, float] = (0, 1.0)
+        #: the text vectors and id embeddings ids are borrowed from (set when bound)
+        self._donors: tuple[np.ndarray, torch.Tensor] | None = None
+        self._cooccurrence: ItemKNNScorer | None = None
+
+    def __copy__(self) -> TrainedScorer:
+        """A shallow copy with its own :attr:`scoring` (a change to the copy's settings leaves
+        this scorer's alone)."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.scoring = self.scoring.model_copy()
+        return clone
 
     # ------------------------------------------------------------------ binding to data
     def fit(self, data: Dataset) -> TrainedScorer:
@@ -125,12 +109,12 @@ class TrainedScorer(VectorScorer):
         return self
 
     def _fitted_cooccurrence(self, data: Dataset) -> ItemKNNScorer | None:
-        if self.cooccurrence_weight <= 0:
+        if self.scoring.cooccurrence_weight <= 0:
             return None
         knn = self._cooccurrence
         if knn is None or knn.data is not data:
             knn = ItemKNNScorer().fit(data)
-        return knn.with_decay(self.cooccurrence_decay)
+        return knn.with_decay(self.scoring.cooccurrence_decay)
 
     def _bind_catalogue(self, data: Dataset) -> None:
         known = self.train_rows(data.item_ids) >= 0
@@ -147,7 +131,7 @@ class TrainedScorer(VectorScorer):
                 int((~known).sum()),
             )
         self._donors = None
-        if self.borrowed_ids and self.model.items.ids is not None:
+        if self.scoring.borrowed_ids and self.model.items.ids is not None:
             self._donors = self._id_donors(data)
         inputs, scored = self._item_rows(data.item_ids, self.space.vectors)
         spare, n = AppendOnlyRows.spare_for(len(inputs)), len(inputs)
@@ -160,7 +144,7 @@ class TrainedScorer(VectorScorer):
 
     @property
     def _new_item_settings(self) -> tuple[int, float]:
-        return (self.borrowed_ids, self.new_item_scale)
+        return (self.scoring.borrowed_ids, self.scoring.new_item_scale)
 
     def train_rows(self, item_ids: Sequence[str]) -> np.ndarray:
         """Per item id, its row among the training items (their id embeddings), -1 when the
@@ -197,8 +181,8 @@ class TrainedScorer(VectorScorer):
                     lacking = np.flatnonzero(~id_mask)
                     vecs[lacking] += self._borrowed(np.asarray(text)[lacking])
             scored = self.model.scoring(vecs)
-            if self.new_item_scale != 1.0 and self.model.items.ids is not None:
-                scored[torch.from_numpy(~id_mask)] *= self.new_item_scale
+            if self.scoring.new_item_scale != 1.0 and self.model.items.ids is not None:
+                scored[torch.from_numpy(~id_mask)] *= self.scoring.new_item_scale
         return (
             np.ascontiguousarray(vecs.numpy(), dtype=np.float32),
             np.ascontiguousarray(scored.numpy(), dtype=np.float32),
@@ -217,7 +201,7 @@ class TrainedScorer(VectorScorer):
         """Per text vector, the mean id embedding of its ``borrowed_ids`` nearest donors."""
         assert self._donors is not None
         donor_text, donor_ids = self._donors
-        k = min(self.borrowed_ids, len(donor_text))
+        k = min(self.scoring.borrowed_ids, len(donor_text))
         out = torch.empty((len(text), donor_ids.shape[1]), dtype=donor_ids.dtype)
         for start in range(0, len(text), 1024):
             sims = text[start : start + 1024] @ donor_text.T
@@ -269,10 +253,12 @@ class TrainedScorer(VectorScorer):
         return users
 
     def sparse_scores(self, histories: Sequence[UserHistory]) -> sp.csr_matrix | None:
-        """The co-occurrence term at its weight (see :attr:`cooccurrence_weight`)."""
+        """The co-occurrence term at its weight (:attr:`ScoringConfig.cooccurrence_weight`)."""
         if self._cooccurrence is None:
             return None
-        return self._cooccurrence.scaled_scores(histories) * np.float32(self.cooccurrence_weight)
+        return self._cooccurrence.scaled_scores(histories) * np.float32(
+            self.scoring.cooccurrence_weight
+        )
 
     def config(self) -> dict[str, Any]:
         return {
@@ -284,10 +270,13 @@ class TrainedScorer(VectorScorer):
         }
 
     def _cooccurrence_config(self) -> dict[str, float]:
-        return {"weight": self.cooccurrence_weight, "decay": self.cooccurrence_decay}
+        return {
+            "weight": self.scoring.cooccurrence_weight,
+            "decay": self.scoring.cooccurrence_decay,
+        }
 
     def _new_items_config(self) -> dict[str, float]:
-        return {"borrowed_ids": self.borrowed_ids, "scale": self.new_item_scale}
+        return {"borrowed_ids": self.scoring.borrowed_ids, "scale": self.scoring.new_item_scale}
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path, data: Dataset | None = None) -> Path:
@@ -353,39 +342,11 @@ class TrainedScorer(VectorScorer):
         }
         scorer = cls(model, train_config, ids["item_ids"], np.array(ids["has_id"]), space, info)
         mix = config.get("cooccurrence") or {}  # models written before it: none
-        scorer.cooccurrence_weight = float(mix.get("weight", 0.0))
-        scorer.cooccurrence_decay = float(mix.get("decay", 1.0))
         new_items = config.get("new_items") or {}  # models written before: text alone, as is
-        scorer.borrowed_ids = int(new_items.get("borrowed_ids", 0))
-        scorer.new_item_scale = float(new_items.get("scale", 1.0))
+        scorer.scoring = ScoringConfig(
+            cooccurrence_weight=mix.get("weight", 0.0),
+            cooccurrence_decay=mix.get("decay", 1.0),
+            borrowed_ids=new_items.get("borrowed_ids", 0),
+            new_item_scale=new_items.get("scale", 1.0),
+        )
         return scorer
-
-
-def read_model_config(path: Path) -> dict[str, Any]:
-    """A model directory's ``config.json``, checked to exist and to be of a readable format."""
-    config_file = path / "config.json"
-    if not config_file.exists():
-        raise ModelError(
-            f"{path}: not a promptrec model (no config.json); train one with "
-            "`promptrec train --output DIR`"
-        )
-    config = json.loads(config_file.read_text())
-    version = config.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ModelError(
-            f"{path}: model format {version} is not supported by promptrec {__version__} "
-            f"(format {FORMAT_VERSION}); retrain it or use the promptrec version "
-            f"{config.get('promptrec_version')} that wrote it"
-        )
-    return config
-
-
-def load_model(directory: str | Path) -> Scorer:
-    """Load any model directory written by ``promptrec train`` (fast or full mode)."""
-    path = Path(directory)
-    config = read_model_config(path)
-    if config.get("kind") == "lm-full":
-        from promptrec.train.full import FullTunedScorer
-
-        return FullTunedScorer.load(path, config)
-    return TrainedScorer.load(path)

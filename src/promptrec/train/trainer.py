@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,17 +27,19 @@ from promptrec.evaluation.metrics import ndcg_at
 from promptrec.retrieval.topk import target_ranks
 from promptrec.scorers.popularity import item_counts
 from promptrec.scorers.text import TextSpace
+from promptrec.train.checkpoints import load_checkpoint, save_checkpoint, seed_everything
 from promptrec.train.config import TrainConfig
 from promptrec.train.cooccurrence import (
     COOCCURRENCE_DECAYS,
     COOCCURRENCE_WEIGHTS,
     choose_cooccurrence,
 )
+from promptrec.train.folder import log_fingerprint
 from promptrec.train.losses import FullSoftmaxLoss, SampledBCELoss, SampledSoftmaxLoss
 from promptrec.train.model import TwoTowerModel
 from promptrec.train.new_items import BORROWED_IDS, NEW_ITEM_SCALES, choose_new_items
 from promptrec.train.sequences import last_items, training_windows
-from promptrec.train.trained import TrainedScorer, log_fingerprint
+from promptrec.train.trained import TrainedScorer
 
 log = logging.getLogger("promptrec")
 
@@ -60,13 +61,6 @@ def length_batches(
         batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     perm = torch.randperm(len(batches), generator=gen).numpy()
     return [batches[i] for i in perm]
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 
 @dataclass
@@ -171,10 +165,10 @@ class Trainer:
             "new_item_choice": new_items,
         }
         scorer = TrainedScorer(model, cfg, list(data.item_ids), id_mask, self.space, info)
-        scorer.cooccurrence_weight = choice["weight"]
-        scorer.cooccurrence_decay = choice["decay"]
-        scorer.borrowed_ids = new_items["borrowed_ids"]
-        scorer.new_item_scale = new_items["scale"]
+        scorer.scoring.cooccurrence_weight = choice["weight"]
+        scorer.scoring.cooccurrence_decay = choice["decay"]
+        scorer.scoring.borrowed_ids = new_items["borrowed_ids"]
+        scorer.scoring.new_item_scale = new_items["scale"]
         return scorer.fit(data)
 
     def _choose_cooccurrence(
@@ -220,8 +214,8 @@ class Trainer:
         if not cfg.use_ids or (len(borrowed) == 1 and len(scales) == 1):
             return {"borrowed_ids": borrowed[0], "scale": scales[0]}
         probe = TrainedScorer(model, cfg, list(val.fit.item_ids), id_mask, self.space)
-        probe.cooccurrence_weight = cooccurrence["weight"]
-        probe.cooccurrence_decay = cooccurrence["decay"]
+        probe.scoring.cooccurrence_weight = cooccurrence["weight"]
+        probe.scoring.cooccurrence_decay = cooccurrence["decay"]
         choice = choose_new_items(
             probe.fit(val.fit), val, borrowed, scales, seed=cfg.seed, untouched=untouched
         )
@@ -452,33 +446,3 @@ class Trainer:
         )
         log.info("resuming after epoch %d (best %d)", ckpt["epoch"], st["best_epoch"])
         return int(ckpt["epoch"]) + 1
-
-
-def save_checkpoint(
-    directory: Path | None, config: TrainConfig, data_key: str, state: dict
-) -> None:
-    """Write ``directory/last.pt`` with the settings and the training log's fingerprint it was
-    made with, atomically: a crash mid-write leaves the previous checkpoint whole. No
-    directory: no checkpoint."""
-    if directory is None:
-        return
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / "last.pt.tmp"
-    torch.save({**state, "config": config.model_dump(), "data": data_key}, tmp)
-    tmp.replace(directory / "last.pt")
-
-
-def load_checkpoint(
-    directory: Path | None, config: TrainConfig, data_key: str
-) -> dict[str, Any] | None:
-    """The checkpoint in ``directory`` (None when there is none); one made with other settings
-    or on another log is a :class:`ConfigError`."""
-    if directory is None or not (directory / "last.pt").exists():
-        return None
-    ckpt = torch.load(directory / "last.pt", weights_only=False)
-    if ckpt["config"] != config.model_dump() or ckpt.get("data") != data_key:
-        raise ConfigError(
-            f"{directory}: the checkpoint was made with other settings or another log; "
-            "use another --output, --restart, or the same settings and data to resume"
-        )
-    return ckpt

@@ -7,9 +7,9 @@ import os
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from promptrec import __version__
 from promptrec.service.routes.common import Service, errors
 from promptrec.service.schemas import HealthOut
+from promptrec.version import __version__
 
 
 def router(service: Service) -> APIRouter:
