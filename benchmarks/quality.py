@@ -47,25 +47,13 @@ VARIANTS: dict[str, dict] = {
     # and the softmax is estimated over sampled negatives (logQ); forced here at 0 items
     "batch-items": {"sample_above": 0, "refit": False},
     "text-only": {"use_ids": False, "refit": False},  # no id embeddings: items from text
-    # full mode: LoRA on the language model reading `recent` prompts (CPU: small data only)
-    "full-lora": {
-        "mode": "full",
-        "epochs": 3,
-        "batch_size": 32,
-        "lr": 5e-4,
-        "temperature": 0.05,
-        "validation_users": 1000,
-    },
-    # full mode: prefix tuning (16 learned soft-prompt tokens; the language model frozen)
-    "full-prefix": {
-        "mode": "full",
-        "peft_method": "prefix",
-        "epochs": 3,
-        "batch_size": 32,
-        "lr": 5e-3,
-        "temperature": 0.05,
-        "validation_users": 1000,
-    },
+    # full mode (the language model tuned with LoRA, reading prompts and item texts), each
+    # prompt strategy: the article's question, whether prompt design matters once the model
+    # learns
+    "full": {"mode": "full"},  # the `recent` strategy
+    "full-sectioned": {"mode": "full", "prompt_strategy": "sectioned"},
+    "full-profile": {"mode": "full", "prompt_strategy": "profile"},
+    "full-query": {"mode": "full", "prompt_strategy": "query"},
 }
 METRICS = ("NDCG@10", "Recall@10", "MRR@10")
 
@@ -185,7 +173,8 @@ def main() -> None:
             res = evaluate_scorer(scorer, split, progress=False)
             summary = scorer.info["summary"]
             alone = None
-            if getattr(scorer, "cooccurrence_weight", 0) > 0:  # the same model, the term off
+            scoring = getattr(scorer, "scoring", None)
+            if scoring is not None and scoring.cooccurrence_weight > 0:  # the term off
                 weight = scorer.scoring.cooccurrence_weight
                 scorer.scoring.cooccurrence_weight = 0.0
                 alone = evaluate_scorer(scorer, split, progress=False).metrics
@@ -203,6 +192,8 @@ def main() -> None:
                 "model_alone": None
                 if alone is None
                 else {m: round(v, 6) for m, v in alone.items()},
+                # full mode: every epoch's loss, validation NDCG@10 and seconds (epoch 0: untuned)
+                "epochs": scorer.info["validation"] if cfg.mode == "full" else None,
                 "train_seconds": round(seconds, 1),
                 **{m: round(v, 6) for m, v in res.metrics.items()},
             }

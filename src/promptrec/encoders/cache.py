@@ -156,7 +156,7 @@ class CachedEncoder(Encoder):
                     self._write(chunk, vecs)
                     found.update(zip(chunk, vecs, strict=True))
                     bar.update(len(chunk))
-        if not texts:
+        if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
 

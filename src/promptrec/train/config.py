@@ -5,7 +5,31 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+#: the settings whose default depends on the mode. Fast mode's were chosen on amazon-beauty's
+#: validation split (temperature 0.05: NDCG@10 after 12 epochs 0.0445, against 0.0437 at 0.1).
+#: Full mode's on movielens-100k's: the untuned model's cosines spread so widely that at 0.05
+#: its loss starts above that of scoring every item alike, and the model collapses there; its
+#: learning rate decays linearly to zero over its ``epochs`` (docs/training.md, "Full mode").
+MODE_DEFAULTS: dict[str, dict[str, float | int]] = {
+    "fast": {
+        "lr": 2e-3,
+        "batch_size": 128,
+        "warmup_steps": 100,
+        "temperature": 0.05,
+        "patience": 10,
+        "epochs": 200,
+    },
+    "full": {
+        "lr": 2e-3,
+        "batch_size": 64,
+        "warmup_steps": 10,
+        "temperature": 0.1,
+        "patience": 3,
+        "epochs": 6,
+    },
+}
 
 
 class TrainConfig(BaseModel):
@@ -13,8 +37,8 @@ class TrainConfig(BaseModel):
 
     Attributes:
         mode: ``fast`` (frozen language model, cached item text vectors, small trainable parts)
-            or ``full`` (the language model itself tuned on prompts, with LoRA or prefix
-            tuning through ``peft``).
+            or ``full`` (the language model itself tuned on prompts and item texts, with LoRA
+            through ``peft``: :mod:`promptrec.train.full`).
         loss: ``softmax`` (full-catalogue InfoNCE), ``sampled-softmax`` (popularity-sampled
             negatives with logQ correction) or ``bce`` (the baseline: sigmoid(u . v) with
             sampled negatives).
@@ -27,14 +51,16 @@ class TrainConfig(BaseModel):
             where they are scored as candidates (the history keeps every id), so that the text
             path learns to score an item alone, as it must for a new item.
         lr / weight_decay / batch_size / warmup_steps / grad_clip: optimisation (AdamW,
-            linear warm-up then constant, gradient norm clipping).
-        epochs / patience: at most this many epochs; stop when validation NDCG@10 has not
+            linear warm-up then constant, gradient norm clipping). ``lr``, ``batch_size`` and
+            ``warmup_steps`` left out take their mode's default (:data:`MODE_DEFAULTS`).
+        epochs / patience: at most this many epochs (full mode: its learning rate decays
+            linearly to zero at the last); stop when validation NDCG@10 has not
             improved for ``patience`` epochs; the best epoch's weights are kept. Patience 10
             (RecBole's ``stopping_step``): at 5, amazon-beauty's validation curve, noisy on its
             5,000-user sample and still rising, stopped one run at epoch 24 (0.049) where
             others went on to epoch 45-52 (0.054).
         similarity / temperature: cosine (unit vectors) or dot-product scores, divided by the
-            temperature in the loss.
+            temperature in the loss (left out: the mode's default).
         num_negatives: sampled negatives per step (see :mod:`promptrec.train.losses`): per
             position for ``bce`` (default 256), shared by the batch for ``sampled-softmax``
             (default 8192: on amazon-beauty's validation split, 256 scored NDCG@10 0.0388,
@@ -78,14 +104,14 @@ class TrainConfig(BaseModel):
         seed: seeds torch, numpy and the sampling.
         encoder / item_template: the frozen text encoder and the item template.
         prompt_strategy: full mode only: the user prompt strategy the language model reads.
-        peft_method: full mode only: how ``peft`` tunes the language model. ``lora`` (low-rank
-            updates of the attention query and value weights, merged into plain weights when
-            saved) or ``prefix`` (prefix tuning: ``prefix_tokens`` learned soft-prompt tokens,
-            a key and a value vector in every attention layer, that each prompt and item text
-            attends to; the language model's own weights stay frozen and the model directory
-            keeps the prefix as a peft adapter beside the base encoder).
-        lora_r / lora_alpha / lora_dropout: the LoRA settings.
-        prefix_tokens: the number of learned soft-prompt tokens of ``prefix``.
+        tuned_layers: full mode only: LoRA updates the top this many layers of the language
+            model (the lower ones stay frozen: item texts go through them once).
+        lora_r / lora_alpha / lora_dropout: full mode's LoRA settings.
+        epoch_pairs: full mode only: (prefix, next item) pairs per epoch, drawn in turn from a
+            permutation of them all (every data set validates at the same cost).
+        query_share: full mode only: the share of training prompts that carry a query (the
+            log's search that led to the target, or one made from the target's text:
+            :mod:`promptrec.train.queries`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -100,15 +126,15 @@ class TrainConfig(BaseModel):
     use_ids: bool = True
     id_min_count: int = Field(2, ge=1)
     id_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    lr: float = Field(2e-3, gt=0)
+    lr: float | None = Field(None, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(128, ge=1)
-    warmup_steps: int = Field(100, ge=0)
+    batch_size: int | None = Field(None, ge=1)
+    warmup_steps: int | None = Field(None, ge=0)
     grad_clip: float | None = Field(1.0, gt=0)
-    epochs: int = Field(200, ge=1)
-    patience: int = Field(10, ge=1)
+    epochs: int | None = Field(None, ge=1)
+    patience: int | None = Field(None, ge=1)
     similarity: Literal["cosine", "dot"] = "cosine"
-    temperature: float = Field(0.05, gt=0)
+    temperature: float | None = Field(None, gt=0)
     num_negatives: int | None = Field(None, ge=1)
     sample_above: int = Field(50_000, ge=0)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
@@ -123,17 +149,28 @@ class TrainConfig(BaseModel):
     encoder: str = "default"
     item_template: str | None = None
     prompt_strategy: str = "recent"
-    peft_method: Literal["lora", "prefix"] = "lora"
+    tuned_layers: int = Field(2, ge=1, le=48)
     lora_r: int = Field(8, ge=1)
     lora_alpha: int = Field(16, ge=1)
-    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    prefix_tokens: int = Field(16, ge=1, le=256)
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    epoch_pairs: int = Field(3072, ge=1)
+    query_share: float = Field(0.5, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _mode_defaults(self) -> TrainConfig:
+        """Settings left out take their mode's default (:data:`MODE_DEFAULTS`)."""
+        for name, value in MODE_DEFAULTS[self.mode].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        return self
 
     @property
     def negatives(self) -> int:
         """Sampled negatives per step: ``num_negatives``, else the loss's default."""
         if self.num_negatives is not None:
             return self.num_negatives
+        if self.mode == "full":
+            return 256
         return 256 if self.loss == "bce" else 8192
 
 

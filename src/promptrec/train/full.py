@@ -1,24 +1,37 @@
-"""Full mode: tune the language model itself on prompts, through ``peft``.
+"""Full mode: the language model itself learns from behaviour, reading prompts.
 
-Two peft methods (``TrainConfig.peft_method``): LoRA, or prefix tuning (learned soft-prompt
-tokens: a key and a value vector per token in every attention layer, the model's own weights
-frozen). Prefix tuning adds keys and values, not tokens, so each text's output keeps its own
-length and the encoder's mean pooling and attention mask stay valid (BERT shifts the position
-ids by the prefix length); prompt tuning of the input embeddings would prepend output tokens
-that the pooling's attention mask does not know about, and is not offered.
+Both towers are the same sentence encoder, tuned with LoRA (``peft``) on its upper
+``tuned_layers`` layers (:mod:`promptrec.train.lm`): the user tower reads the user's prompt
+(the configured prompt strategy over the history before the target), the item tower reads the
+item's text. Training pairs are (the prompt of a history prefix, the next item); the loss is a
+softmax over the whole catalogue (InfoNCE with a temperature) or the baseline BCE against
+sampled items.
 
-The user tower is the language model reading the user's prompt (the configured prompt
-strategy), the item tower the same model reading the item's text; both share the tuned
-weights. Training pairs are (prompt of a history prefix, the next item); the loss is in-batch
-softmax (InfoNCE) with a temperature, or BCE against the other in-batch items. Early stopping on
-validation NDCG@10 (full ranking: the whole catalogue is re-encoded for each validation).
+What makes it affordable on a CPU:
 
-It runs on CPU for small data and on a GPU when one is present (picked automatically, bf16
-autocast there). A checkpoint of the tuned parameters is written after every epoch and an
-interrupted run resumes from it. Epoch 0, the language model untouched (no LoRA update, no
-prefix), is validated too and kept when no tuned epoch beats it. LoRA is saved merged into a
-plain sentence-transformers model (it loads like any encoder); a prefix is saved as a peft
-adapter beside the base encoder.
+* the frozen lower layers' outputs of every item text are computed once
+  (:class:`~promptrec.train.lm.ItemStates`): an item's vector costs the upper layers alone;
+* the softmax's other items are ``num_negatives`` items drawn uniformly at random (256 by
+  default; the batch's other targets are not used: they are drawn by popularity and, without a
+  correction, teach the model to rank popular items down), all computed with the step's own
+  weights and with gradients (negatives kept from earlier steps let the loss fall by the lag
+  between old and new vectors, not by ranking: it did, and validation fell to zero; negatives
+  without gradients let every item drift towards the prompts until all collapse);
+* a prompt runs the lower layers without gradients, the upper ones with;
+* an epoch is ``epoch_pairs`` (prefix, next item) pairs drawn from a permutation of them all,
+  so every data set trains and validates at the same cost per epoch; the learning rate decays
+  linearly to zero over ``epochs`` (6 by default), so a run's length is a number of pairs, not
+  of minutes.
+
+A ``query_share`` of the training prompts carry a query (the log's own search, or one made from
+the target's category or title: :mod:`promptrec.train.queries`), so that the model learns how a
+live query and a history combine.
+
+Early stopping on validation NDCG@10 (full ranking); epoch 0, the language model untouched,
+is validated too and kept when no tuned epoch beats it. A checkpoint of the tuned parameters is
+written after every epoch and an interrupted run resumes from it. LoRA is merged into plain
+weights when the model is saved: it loads like any sentence-transformers encoder. It runs on a
+GPU when one is present (bf16 autocast there).
 """
 
 from __future__ import annotations
@@ -28,7 +41,7 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,61 +52,94 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from promptrec.data.dataset import Dataset, UserHistory
-from promptrec.data.split import leave_last_out
+from promptrec.data.split import Split, leave_last_out
 from promptrec.encoders.base import Encoder
 from promptrec.encoders.sentence_transformer import SentenceTransformerEncoder, default_model_path
 from promptrec.errors import ConfigError, ModelError
 from promptrec.evaluation.metrics import ndcg_at
-from promptrec.prompts.users import PromptCatalog, get_strategy
+from promptrec.prompts.users import PromptCatalog, PromptStrategy, get_strategy
 from promptrec.retrieval.topk import target_ranks
 from promptrec.scorers.text import PromptScorer, TextSpace
 from promptrec.train.checkpoints import load_checkpoint, save_checkpoint, seed_everything
 from promptrec.train.config import TrainConfig
 from promptrec.train.folder import FORMAT_VERSION, catalogue_fingerprint, log_fingerprint
+from promptrec.train.lm import ItemStates, LayeredEncoder
+from promptrec.train.optim import apply_step
+from promptrec.train.queries import TrainingQueries
 from promptrec.version import __version__
 
 log = logging.getLogger("promptrec")
-PROMPT_TOKENS = 128
-ADAPTER_DIR = "prefix"  # the peft adapter of a prefix-tuned model, inside the model directory
-# peft drops BERT's token type ids (all zero for one-segment texts) and passes the prefix as
-# `past_key_values`; both warn on every call, and neither is the user's to act on
+PROMPT_TOKENS = 128  # prompts and item texts are read up to this many tokens, in training and after
+# peft drops BERT's token type ids (all zero for one-segment texts); it warns on every call
 warnings.filterwarnings("ignore", message="Token type ids are not supported for parameter")
 warnings.filterwarnings(
     "ignore", message=r"`past_key_values` is deprecated", category=FutureWarning
 )
-warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated")
 
 
-class TunableEncoder(SentenceTransformerEncoder):
-    """A sentence-transformers model whose weights may be training (peft-wrapped).
-
-    ``encode`` is the plain encoder's (sentence-transformers' length-sorted batches, no grad,
-    eval mode), so a trained model scores exactly as it will once saved and loaded; ``forward``
-    is the differentiable path for training. fp32 on CPU, bf16 autocast on a GPU.
-    """
+class TunedEncoder(SentenceTransformerEncoder):
+    """The tuned sentence-transformers model as an :class:`Encoder` (fp32 on CPU, bf16 autocast
+    on a GPU): what a full-mode model scores with, trained or loaded."""
 
     def __init__(self, model: Any, name: str, device: str) -> None:
         self._adopt(model, device, "bf16" if device.startswith("cuda") else "fp32")
         self.name = name
 
-    def forward(self, texts: Sequence[str]) -> torch.Tensor:
-        """Differentiable, normalised embeddings ``[len(texts), dim]``."""
-        feats = self.model.preprocess(list(texts))
-        feats = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in feats.items()}
-        with self._autocast():
-            out = self.model(feats)["sentence_embedding"]
-        return F.normalize(out.float(), dim=-1)
+
+@dataclass
+class _Progress:
+    """Where early stopping stands: best validation NDCG@10, its epoch and tuned weights."""
+
+    best: float
+    best_epoch: int
+    history: list[dict[str, Any]]
+    best_state: dict[str, torch.Tensor] | None  # None: the untuned model (epoch 0)
+    step: int = 0  # optimiser steps so far (the warm-up, and where the permutation stands)
+
+
+@dataclass
+class _Reader:
+    """How a history becomes the text the user tower reads, and which query a training pair
+    carries."""
+
+    strategy: PromptStrategy
+    catalog: PromptCatalog
+    count_tokens: Any
+    queries: TrainingQueries
+    query_share: float
+
+    def prompts(self, histories: Sequence[UserHistory]) -> list[str]:
+        return [
+            self.strategy.build(h, self.catalog, self.count_tokens, PROMPT_TOKENS).text
+            for h in histories
+        ]
+
+    def training_prompts(
+        self, pairs: Sequence[tuple[UserHistory, int]], rng: np.random.Generator
+    ) -> list[str]:
+        """The prompts of (history, target position) pairs: the history before the target,
+        with a query (:mod:`promptrec.train.queries`) for a ``query_share`` of them."""
+        before = []
+        for h, cut in pairs:
+            query = None
+            if self.query_share and rng.random() < self.query_share:
+                query = self.queries.for_target(h, cut, rng)
+            before.append(_history_before(h, cut).with_query(query))
+        return self.prompts(before)
 
 
 class FullTrainer:
-    """Tune the language model (LoRA or prefix tuning) on (prompt, next item) pairs.
+    """Tune the language model with LoRA on (prompt, next item) pairs (see the module
+    docstring).
 
     Args:
-        config: settings (``mode="full"``; ``peft_method``, ``lora_*`` or ``prefix_tokens``,
-            ``loss`` of ``softmax`` (in-batch) or ``bce``, ``temperature``,
+        config: settings (``mode="full"``; ``tuned_layers``, ``lora_*``, ``loss`` of
+            ``softmax`` or ``bce``, ``temperature``, ``epoch_pairs``, ``num_negatives``,
             ``prompt_strategy``...).
         checkpoint_dir: a checkpoint of the tuned parameters after every epoch, resumed from
             when present (``last.pt``).
+        progress: progress bars.
+        device: ``cpu``, ``cuda``...; None picks a GPU when there is one.
     """
 
     def __init__(
@@ -105,15 +151,14 @@ class FullTrainer:
         device: str | None = None,
     ) -> None:
         if config.loss == "sampled-softmax":
-            raise ConfigError("full mode trains with in-batch negatives: loss softmax or bce")
+            raise ConfigError("full mode trains with loss softmax (every item) or bce")
         self.config = config
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.progress = progress
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
 
-    def _model(self) -> TunableEncoder:
+    def _encoder(self) -> LayeredEncoder:
         import transformers
-        from peft import LoraConfig, PrefixTuningConfig, TaskType, get_peft_model
         from sentence_transformers import SentenceTransformer
 
         transformers.utils.logging.disable_progress_bar()  # "Loading weights", "Writing shards"
@@ -123,50 +168,63 @@ class FullTrainer:
             st = SentenceTransformer(path, device=self.device)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"full mode needs a sentence-transformers model: {exc}") from exc
-        st.max_seq_length = min(st.max_seq_length, PROMPT_TOKENS)
-        if cfg.peft_method == "prefix":
-            method: Any = PrefixTuningConfig(
-                task_type=TaskType.FEATURE_EXTRACTION, num_virtual_tokens=cfg.prefix_tokens
-            )
-        else:
-            method = LoraConfig(
-                r=cfg.lora_r,
-                lora_alpha=cfg.lora_alpha,
-                lora_dropout=cfg.lora_dropout,
-                target_modules=["query", "value"],
-            )
-        try:
-            st[0].model = get_peft_model(st[0].model, method)
-        except ValueError as exc:  # e.g. no `query`/`value` modules in this architecture
-            raise ConfigError(f"cannot apply {cfg.peft_method} to '{path}': {exc}") from exc
-        return TunableEncoder(st, f"full:{cfg.encoder}:{cfg.peft_method}", self.device)
+        return LayeredEncoder(
+            st,
+            tuned_layers=cfg.tuned_layers,
+            lora_r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            max_tokens=PROMPT_TOKENS,
+            device=self.device,
+        )
+
+    def _autocast(self):  # type: ignore[no-untyped-def]
+        if not self.device.startswith("cuda"):
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=torch.bfloat16)
 
     def fit(self, data: Dataset) -> FullTunedScorer:
         cfg = self.config
         t0 = time.perf_counter()
         self._data_key = log_fingerprint(data)  # a checkpoint resumes only on the same log
-        seed_everything(cfg.seed)
-        enc = self._model()
-        space = TextSpace(enc, cfg.item_template)
+        gen = seed_everything(cfg.seed)
+        enc = self._encoder()
+        space = TextSpace(None, cfg.item_template)
         language = space.prompter.language_of(data.items)
-        name = space.prompter.resolve(data.items.columns, language)
-        texts = space.prompter.texts(data.items, name)
-        catalog = PromptCatalog.from_items(data.items, language)
-        strategy = get_strategy(cfg.prompt_strategy)
+        template = space.prompter.resolve(data.items.columns, language)
+        texts = space.prompter.texts(data.items, template)
+        reader = _Reader(
+            get_strategy(cfg.prompt_strategy),
+            PromptCatalog.from_items(data.items, language),
+            lambda text: len(enc.tokenizer(text, truncation=False, verbose=False)["input_ids"]),
+            TrainingQueries(data.items),
+            cfg.query_share,
+        )
         val = leave_last_out(data)["test"].sample(cfg.validation_users, cfg.seed)
-        train_hist = [h for h in val.fit.histories() if len(h) >= 2]
-        if not train_hist or not val.histories:
+        histories = [h for h in val.fit.histories() if len(h) >= 2]
+        if not histories or not val.histories:
             raise ConfigError("full mode needs users with at least 3 interactions")
-        params = [p for p in enc.model.parameters() if p.requires_grad]
+        pairs = _pairs(histories)
+        order = torch.randperm(len(pairs), generator=gen).numpy()
+        log.info(
+            "full mode: %d training pairs, %d per epoch; item texts through the %d lower "
+            "layers once",
+            len(pairs),
+            min(cfg.epoch_pairs, len(pairs)),
+            enc.split,
+        )
+        items = ItemStates(enc, texts)
+        params = enc.parameters()
         optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        rng = np.random.default_rng(cfg.seed)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            optim, _warmup_then_linear_decay(cfg.warmup_steps, cfg.epochs * _steps(cfg, pairs))
+        )
         run = _Progress(best=-1.0, best_epoch=0, history=[], best_state=None)
-        first_epoch = self._resume(enc.model, optim, rng, run)
+        first_epoch = self._resume(enc, optim, sched, run)
         if first_epoch == 1:
-            # epoch 0, the language model untouched, competes too: tuning is kept only where
-            # validation shows that it helps
-            with _without_adapter(enc):
-                run.best = self._validate(enc, texts, strategy, catalog, val)
+            # epoch 0, the language model untouched (LoRA starts at zero), competes too:
+            # tuning is kept only where validation shows that it helps
+            run.best = self._validate(enc, items, reader, val)
             run.history.append({"epoch": 0, "loss": None, "ndcg10": round(run.best, 6)})
         for epoch in tqdm(
             range(first_epoch, cfg.epochs + 1),
@@ -176,89 +234,135 @@ class FullTrainer:
             desc="train",
             unit="epoch",
         ):
-            enc.model.train()
-            order = rng.permutation(len(train_hist))
-            losses = []
-            for start in range(0, len(order), cfg.batch_size):
-                batch = [train_hist[i] for i in order[start : start + cfg.batch_size]]
-                # one random next-item target per user per epoch
-                cuts = [int(rng.integers(1, len(h))) for h in batch]
-                prompts = [
-                    strategy.build(
-                        _history_before(h, c), catalog, enc.count_tokens, PROMPT_TOKENS
-                    ).text
-                    for h, c in zip(batch, cuts, strict=True)
-                ]
-                targets = [int(h.items[c]) for h, c in zip(batch, cuts, strict=True)]
-                users = enc.forward(prompts)
-                items = enc.forward([texts[t] for t in targets])
-                loss = _in_batch_loss(users, items, targets, cfg.loss, cfg.temperature)
-                optim.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                optim.step()
-                losses.append(float(loss.detach()))
-            ndcg = self._validate(enc, texts, strategy, catalog, val)
+            t_epoch = time.perf_counter()
+            loss = self._epoch(enc, items, reader, pairs, order, optim, sched, run)
+            ndcg = self._validate(enc, items, reader, val)
             run.history.append(
-                {"epoch": epoch, "loss": round(float(np.mean(losses)), 5), "ndcg10": round(ndcg, 6)}
+                {
+                    "epoch": epoch,
+                    "loss": round(loss, 5),
+                    "ndcg10": round(ndcg, 6),
+                    "seconds": round(time.perf_counter() - t_epoch, 1),
+                }
             )
+            log.info("epoch %d: loss %.4f, validation NDCG@10 %.4f", epoch, loss, ndcg)
             if ndcg > run.best:
-                run.best, run.best_epoch, run.best_state = ndcg, epoch, tuned_weights(enc.model)
-            self._checkpoint(enc.model, optim, rng, run, epoch)
+                run.best, run.best_epoch, run.best_state = ndcg, epoch, enc.tuned_state()
+            self._checkpoint(enc, optim, sched, run, epoch)
             if epoch - run.best_epoch >= cfg.patience:
                 break
             if cfg.max_minutes and time.perf_counter() - t0 > cfg.max_minutes * 60:
                 log.warning("stopping: the %.0f-minute time cap was reached", cfg.max_minutes)
                 break
-        st = enc.model
         if run.best_state is None:
             log.warning(
                 "tuning did not improve validation NDCG@10 on the untuned model (%.4f): the "
                 "untuned model is kept",
                 run.best,
             )
-            st[0].model = _untuned_base(st[0].model)
+            enc.load_tuned_state({k: torch.zeros_like(v) for k, v in enc.tuned_state().items()})
         else:
-            st.load_state_dict(run.best_state, strict=False)
-            if cfg.peft_method == "lora":
-                st[0].model = st[0].model.merge_and_unload()  # plain weights: no peft to load
-        st.eval()
-        enc.precision = "fp32"  # score as the saved model will once loaded (fp32)
+            enc.load_tuned_state(run.best_state)
+        st = enc.merged()
         summary = {
             "best_epoch": run.best_epoch,
             "validation_ndcg10": round(run.best, 6),
             "validation_users": len(val.histories),
+            "training_pairs": len(pairs),
             "train_seconds": round(time.perf_counter() - t0, 1),
             "refit": False,
         }
-        scorer = FullTunedScorer(enc, cfg, {"summary": summary, "validation": run.history})
+        tuned = TunedEncoder(st, f"full:{cfg.encoder}:lora", self.device)
+        tuned.precision = "fp32"  # score as the saved model will once loaded (fp32)
+        scorer = FullTunedScorer(tuned, cfg, {"summary": summary, "validation": run.history})
         return scorer.fit(data)
 
+    # ------------------------------------------------------------------ one epoch
+    def _epoch(self, enc, items, reader, pairs, order, optim, sched, run) -> float:  # type: ignore[no-untyped-def]
+        """Train on the next ``epoch_pairs`` pairs of the permutation; the mean loss."""
+        cfg = self.config
+        enc.train(True)
+        losses = []
+        start = (run.step * cfg.batch_size) % len(order)
+        chosen = np.resize(np.roll(order, -start), min(cfg.epoch_pairs, len(order)))
+        rng = np.random.default_rng([cfg.seed, run.step])  # the same draws when resumed
+        for b in range(0, len(chosen), cfg.batch_size):
+            batch = [pairs[i] for i in chosen[b : b + cfg.batch_size]]
+            prompts = reader.training_prompts(batch, rng)
+            targets = torch.tensor([int(h.items[cut]) for h, cut in batch], device=self.device)
+            drawn = torch.randint(0, len(items), (self.config.negatives,), device=self.device)
+            with self._autocast():
+                users = enc.encode(prompts).float()
+                # targets and negatives in one pass, both with gradients: without the
+                # negatives' push, every item is pulled towards the prompts and all collapse
+                unique, inverse = torch.unique(torch.cat([targets, drawn]), return_inverse=True)
+                vectors = items.vectors(unique.cpu().numpy()).float()[inverse]
+                positives, negatives = vectors[: len(targets)], vectors[len(targets) :]
+                loss = self._loss(users, positives, targets, negatives, drawn)
+            apply_step(loss, optim, sched, enc.parameters(), cfg.grad_clip)
+            run.step += 1
+            losses.append(float(loss.detach()))
+        return float(np.mean(losses)) if losses else 0.0
+
+    def _loss(
+        self,
+        users: torch.Tensor,
+        positives: torch.Tensor,
+        targets: torch.Tensor,
+        negatives: torch.Tensor,
+        drawn: torch.Tensor,
+    ) -> torch.Tensor:
+        """Each user's target against the items ``drawn`` uniformly at random: softmax (an
+        estimate of the softmax over the whole catalogue), or BCE. Every vector is computed
+        with this step's weights: a softmax whose negatives lag behind its positives is won by
+        the lag, not by ranking. The batch's other targets are not negatives: they are drawn
+        by popularity, and without a correction they teach the model to rank popular items
+        down."""
+        cfg = self.config
+        if cfg.loss == "bce":
+            positive = (users * positives).sum(-1) / cfg.temperature
+            negative = (users @ negatives.T) / cfg.temperature
+            negative = negative.masked_fill(drawn[None] == targets[:, None], float("-inf"))
+            return F.softplus(-positive).mean() + F.softplus(negative).mean()
+        positive = (users * positives).sum(-1, keepdim=True) / cfg.temperature  # [B, 1]
+        negative = (users @ negatives.T) / cfg.temperature  # [B, K]
+        negative = negative.masked_fill(drawn[None] == targets[:, None], float("-inf"))
+        logits = torch.cat([positive, negative], dim=1)
+        return F.cross_entropy(
+            logits, torch.zeros(len(users), dtype=torch.long, device=users.device)
+        )
+
+    def _validate(self, enc, items, reader, val: Split) -> float:  # type: ignore[no-untyped-def]
+        with torch.no_grad(), enc.evaluating(), self._autocast():
+            bank = items.all_vectors().float().cpu().numpy()
+        users = enc.encode_all(reader.prompts(val.histories), batch_size=128)
+        ranks = target_ranks(users @ bank.T, val.targets, [h.items for h in val.histories])
+        return ndcg_at(ranks, 10)
+
     # ------------------------------------------------------------------ checkpoints
-    def _checkpoint(self, model, optim, rng, run: _Progress, epoch: int) -> None:  # type: ignore[no-untyped-def]
+    def _checkpoint(self, enc, optim, sched, run: _Progress, epoch: int) -> None:  # type: ignore[no-untyped-def]
         save_checkpoint(
             self.checkpoint_dir,
             self.config,
             self._data_key,
             {
                 "epoch": epoch,
-                "tuned": tuned_weights(model),
+                "tuned": enc.tuned_state(),
                 "optim": optim.state_dict(),
-                "rng": rng.bit_generator.state,
+                "sched": sched.state_dict(),
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "run": vars(run),
             },
         )
 
-    def _resume(self, model, optim, rng, run: _Progress) -> int:  # type: ignore[no-untyped-def]
+    def _resume(self, enc, optim, sched, run: _Progress) -> int:  # type: ignore[no-untyped-def]
         ckpt = load_checkpoint(self.checkpoint_dir, self.config, self._data_key)
         if ckpt is None:
             return 1
-        model.load_state_dict(ckpt["tuned"], strict=False)
+        enc.load_tuned_state(ckpt["tuned"])
         optim.load_state_dict(ckpt["optim"])
-        rng.bit_generator.state = ckpt["rng"]
+        sched.load_state_dict(ckpt["sched"])
         torch.set_rng_state(ckpt["torch_rng"])
         if ckpt.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
@@ -268,50 +372,32 @@ class FullTrainer:
             return self.config.epochs + 1  # it had stopped early: nothing left to train
         return int(ckpt["epoch"]) + 1
 
-    def _validate(self, enc, texts, strategy, catalog, val) -> float:  # type: ignore[no-untyped-def]
-        items = enc.encode(texts, batch_size=128)
-        prompts = [
-            strategy.build(h, catalog, enc.count_tokens, PROMPT_TOKENS).text for h in val.histories
-        ]
-        users = enc.encode(prompts, kind="query", batch_size=128)
-        ranks = target_ranks(users @ items.T, val.targets, [h.items for h in val.histories])
-        return ndcg_at(ranks, 10)
+
+#: full-mode settings of earlier versions, ignored in the models they saved
+_REMOVED_SETTINGS = ("peft_method", "prefix_tokens", "refresh_steps")
 
 
-@dataclass
-class _Progress:
-    """Where early stopping stands: best validation NDCG@10, its epoch and tuned weights."""
-
-    best: float
-    best_epoch: int
-    history: list[dict[str, Any]]
-    best_state: dict[str, torch.Tensor] | None  # None: the untuned model (epoch 0)
+def _steps(cfg: TrainConfig, pairs: Sequence[object]) -> int:
+    """Optimiser steps per epoch."""
+    return -(-min(cfg.epoch_pairs, len(pairs)) // cfg.batch_size)
 
 
-@contextlib.contextmanager
-def _without_adapter(enc: TunableEncoder):  # type: ignore[no-untyped-def]
-    """The language model as it was, for a while (LoRA starts there anyway: its update is 0)."""
-    tuned = enc.model[0].model
-    if not tuned.peft_config["default"].is_prompt_learning:
-        yield
-        return
-    enc.model[0].model = tuned.get_base_model()  # prompt learning wraps without injecting
-    try:
-        yield
-    finally:
-        enc.model[0].model = tuned
+def _warmup_then_linear_decay(warmup: int, total: int) -> Callable[[int], float]:
+    """The learning rate's factor at a step: up over ``warmup`` steps, then down linearly to
+    zero at ``total`` (the schedule transformers' ``get_linear_schedule_with_warmup`` uses)."""
+    warmup = max(warmup, 1)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(total - warmup, 1))
+
+    return factor
 
 
-def _untuned_base(tuned: Any) -> Any:
-    """The language model without its peft adapter (LoRA layers removed unmerged)."""
-    if tuned.peft_config["default"].is_prompt_learning:
-        return tuned.get_base_model()
-    return tuned.unload()
-
-
-def tuned_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A copy of the parameters being tuned (the LoRA matrices or the prefix), by name."""
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+def _pairs(histories: Sequence[UserHistory]) -> list[tuple[UserHistory, int]]:
+    """Every (history, position of a target) with at least one item before it."""
+    return [(h, cut) for h in histories for cut in range(1, len(h))]
 
 
 def _history_before(h: UserHistory, cut: int) -> UserHistory:
@@ -324,22 +410,6 @@ def _history_before(h: UserHistory, cut: int) -> UserHistory:
         h.timestamps[:cut],
         h.queries[:cut],
     )
-
-
-def _in_batch_loss(
-    users: torch.Tensor, items: torch.Tensor, targets: list[int], loss: str, temperature: float
-) -> torch.Tensor:
-    scores = users @ items.T  # [B, B]; the diagonal holds the positives
-    ids = torch.tensor(targets, device=scores.device)
-    same = ids[:, None] == ids[None, :]
-    eye = torch.eye(len(targets), dtype=torch.bool, device=scores.device)
-    duplicate = same & ~eye  # another row's target equal to this row's: not a negative
-    if loss == "softmax":
-        logits = (scores / temperature).masked_fill(duplicate, float("-inf"))
-        return F.cross_entropy(logits, torch.arange(len(targets), device=scores.device))
-    raw = F.binary_cross_entropy_with_logits(scores, eye.float(), reduction="none")
-    valid = (~duplicate).float()
-    return (raw * valid).sum() / valid.sum()
 
 
 class FullTunedScorer(PromptScorer):
@@ -358,25 +428,12 @@ class FullTunedScorer(PromptScorer):
     def save(self, directory: str | Path, data: Dataset | None = None) -> Path:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        st = self.space.encoder.model  # type: ignore[attr-defined]
-        tuned = st[0].model
-        adapter = hasattr(tuned, "get_base_model")  # a prefix (LoRA is merged, epoch 0 bare)
-        if adapter:
-            # the base encoder as it was, and the prefix as a peft adapter beside it
-            st[0].model = tuned.get_base_model()
-            try:
-                st.save(str(out / "encoder"))
-            finally:
-                st[0].model = tuned
-            tuned.save_pretrained(str(out / ADAPTER_DIR))
-        else:
-            st.save(str(out / "encoder"))
+        self.space.encoder.model.save(str(out / "encoder"))  # type: ignore[attr-defined]
         config = {
             "format_version": FORMAT_VERSION,
             "promptrec_version": __version__,
             "kind": "lm-full",
             "train_config": self.config_.model_dump(),
-            "peft_adapter": ADAPTER_DIR if adapter else None,
             "fingerprint": catalogue_fingerprint(data) if data is not None else None,
             "train_log": log_fingerprint(data) if data is not None else None,
             **self.info,
@@ -388,21 +445,17 @@ class FullTunedScorer(PromptScorer):
     def load(cls, directory: str | Path, config: dict[str, Any]) -> FullTunedScorer:
         from promptrec.encoders import load_encoder
 
-        cfg = TrainConfig(**config["train_config"])
+        if config.get("peft_adapter"):
+            raise ModelError(
+                f"{directory}: a prefix-tuned model, which this promptrec no longer reads "
+                "(prefix tuning never improved on the untuned model); retrain it with "
+                "`promptrec train --mode full`"
+            )
+        # a LoRA model saved before those settings were removed loads as it is (its LoRA was
+        # merged into the saved encoder)
+        settings = config["train_config"]
+        cfg = TrainConfig(**{k: v for k, v in settings.items() if k not in _REMOVED_SETTINGS})
         # fp32 as in training, so that a saved model scores exactly as the trained one
         enc = load_encoder(str(Path(directory) / "encoder"), cache=False, precision="fp32")
-        if config.get("peft_adapter"):
-            from peft import PeftModel
-
-            adapter = Path(directory) / str(config["peft_adapter"])
-            files = ("adapter_config.json", "adapter_model.safetensors")
-            if not all((adapter / f).is_file() for f in files):
-                raise ModelError(f"{adapter}: a prefix-tuned model needs {' and '.join(files)}")
-            st = enc.model  # type: ignore[attr-defined]
-            try:
-                st[0].model = PeftModel.from_pretrained(st[0].model, str(adapter)).eval()
-            except (OSError, ValueError, RuntimeError) as exc:  # damaged or for another model
-                raise ModelError(f"{adapter}: cannot load the prefix: {exc}") from exc
-            enc.name += f":{adapter.name}"
         info = {k: config[k] for k in ("validation", "summary", "train_log") if k in config}
         return cls(enc, cfg, info)

@@ -38,6 +38,7 @@ from promptrec.train.folder import log_fingerprint
 from promptrec.train.losses import FullSoftmaxLoss, SampledBCELoss, SampledSoftmaxLoss
 from promptrec.train.model import TwoTowerModel
 from promptrec.train.new_items import BORROWED_IDS, NEW_ITEM_SCALES, choose_new_items
+from promptrec.train.optim import apply_step
 from promptrec.train.sequences import last_items, training_windows
 from promptrec.train.trained import TrainedScorer
 
@@ -295,12 +296,7 @@ class Trainer:
                 valid = tgt >= 0
                 with self._autocast():
                     loss = self._step_loss(model, loss_fn, text, id_mask, inp, tgt, valid)
-                optim.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optim.step()
-                sched.step()
+                apply_step(loss, optim, sched, model.parameters(), cfg.grad_clip)
                 total += float(loss.detach()) * int(valid.sum())
                 count += int(valid.sum())
             epoch_loss = total / max(count, 1)
