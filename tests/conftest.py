@@ -75,6 +75,26 @@ def beauty_slice(beauty):
     return Dataset(items, events, "amazon-beauty-slice")
 
 
+@pytest.fixture(scope="session")
+def write_shop() -> Callable[..., tuple[Path, Path]]:
+    """Write a data set as a shop hands it over to the command line: ``catalog.jsonl`` and a
+    plain ``events.csv`` (user_id, item_id, integer timestamp) in a folder; their paths."""
+    import json
+
+    def write(data, root: Path) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
+        root.mkdir(parents=True, exist_ok=True)
+        catalog, events = root / "catalog.jsonl", root / "events.csv"
+        with catalog.open("w") as fh:
+            for rec in data.items.drop(columns=["asin"]).to_dict("records"):
+                fh.write(json.dumps({**rec, "item_id": int(rec["item_id"])}) + "\n")
+        log = data.events[["user_id", "item_id", "timestamp"]].copy()
+        log["timestamp"] = log["timestamp"].astype(int)
+        log.to_csv(events, index=False)
+        return catalog, events
+
+    return write
+
+
 POSTGRES_URL_VARIABLE = "PROMPTREC_TEST_POSTGRES_URL"
 
 

@@ -10,20 +10,9 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def files(beauty_slice, tmp_path_factory) -> tuple[Path, Path]:
+def files(beauty_slice, tmp_path_factory, write_shop) -> tuple[Path, Path]:
     """The slice as an outside evaluator would hand it over: catalog.jsonl + plain events.csv."""
-    root = tmp_path_factory.mktemp("slice")
-    catalog = root / "catalog.jsonl"
-    items = beauty_slice.items.drop(columns=["asin"])
-    with catalog.open("w") as fh:
-        for rec in items.to_dict("records"):
-            rec["item_id"] = int(rec["item_id"])
-            fh.write(json.dumps(rec) + "\n")
-    events = root / "events.csv"
-    ev = beauty_slice.events[["user_id", "item_id", "timestamp"]].copy()
-    ev["timestamp"] = ev["timestamp"].astype(int)
-    ev.to_csv(events, index=False)
-    return catalog, events
+    return write_shop(beauty_slice, tmp_path_factory.mktemp("slice"))
 
 
 def test_all_users_export(files, beauty_slice, tmp_path, cli) -> None:

@@ -4,7 +4,6 @@ slice of amazon-beauty."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,23 +195,12 @@ def test_a_full_mode_step_improves_its_own_batch(tiny) -> None:
     assert losses[-1] < losses[0] - 0.1
 
 
-def _write_shop(data: Dataset, root: Path) -> tuple[Path, Path]:
-    """A catalogue (JSONL) and a behaviour log (CSV) as a shop hands them over."""
-    root.mkdir()
-    catalog, events = root / "catalog.jsonl", root / "events.csv"
-    with catalog.open("w") as fh:
-        for rec in data.items.drop(columns=["asin"]).to_dict("records"):
-            fh.write(json.dumps({**rec, "item_id": int(rec["item_id"])}) + "\n")
-    log = data.events[["user_id", "item_id", "timestamp"]].copy()
-    log["timestamp"] = log["timestamp"].astype(int)
-    log.to_csv(events, index=False)
-    return catalog, events
-
-
-def test_a_full_mode_model_recommends_in_another_shop(tiny, shared_data, tmp_path, cli) -> None:
+def test_a_full_mode_model_recommends_in_another_shop(
+    tiny, shared_data, tmp_path, cli, write_shop
+) -> None:
     """Trained through the CLI on beauty products, it ranks video games (titles only, every
     item and user unknown to it) through text alone."""
-    catalog, events = _write_shop(tiny, tmp_path / "beauty")
+    catalog, events = write_shop(tiny, tmp_path / "beauty")
     config = tmp_path / "small.json"
     config.write_text(json.dumps({k: v for k, v in SMALL.items() if k != "mode"} | {"epochs": 1}))
     model = tmp_path / "model"
@@ -225,7 +213,7 @@ def test_a_full_mode_model_recommends_in_another_shop(tiny, shared_data, tmp_pat
     users = games.user_ids[:30]
     log = games.events[games.events["user_id"].isin(users)]
     other = Dataset(games.items[games.items["item_id"].isin(set(log["item_id"]))], log, "g")
-    catalog, events = _write_shop(other, tmp_path / "games")
+    catalog, events = write_shop(other, tmp_path / "games")
     preds = tmp_path / "preds.jsonl"
     code, out, err = cli(
         ["recommend", "--catalog", str(catalog), "--events", str(events), "--all-users"]

@@ -51,8 +51,9 @@ class TrainConfig(BaseModel):
             where they are scored as candidates (the history keeps every id), so that the text
             path learns to score an item alone, as it must for a new item.
         lr / weight_decay / batch_size / warmup_steps / grad_clip: optimisation (AdamW,
-            linear warm-up then constant, gradient norm clipping). ``lr``, ``batch_size`` and
-            ``warmup_steps`` left out take their mode's default (:data:`MODE_DEFAULTS`).
+            linear warm-up then constant, in full mode then down to zero; gradient norm
+            clipping). ``lr``, ``batch_size``, ``warmup_steps``, ``epochs``, ``patience`` and
+            ``temperature`` left out take their mode's default (:data:`MODE_DEFAULTS`).
         epochs / patience: at most this many epochs (full mode: its learning rate decays
             linearly to zero at the last); stop when validation NDCG@10 has not
             improved for ``patience`` epochs; the best epoch's weights are kept. Patience 10

@@ -41,7 +41,7 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,7 @@ from promptrec.train.checkpoints import load_checkpoint, save_checkpoint, seed_e
 from promptrec.train.config import TrainConfig
 from promptrec.train.folder import FORMAT_VERSION, catalogue_fingerprint, log_fingerprint
 from promptrec.train.lm import ItemStates, LayeredEncoder
-from promptrec.train.optim import apply_step
+from promptrec.train.optim import apply_step, warmup_schedule
 from promptrec.train.queries import TrainingQueries
 from promptrec.version import __version__
 
@@ -78,11 +78,11 @@ warnings.filterwarnings(
 
 
 class TunedEncoder(SentenceTransformerEncoder):
-    """The tuned sentence-transformers model as an :class:`Encoder` (fp32 on CPU, bf16 autocast
-    on a GPU): what a full-mode model scores with, trained or loaded."""
+    """The tuned sentence-transformers model as an :class:`Encoder`, in fp32 as the saved model
+    scores once loaded: what a freshly trained full-mode model scores with."""
 
     def __init__(self, model: Any, name: str, device: str) -> None:
-        self._adopt(model, device, "bf16" if device.startswith("cuda") else "fp32")
+        self._adopt(model, device, "fp32")
         self.name = name
 
 
@@ -216,9 +216,7 @@ class FullTrainer:
         items = ItemStates(enc, texts)
         params = enc.parameters()
         optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            optim, _warmup_then_linear_decay(cfg.warmup_steps, cfg.epochs * _steps(cfg, pairs))
-        )
+        sched = warmup_schedule(optim, cfg.warmup_steps, cfg.epochs * _steps(cfg, pairs))
         run = _Progress(best=-1.0, best_epoch=0, history=[], best_state=None)
         first_epoch = self._resume(enc, optim, sched, run)
         if first_epoch == 1:
@@ -273,7 +271,6 @@ class FullTrainer:
             "refit": False,
         }
         tuned = TunedEncoder(st, f"full:{cfg.encoder}:lora", self.device)
-        tuned.precision = "fp32"  # score as the saved model will once loaded (fp32)
         scorer = FullTunedScorer(tuned, cfg, {"summary": summary, "validation": run.history})
         return scorer.fit(data)
 
@@ -319,15 +316,12 @@ class FullTrainer:
         by popularity, and without a correction they teach the model to rank popular items
         down."""
         cfg = self.config
-        if cfg.loss == "bce":
-            positive = (users * positives).sum(-1) / cfg.temperature
-            negative = (users @ negatives.T) / cfg.temperature
-            negative = negative.masked_fill(drawn[None] == targets[:, None], float("-inf"))
-            return F.softplus(-positive).mean() + F.softplus(negative).mean()
-        positive = (users * positives).sum(-1, keepdim=True) / cfg.temperature  # [B, 1]
+        positive = (users * positives).sum(-1) / cfg.temperature  # [B]
         negative = (users @ negatives.T) / cfg.temperature  # [B, K]
         negative = negative.masked_fill(drawn[None] == targets[:, None], float("-inf"))
-        logits = torch.cat([positive, negative], dim=1)
+        if cfg.loss == "bce":
+            return F.softplus(-positive).mean() + F.softplus(negative).mean()
+        logits = torch.cat([positive[:, None], negative], dim=1)
         return F.cross_entropy(
             logits, torch.zeros(len(users), dtype=torch.long, device=users.device)
         )
@@ -380,19 +374,6 @@ _REMOVED_SETTINGS = ("peft_method", "prefix_tokens", "refresh_steps")
 def _steps(cfg: TrainConfig, pairs: Sequence[object]) -> int:
     """Optimiser steps per epoch."""
     return -(-min(cfg.epoch_pairs, len(pairs)) // cfg.batch_size)
-
-
-def _warmup_then_linear_decay(warmup: int, total: int) -> Callable[[int], float]:
-    """The learning rate's factor at a step: up over ``warmup`` steps, then down linearly to
-    zero at ``total`` (the schedule transformers' ``get_linear_schedule_with_warmup`` uses)."""
-    warmup = max(warmup, 1)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total - step) / max(total - warmup, 1))
-
-    return factor
 
 
 def _pairs(histories: Sequence[UserHistory]) -> list[tuple[UserHistory, int]]:

@@ -38,7 +38,7 @@ from promptrec.train.folder import log_fingerprint
 from promptrec.train.losses import FullSoftmaxLoss, SampledBCELoss, SampledSoftmaxLoss
 from promptrec.train.model import TwoTowerModel
 from promptrec.train.new_items import BORROWED_IDS, NEW_ITEM_SCALES, choose_new_items
-from promptrec.train.optim import apply_step
+from promptrec.train.optim import apply_step, warmup_schedule
 from promptrec.train.sequences import last_items, training_windows
 from promptrec.train.trained import TrainedScorer
 
@@ -269,8 +269,7 @@ class Trainer:
         if len(inputs) == 0:
             raise ConfigError("the log has no user with 2 interactions: nothing to train on")
         optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        warmup = max(cfg.warmup_steps, 1)
-        sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min(1.0, (s + 1) / warmup))
+        sched = warmup_schedule(optim, cfg.warmup_steps)
         first_epoch = 1
         if val is not None:
             self.state = TrainState()
