@@ -47,6 +47,10 @@ VARIANTS: dict[str, dict] = {
     # and the softmax is estimated over sampled negatives (logQ); forced here at 0 items
     "batch-items": {"sample_above": 0, "refit": False},
     "text-only": {"use_ids": False, "refit": False},  # no id embeddings: items from text
+    # trained on queries: half the positions also trained with a query through a query tower
+    # (promptrec.train.queries.QueryBank); the default has none
+    "queries": {"query_share": 0.5},
+    "queries-no-refit": {"query_share": 0.5, "refit": False},
     # full mode (the language model tuned with LoRA, reading prompts and item texts), each
     # prompt strategy: the article's question, whether prompt design matters once the model
     # learns

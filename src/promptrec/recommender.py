@@ -196,9 +196,9 @@ class Recommender:
         if mix.lexical_weight <= 0 or data.n_items > mix.lexical_up_to:
             scorer.query_weight = mix.vector_only_weight  # type: ignore[attr-defined]
             return scorer
-        aware = QueryAwareScorer(
-            scorer, query_weight=mix.query_weight, lexical_weight=mix.lexical_weight
-        )
+        learned = getattr(scorer, "learned_queries", False)
+        weight = mix.learned_query_weight if learned else mix.query_weight
+        aware = QueryAwareScorer(scorer, query_weight=weight, lexical_weight=mix.lexical_weight)
         return aware.fit(data)
 
     def edited(self, data: Dataset, added: np.ndarray) -> Recommender:

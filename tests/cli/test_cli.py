@@ -325,3 +325,13 @@ def test_evaluate_with_queries_scores_search_baselines_and_a_model(files, tmp_pa
     assert set(chosen) == {"mean-of-items+query", "trained:model"}
     assert "Each target comes with a query" in (tmp_path / "q.md").read_text()
     assert "| bm25 |" in out and "| trained:model+query |" in out
+    # the whole category path as the query: the same methods, other queries
+    code, out, err = cli(
+        ["evaluate", *data, "--queries", "category-path", "--model", str(model)]
+        + ["--output", str(tmp_path / "path.json")]
+    )
+    assert code == 0, err
+    path = json.loads((tmp_path / "path.json").read_text())
+    assert set(path["splits"]["test"]["results"]) == zero_shot | trained
+    assert "category path" in path["settings"]["queries"]
+    assert path["settings"]["queries"] != result["settings"]["queries"]

@@ -10,6 +10,7 @@ from promptrec.data.split import leave_last_out
 from promptrec.evaluation.queries import (
     LEXICAL_WEIGHTS,
     QUERY_WEIGHTS,
+    category_path_queries,
     category_queries,
     evaluate_queries,
     with_queries,
@@ -37,6 +38,19 @@ def test_the_query_is_the_deepest_category(beauty_slice) -> None:
     assert skipped == missing and len(chosen.histories) == len(split.histories) - missing
     for history, target in zip(chosen.histories, chosen.targets, strict=True):
         assert history.query == queries[target]
+
+
+def test_the_path_query_is_every_level_of_the_category_path(beauty_slice) -> None:
+    paths = beauty_slice.items["categories"].tolist()
+    queries = category_path_queries(beauty_slice)
+    for path, query in zip(paths[:50], queries[:50], strict=True):
+        assert query == " ".join(path).lower()
+    assert "beauty makeup nails nail polish" in queries
+    items = beauty_slice.items.copy()
+    items["categories"] = ["Beauty>Skin Care> Face ", " ", *items["categories"].tolist()[2:]]
+    queries = category_path_queries(Dataset(items, beauty_slice.events, "edited"))
+    assert queries[:2] == ["beauty skin care face", None]  # either separator; blank is none
+    assert category_queries(Dataset(items, beauty_slice.events, "edited"))[:2] == ["face", None]
 
 
 def test_words_and_chinese_characters() -> None:

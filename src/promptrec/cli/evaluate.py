@@ -78,8 +78,9 @@ def evaluate(
         str | None,
         typer.Option(
             "--queries",
-            help="'category': the personalized product search protocol. Each target comes "
-            "with a query made from its own deepest category; reports BM25, query-only, "
+            help="'category' or 'category-path': the personalized product search protocol. "
+            "Each target comes with a query made from its own deepest category (or its whole "
+            "category path); reports BM25, query-only, "
             "history-only and promptrec with query and history (its weights chosen on "
             "validation), and each --model with and without the query.",
         ),
@@ -103,11 +104,15 @@ def evaluate(
         if s not in ("validation", "test"):
             raise ConfigError(f"--splits: unknown split '{s}' (use validation, test)")
     if queries is not None:
-        if queries != "category":
-            raise ConfigError(f"--queries: unknown protocol '{queries}' (use category)")
+        from promptrec.evaluation.queries import PROTOCOLS
+
+        if queries not in PROTOCOLS:
+            raise ConfigError(
+                f"--queries: unknown protocol '{queries}' (use {', '.join(PROTOCOLS)})"
+            )
         if strategies or keep_seen or splits != "validation,test":
             raise ConfigError(
-                "--queries category runs its own methods on both splits, history excluded: "
+                f"--queries {queries} runs its own methods on both splits, history excluded: "
                 "leave out --strategies, --splits and --keep-seen"
             )
     dataset = load_data(data, catalog, events, db, unknown_items=unknown_items, encoding=encoding)
@@ -123,6 +128,7 @@ def evaluate(
             validation_users=validation_users or None,
             seed=seed,
             models=models,
+            protocol=queries,
         )
     else:
         result = run_evaluation(

@@ -2,8 +2,9 @@
 
 As in Ai et al., "Learning a Hierarchical Embedding Model for Personalized Product Search"
 (SIGIR 2017): each leave-one-out target of ``shared/EVALUATION.md`` comes with a query made
-from the target item's own category path (the deepest category's words, lower-cased: "Beauty >
-Makeup > Nails > Nail Polish" gives "nail polish"); the history is what precedes the target;
+from the target item's own category path (protocol ``category``: the deepest category's words,
+lower-cased, "Beauty > Makeup > Nails > Nail Polish" gives "nail polish"; ``category-path``: the
+whole path's words, "beauty makeup nails nail polish"); the history is what precedes the target;
 the whole catalogue is ranked, history items excluded. Targets whose item has no category are
 skipped and counted.
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -31,9 +32,10 @@ from tqdm.auto import tqdm
 from promptrec.data.dataset import Dataset, UserHistory
 from promptrec.data.split import Split, leave_last_out
 from promptrec.encoders import Encoder
+from promptrec.errors import ConfigError
 from promptrec.evaluation.evaluator import EvaluationResult, StrategyResult, evaluate_scorer
 from promptrec.evaluation.metrics import ndcg_at
-from promptrec.prompts.items import field_values
+from promptrec.prompts.items import category_levels, field_values
 from promptrec.retrieval.topk import target_ranks
 from promptrec.scorers import MeanOfItemsScorer, Scorer, TextSpace
 from promptrec.scorers.lexical import BM25Scorer
@@ -50,11 +52,29 @@ LEXICAL_WEIGHTS = (0.0, 0.2, 0.4, 0.8, 1.6)
 
 def category_queries(data: Dataset) -> list[str | None]:
     """Per item, its deepest category's words, lower-cased (None: the item has no category)."""
-    out: list[str | None] = []
-    for path in field_values(data.items, "category"):
-        deepest = str(path).split(" > ")[-1].strip().lower() if path else ""
-        out.append(deepest or None)
-    return out
+    return [
+        levels[-1].lower() if levels else None
+        for levels in map(category_levels, field_values(data.items, "category"))
+    ]
+
+
+def category_path_queries(data: Dataset) -> list[str | None]:
+    """Per item, its whole category path's words, broadest first, lower-cased ("Beauty >
+    Makeup > Nails > Nail Polish" gives "beauty makeup nails nail polish"; None: no category)."""
+    return [
+        " ".join(levels).lower() if levels else None
+        for levels in map(category_levels, field_values(data.items, "category"))
+    ]
+
+
+#: the query protocols: per item, the query a target of it comes with, and its description
+PROTOCOLS: dict[str, tuple[Callable[[Dataset], list[str | None]], str]] = {
+    "category": (category_queries, "the target item's deepest category, lower-cased"),
+    "category-path": (
+        category_path_queries,
+        "the target item's whole category path, its levels' words lower-cased",
+    ),
+}
 
 
 def with_queries(split: Split, queries: Sequence[str | None]) -> tuple[Split, int]:
@@ -141,12 +161,17 @@ def evaluate_queries(
     seed: int = 0,
     progress: bool = True,
     models: dict[str, VectorScorer] | None = None,
+    protocol: str = "category",
 ) -> EvaluationResult:
     """The protocol on ``data``: the weights chosen on (a sample of) the validation targets,
     every method scored on both splits (trained models on test only: they were stopped, and
-    refitted, on the validation targets)."""
+    refitted, on the validation targets). ``protocol``: which query each target comes with
+    (:data:`PROTOCOLS`)."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown query protocol '{protocol}' (use {', '.join(PROTOCOLS)})")
+    make_queries, described = PROTOCOLS[protocol]
     all_splits = leave_last_out(data)
-    queries = category_queries(data)
+    queries = make_queries(data)
     validation, skipped_validation = with_queries(
         all_splits["validation"].sample(validation_users, seed), queries
     )
@@ -177,8 +202,8 @@ def evaluate_queries(
             log.info("%s %s NDCG@10=%.4f", split.name, name, res.metrics["NDCG@10"])
             results[split.name][name] = res
     settings = {
-        "protocol": "personalized product search: the target's deepest category as the query",
-        "queries": "the target item's deepest category, lower-cased",
+        "protocol": f"personalized product search ({protocol}): {described} as the query",
+        "queries": described,
         "skipped (target without a category)": {
             "validation": skipped_validation,
             "test": skipped_test,

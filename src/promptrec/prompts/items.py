@@ -134,6 +134,16 @@ def field_values(items: pd.DataFrame, ours: str) -> list[Any]:
     return [_normalised(ours, v) for v in first_values(items, ALIASES[ours])]
 
 
+def category_levels(path: object) -> list[str]:
+    """A category path's levels, broadest first: "Beauty > Makeup > Nail Polish" (or
+    "Beauty>Makeup>Nail Polish") gives ``["Beauty", "Makeup", "Nail Polish"]``; a missing or
+    blank one gives ``[]``. Every reader of category paths (prompts, queries, filters) splits
+    them here."""
+    if path is None or _is_missing(path):
+        return []
+    return [level.strip() for level in str(path).split(">") if level.strip()]
+
+
 def detect_domain(columns: Iterable[str]) -> Domain:
     """Pick the item template from the catalogue's column names."""
     cols = {c.lower() for c in columns}

@@ -31,7 +31,7 @@ import pandas as pd
 from promptrec.data.dataset import UserHistory
 from promptrec.data.rows import Column
 from promptrec.errors import ConfigError
-from promptrec.prompts.items import ItemPrompter, field_values
+from promptrec.prompts.items import ItemPrompter, category_levels, field_values
 from promptrec.prompts.language import Language, localized
 from promptrec.prompts.templates import load_template, render
 
@@ -75,9 +75,7 @@ class PromptCatalog:
     @classmethod
     def from_items(cls, items: pd.DataFrame, language: Language = "en") -> PromptCatalog:
         labels = ItemPrompter.labels(items)
-        categories = [
-            c.split(" > ")[-1].strip() if c else None for c in field_values(items, "category")
-        ]
+        categories = [(category_levels(c) or [None])[-1] for c in field_values(items, "category")]
         brands = field_values(items, "brand")
         genres = [
             [g.strip() for g in text.split(",")] if text else NO_GENRES

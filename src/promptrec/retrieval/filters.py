@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from promptrec.data.dataset import Dataset
 from promptrec.data.rows import Column
-from promptrec.prompts.items import field_values
+from promptrec.prompts.items import category_levels, field_values
 
 
 class Filters(BaseModel):
@@ -107,7 +107,7 @@ class _Facets:
         ):
             labels: set[str] = set()
             if path:
-                labels.update(p for p in (part.strip().lower() for part in path.split(">")) if p)
+                labels.update(level.lower() for level in category_levels(path))
                 labels.add(path.lower())
             if genres:
                 labels.update(g.strip().lower() for g in genres.split(","))

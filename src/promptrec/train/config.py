@@ -20,6 +20,7 @@ MODE_DEFAULTS: dict[str, dict[str, float | int]] = {
         "temperature": 0.05,
         "patience": 10,
         "epochs": 200,
+        "query_share": 0.0,
     },
     "full": {
         "lr": 2e-3,
@@ -28,6 +29,7 @@ MODE_DEFAULTS: dict[str, dict[str, float | int]] = {
         "temperature": 0.1,
         "patience": 3,
         "epochs": 6,
+        "query_share": 0.5,
     },
 }
 
@@ -52,8 +54,9 @@ class TrainConfig(BaseModel):
             path learns to score an item alone, as it must for a new item.
         lr / weight_decay / batch_size / warmup_steps / grad_clip: optimisation (AdamW,
             linear warm-up then constant, in full mode then down to zero; gradient norm
-            clipping). ``lr``, ``batch_size``, ``warmup_steps``, ``epochs``, ``patience`` and
-            ``temperature`` left out take their mode's default (:data:`MODE_DEFAULTS`).
+            clipping). ``lr``, ``batch_size``, ``warmup_steps``, ``epochs``, ``patience``,
+            ``temperature`` and ``query_share`` left out take their mode's default
+            (:data:`MODE_DEFAULTS`).
         epochs / patience: at most this many epochs (full mode: its learning rate decays
             linearly to zero at the last); stop when validation NDCG@10 has not
             improved for ``patience`` epochs; the best epoch's weights are kept. Patience 10
@@ -110,9 +113,12 @@ class TrainConfig(BaseModel):
         lora_r / lora_alpha / lora_dropout: full mode's LoRA settings.
         epoch_pairs: full mode only: (prefix, next item) pairs per epoch, drawn in turn from a
             permutation of them all (every data set validates at the same cost).
-        query_share: full mode only: the share of training prompts that carry a query (the
-            log's search that led to the target, or one made from the target's text:
-            :mod:`promptrec.train.queries`).
+        query_share: the share of training positions whose user carries a query (the log's
+            search that led to the target, or one made from the target's text:
+            :mod:`promptrec.train.queries`): in full mode rendered inside the prompt; in fast
+            mode a copy of the position is added, its query's text vector added to the user
+            vector through a query tower (0: no query tower, a live query goes through the
+            item tower's projection as in models trained before).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -155,7 +161,7 @@ class TrainConfig(BaseModel):
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     epoch_pairs: int = Field(3072, ge=1)
-    query_share: float = Field(0.5, ge=0.0, le=1.0)
+    query_share: float | None = Field(None, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _mode_defaults(self) -> TrainConfig:

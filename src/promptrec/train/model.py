@@ -5,7 +5,12 @@
   (hybrid). An item never seen in training gets its vector from text alone.
 * **User tower**: a causal Transformer over the sequence of history item vectors (SASRec-style,
   Kang & McAuley, ICDM 2018); the state after the newest item is the user vector. A live query
-  is encoded by the frozen language model, projected by the item tower's adapter and added.
+  is encoded by the frozen language model, projected (:meth:`TwoTowerModel.query_vectors`: by
+  the query tower of a model trained on queries, else by the item tower's adapter) and added.
+* **Query tower** (``query_tower``, a model trained on queries): its own projection of a
+  query's text vector and a learned scale, trained with queries added to the user vectors
+  (:class:`~promptrec.train.queries.QueryBank`), so the model learns how much a query counts
+  against a history.
 
 Scores are cosine similarities (or plain inner products with ``cosine=False``) of user and
 item vectors; training divides them by a temperature.
@@ -13,6 +18,7 @@ item vectors; training divides them by a temperature.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -82,6 +88,27 @@ class ItemTower(nn.Module):
         return self.norm(self.proj(text))
 
 
+class QueryTower(nn.Module):
+    """A query's text vector in user space: its own projection (``Linear`` + ``LayerNorm``,
+    starting as a copy of the item tower's) and a learned scale of the result as scored.
+
+    Args:
+        items: the item tower whose projection it starts from.
+    """
+
+    def __init__(self, items: ItemTower) -> None:
+        super().__init__()
+        self.proj = nn.Linear(items.proj.in_features, items.proj.out_features)
+        self.norm = nn.LayerNorm(items.proj.out_features)
+        self.proj.load_state_dict(items.proj.state_dict())
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(
+        self, text: torch.Tensor, scoring: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        return self.scale * scoring(self.norm(self.proj(text)))
+
+
 class SequenceUserTower(nn.Module):
     """A causal Transformer over history item vectors (right-padded sequences)."""
 
@@ -127,6 +154,7 @@ class TwoTowerModel(nn.Module):
         use_ids: bool = True,
         cosine: bool = True,
         id_dropout: float = 0.0,
+        query_tower: bool = False,
     ) -> None:
         super().__init__()
         self.cosine = cosine
@@ -141,9 +169,21 @@ class TwoTowerModel(nn.Module):
             "use_ids": use_ids,
             "cosine": cosine,
             "id_dropout": id_dropout,
+            "query_tower": query_tower,
         }
         self.items = ItemTower(text_dim, dim, n_items, dropout, use_ids, id_dropout)
         self.users = SequenceUserTower(dim, max_len, layers, heads, dropout)
+        self.queries: QueryTower | None = None
+        if query_tower:
+            self.queries = QueryTower(self.items)
+
+    def query_vectors(self, text: torch.Tensor) -> torch.Tensor:
+        """Live queries' text vectors ``[n, text_dim]`` -> what is added to the scored user
+        vectors, ``[n, dim]``: through the query tower when the model has one, else the item
+        tower's projection, as scored (unit length under cosine)."""
+        if self.queries is not None:
+            return self.queries(text, self.scoring)
+        return self.scoring(self.items.project_query(text))
 
     def item_vectors(
         self,
@@ -173,7 +213,8 @@ class TwoTowerModel(nn.Module):
         lengths = (seqs >= 0).sum(1)
         last = (lengths - 1).clamp_min(0)
         out = states[torch.arange(len(seqs)), last]
-        return out * (lengths > 0)[:, None].to(out.dtype)
+        # an empty sequence's state is NaN (attention over padding alone): zeros, not NaN x 0
+        return torch.where((lengths > 0)[:, None], out, torch.zeros((), dtype=out.dtype))
 
     def config(self) -> dict[str, Any]:
         return dict(self.hparams)

@@ -21,15 +21,36 @@ def training_windows(
     inputs: list[np.ndarray] = []
     targets: list[np.ndarray] = []
     for h in histories:
-        items = h.items
-        n = len(items)
-        end = n - 1  # last input position (exclusive of the last item, which is only a target)
-        while end > 0:
-            start = max(0, end - max_len)
-            inputs.append(items[start:end])
-            targets.append(items[start + 1 : end + 1])
-            end = start
+        for start, end in _windows(len(h.items), max_len):
+            inputs.append(h.items[start:end])
+            targets.append(h.items[start + 1 : end + 1])
     return pad(inputs, max_len), pad(targets, max_len)
+
+
+def target_values(
+    per_event: Sequence[np.ndarray], histories: Sequence[UserHistory], max_len: int
+) -> np.ndarray:
+    """A value per event of each history (``per_event[i]`` aligned with ``histories[i]``'s
+    items), laid out as :func:`training_windows` lays out the targets: ``[n_windows,
+    max_len]`` int64, -1 in the padding."""
+    rows: list[np.ndarray] = []
+    for h, values in zip(histories, per_event, strict=True):
+        for start, end in _windows(len(h.items), max_len):
+            rows.append(values[start + 1 : end + 1])
+    return pad(rows, max_len)
+
+
+def _windows(n: int, max_len: int) -> list[tuple[int, int]]:
+    """The ``(start, end)`` input spans of a history of ``n`` items, newest first: consecutive
+    windows of at most ``max_len``, the newest ending just before the last item (which is only
+    a target)."""
+    spans = []
+    end = n - 1
+    while end > 0:
+        start = max(0, end - max_len)
+        spans.append((start, end))
+        end = start
+    return spans
 
 
 def pad(rows: Sequence[np.ndarray], length: int) -> np.ndarray:

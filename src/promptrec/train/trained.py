@@ -98,6 +98,12 @@ class TrainedScorer(VectorScorer):
         clone.scoring = self.scoring.model_copy()
         return clone
 
+    @property
+    def learned_queries(self) -> bool:
+        """Whether the model was trained on queries (it has a query tower): a live query then
+        counts as it learned (:attr:`QueryMix.learned_query_weight`)."""
+        return self.model.queries is not None
+
     # ------------------------------------------------------------------ binding to data
     def fit(self, data: Dataset) -> TrainedScorer:
         self.space.fit(data)
@@ -247,7 +253,7 @@ class TrainedScorer(VectorScorer):
             queries = [(row, h.query) for row, h in enumerate(histories) if h.query]
             if queries:
                 qv = self.space.encoder.encode([q for _, q in queries], kind="query")
-                projected = self.model.scoring(self.model.items.project_query(torch.from_numpy(qv)))
+                projected = self.model.query_vectors(torch.from_numpy(qv))
                 rows = torch.tensor([r for r, _ in queries])
                 users[rows] = users[rows] + self.query_weight * projected
         return users

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from promptrec.data.dataset import Dataset
+from promptrec.data.dataset import Dataset, UserHistory
 from promptrec.data.split import Split, leave_last_out
 from promptrec.encoders.sentence_transformer import cpu_has_native_bf16
 from promptrec.errors import ConfigError
@@ -39,10 +40,14 @@ from promptrec.train.losses import FullSoftmaxLoss, SampledBCELoss, SampledSoftm
 from promptrec.train.model import TwoTowerModel
 from promptrec.train.new_items import BORROWED_IDS, NEW_ITEM_SCALES, choose_new_items
 from promptrec.train.optim import apply_step, warmup_schedule
-from promptrec.train.sequences import last_items, training_windows
+from promptrec.train.queries import QueryBank
+from promptrec.train.sequences import last_items, target_values, training_windows
 from promptrec.train.trained import TrainedScorer
 
 log = logging.getLogger("promptrec")
+#: the share of training positions with a query that read it without their history, so that
+#: the query tower also serves a search by a user the shop does not know yet
+QUERY_ALONE = 0.2
 
 
 def length_batches(
@@ -121,6 +126,9 @@ class Trainer:
             native = self.device.startswith("cuda") or cpu_has_native_bf16()
             precision = "bf16" if native else "fp32"
         self.precision = precision
+        #: training queries' text vectors by query, encoded once for both runs (see _queries)
+        self._encoded_queries: dict[str, np.ndarray] = {}
+        self.bank: QueryBank | None = None
 
     def _autocast(self):  # type: ignore[no-untyped-def]
         if self.precision != "bf16":
@@ -251,6 +259,7 @@ class Trainer:
             use_ids=cfg.use_ids,
             cosine=cfg.similarity == "cosine",
             id_dropout=cfg.id_dropout,
+            query_tower=bool(cfg.query_share),
         )
         model.to(self.device)
         # negatives are drawn on the training device, with their own seeded generator
@@ -265,9 +274,12 @@ class Trainer:
                 cfg.negatives,
             )
         loss_fn = self._loss(torch.from_numpy(counts).to(self.device), loss_gen)
-        inputs, targets = training_windows(data.histories(), cfg.max_len)
+        histories = data.histories()
+        inputs, targets = training_windows(histories, cfg.max_len)
         if len(inputs) == 0:
             raise ConfigError("the log has no user with 2 interactions: nothing to train on")
+        logged = self._queries(data, histories) if cfg.query_share else None
+        query_gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
         optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = warmup_schedule(optim, cfg.warmup_steps)
         first_epoch = 1
@@ -293,8 +305,21 @@ class Trainer:
                 inp = torch.from_numpy(inputs[rows, :width]).to(self.device)
                 tgt = torch.from_numpy(targets[rows, :width]).to(self.device)
                 valid = tgt >= 0
+                queries = None
+                if logged is not None and self.bank is not None:
+                    searched = torch.from_numpy(logged[rows, :width]).to(self.device)
+                    queries = self.bank.draw(
+                        tgt[valid], searched[valid], float(cfg.query_share), query_gen
+                    )
+                    alone = torch.rand(len(queries), generator=query_gen, device=self.device)
+                    # a position read as a search without a history: its query's row - n
+                    queries = torch.where(
+                        (queries >= 0) & (alone < QUERY_ALONE),
+                        queries - len(self.bank.vectors),
+                        queries,
+                    )
                 with self._autocast():
-                    loss = self._step_loss(model, loss_fn, text, id_mask, inp, tgt, valid)
+                    loss = self._step_loss(model, loss_fn, text, id_mask, inp, tgt, valid, queries)
                 apply_step(loss, optim, sched, model.parameters(), cfg.grad_clip)
                 total += float(loss.detach()) * int(valid.sum())
                 count += int(valid.sum())
@@ -347,18 +372,22 @@ class Trainer:
         inp: torch.Tensor,
         tgt: torch.Tensor,
         valid: torch.Tensor,
+        queries: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One batch's loss: over every item's vector, or (``self.sampled``) over the vectors
-        of the batch's own items (inputs, targets, negatives drawn for it) alone."""
-        temperature = self.config.temperature
+        of the batch's own items (inputs, targets, negatives drawn for it) alone. ``queries``:
+        per target, the query its user vector carries (see :meth:`_with_queries`)."""
         dropping = self.config.id_dropout > 0  # candidates score without some ids
+        temperature = self.config.temperature
         targets = tgt[valid]
         if not self.sampled:
             item_vecs = model.item_vectors(text, id_mask)
             scored = model.item_vectors(text, id_mask, drop_ids=True) if dropping else item_vecs
-            users = model.scoring(model.sequence_states(item_vecs, inp)[valid]) / temperature
-            return loss_fn(users, targets, model.scoring(scored))
-        negatives = loss_fn.draw(len(targets), len(text), self.device)
+            states = model.scoring(model.sequence_states(item_vecs, inp)[valid])
+            users, targets = self._with_queries(model, states, targets, queries)
+            return loss_fn(users / temperature, targets, model.scoring(scored))
+        copies = 0 if queries is None or self.bank is None else int((queries != -1).sum())
+        negatives = loss_fn.draw(len(targets) + copies, len(text), self.device)
         items = torch.unique(torch.cat([inp[inp >= 0], targets, negatives.flatten()]))
         item_vecs = model.item_vectors(text[items], id_mask[items], items)
         scored = (
@@ -367,14 +396,58 @@ class Trainer:
             else item_vecs
         )
         local = torch.where(inp >= 0, torch.searchsorted(items, inp.clamp_min(0)), -1)
-        users = model.scoring(model.sequence_states(item_vecs, local)[valid]) / temperature
+        states = model.scoring(model.sequence_states(item_vecs, local)[valid])
+        users, targets = self._with_queries(model, states, targets, queries)
         return loss_fn(
-            users,
+            users / temperature,
             torch.searchsorted(items, targets),
             model.scoring(scored),
             negatives=torch.searchsorted(items, negatives),
             ids=items,
         )
+
+    def _with_queries(
+        self,
+        model: TwoTowerModel,
+        users: torch.Tensor,
+        targets: torch.Tensor,
+        queries: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training positions' user vectors (as scored) and targets, followed by a copy of
+        each position that carries a query, its query's vector added (through the query
+        tower), as a live query's is when the model serves: every position still trains the
+        history alone, and the copies train how a query and a history combine. ``queries`` per
+        position: the query's row in :attr:`bank` (``r``), -1 for none, or ``r - len(bank)``
+        for the query read without the history (a search by a user the shop does not know)."""
+        if queries is None or self.bank is None or not len(self.bank.vectors):
+            return users, targets
+        asked = queries != -1
+        if not bool(asked.any()):
+            return users, targets
+        chosen = queries[asked]
+        alone = chosen < -1
+        rows = torch.where(alone, chosen + len(self.bank.vectors), chosen)
+        history = torch.where(alone[:, None], 0.0, users[asked])
+        searched = history + model.query_vectors(self.bank.vectors[rows].to(users.dtype))
+        return torch.cat([users, searched]), torch.cat([targets, targets[asked]])
+
+    def _queries(self, data: Dataset, histories: Sequence[UserHistory]) -> np.ndarray:
+        """The training queries of ``data`` (:attr:`bank`), and each training position's
+        logged search (its row in the bank, -1: none), laid out as the training windows."""
+        cfg = self.config
+
+        def encode(strings: list[str]) -> np.ndarray:
+            fresh = [q for q in strings if q not in self._encoded_queries]
+            if fresh:
+                log.info("encoding %d training queries", len(fresh))
+                vectors = self.space.encoder.encode(
+                    fresh, kind="query", batch_size=256, show_progress=self.progress
+                )
+                self._encoded_queries.update(zip(fresh, np.asarray(vectors), strict=True))
+            return np.stack([self._encoded_queries[q] for q in strings])
+
+        self.bank = QueryBank(data, encode, histories, seed=cfg.seed).to(self.device)
+        return target_values(self.bank.logged, histories, cfg.max_len)
 
     def validate(
         self, model: TwoTowerModel, text: torch.Tensor, id_mask: torch.Tensor, val: Split
