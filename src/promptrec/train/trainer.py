@@ -308,16 +308,11 @@ class Trainer:
                 queries = None
                 if logged is not None and self.bank is not None:
                     searched = torch.from_numpy(logged[rows, :width]).to(self.device)
-                    queries = self.bank.draw(
+                    drawn = self.bank.draw(
                         tgt[valid], searched[valid], float(cfg.query_share), query_gen
                     )
-                    alone = torch.rand(len(queries), generator=query_gen, device=self.device)
-                    # a position read as a search without a history: its query's row - n
-                    queries = torch.where(
-                        (queries >= 0) & (alone < QUERY_ALONE),
-                        queries - len(self.bank.vectors),
-                        queries,
-                    )
+                    alone = torch.rand(len(drawn), generator=query_gen, device=self.device)
+                    queries = (drawn, alone < QUERY_ALONE)
                 with self._autocast():
                     loss = self._step_loss(model, loss_fn, text, id_mask, inp, tgt, valid, queries)
                 apply_step(loss, optim, sched, model.parameters(), cfg.grad_clip)
@@ -372,7 +367,7 @@ class Trainer:
         inp: torch.Tensor,
         tgt: torch.Tensor,
         valid: torch.Tensor,
-        queries: torch.Tensor | None = None,
+        queries: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """One batch's loss: over every item's vector, or (``self.sampled``) over the vectors
         of the batch's own items (inputs, targets, negatives drawn for it) alone. ``queries``:
@@ -386,7 +381,7 @@ class Trainer:
             states = model.scoring(model.sequence_states(item_vecs, inp)[valid])
             users, targets = self._with_queries(model, states, targets, queries)
             return loss_fn(users / temperature, targets, model.scoring(scored))
-        copies = 0 if queries is None or self.bank is None else int((queries != -1).sum())
+        copies = 0 if queries is None or self.bank is None else int((queries[0] >= 0).sum())
         negatives = loss_fn.draw(len(targets) + copies, len(text), self.device)
         items = torch.unique(torch.cat([inp[inp >= 0], targets, negatives.flatten()]))
         item_vecs = model.item_vectors(text[items], id_mask[items], items)
@@ -411,24 +406,23 @@ class Trainer:
         model: TwoTowerModel,
         users: torch.Tensor,
         targets: torch.Tensor,
-        queries: torch.Tensor | None,
+        queries: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The training positions' user vectors (as scored) and targets, followed by a copy of
         each position that carries a query, its query's vector added (through the query
         tower), as a live query's is when the model serves: every position still trains the
-        history alone, and the copies train how a query and a history combine. ``queries`` per
-        position: the query's row in :attr:`bank` (``r``), -1 for none, or ``r - len(bank)``
-        for the query read without the history (a search by a user the shop does not know)."""
+        history alone, and the copies train how a query and a history combine. ``queries``:
+        per position, the query's row in :attr:`bank` (-1: none), and whether the copy reads
+        the query without the history (a search by a user the shop does not know)."""
         if queries is None or self.bank is None or not len(self.bank.vectors):
             return users, targets
-        asked = queries != -1
+        drawn, alone = queries
+        asked = drawn >= 0
         if not bool(asked.any()):
             return users, targets
-        chosen = queries[asked]
-        alone = chosen < -1
-        rows = torch.where(alone, chosen + len(self.bank.vectors), chosen)
-        history = torch.where(alone[:, None], 0.0, users[asked])
-        searched = history + model.query_vectors(self.bank.vectors[rows].to(users.dtype))
+        history = torch.where(alone[asked][:, None], 0.0, users[asked])
+        text = self.bank.vectors[drawn[asked]].to(users.dtype)
+        searched = history + model.query_vectors(text)
         return torch.cat([users, searched]), torch.cat([targets, targets[asked]])
 
     def _queries(self, data: Dataset, histories: Sequence[UserHistory]) -> np.ndarray:
