@@ -165,12 +165,7 @@ def main() -> None:
         for variant in args.variants.split(","):
             cfg = TrainConfig(**VARIANTS[variant])
             t0 = time.perf_counter()
-            if cfg.mode == "full":
-                from promptrec.train.full import FullTrainer
-
-                scorer = FullTrainer(cfg).fit(split.fit)
-            else:
-                scorer = Trainer(cfg).fit(split.fit)
+            scorer = Trainer(cfg).fit(split.fit)
             seconds = time.perf_counter() - t0
             if args.models:
                 scorer.save(Path(args.models) / f"{name}-{variant}", split.fit)

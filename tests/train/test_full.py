@@ -14,8 +14,8 @@ from promptrec.data.loaders import load_dataset
 from promptrec.encoders import load_encoder
 from promptrec.errors import ConfigError, ModelError
 from promptrec.scorers import PromptScorer, TextSpace
-from promptrec.train import TrainConfig
-from promptrec.train.full import FullTrainer
+from promptrec.train import TrainConfig, Trainer
+from promptrec.train.full import FullMode, language_model, pair_loss
 from promptrec.train.lm import ItemStates
 from promptrec.train.load import load_model
 from promptrec.train.queries import TrainingQueries
@@ -50,8 +50,7 @@ def _zero_shot(data: Dataset) -> PromptScorer:
 def test_the_split_encoder_encodes_as_the_model_does(tiny) -> None:
     """The lower layers' outputs kept per item, then the upper layers, give the vectors of the
     sentence-transformers model itself (before any update: LoRA starts at zero)."""
-    trainer = FullTrainer(TrainConfig(**SMALL), progress=False)
-    enc = trainer._encoder()
+    enc = language_model(TrainConfig(**SMALL), "cpu")
     texts = list(TextSpace("default").fit(tiny).texts[:50])
     # sentence-transformers' own forward, in float32 (promptrec's encoder may use bf16)
     expected = enc.st.encode(texts, normalize_embeddings=True)
@@ -65,7 +64,7 @@ def test_the_split_encoder_encodes_as_the_model_does(tiny) -> None:
 
 def test_lora_training_moves_the_rankings_and_round_trips(tiny, tmp_path, monkeypatch) -> None:
     _scripted_validation(monkeypatch, [0.1, 0.2, 0.3])  # epoch 2 is kept
-    scorer = FullTrainer(TrainConfig(**SMALL), progress=False).fit(tiny)
+    scorer = Trainer(TrainConfig(**SMALL), progress=False).fit(tiny)
     assert scorer.info["summary"]["best_epoch"] == 2
     hist = tiny.histories()[:10]
     trained = scorer.score(hist)
@@ -88,7 +87,7 @@ def test_lora_training_moves_the_rankings_and_round_trips(tiny, tmp_path, monkey
 def test_tuning_that_does_not_help_keeps_the_untuned_model(tiny, tmp_path, monkeypatch) -> None:
     cfg = TrainConfig(**{**SMALL, "epochs": 3, "patience": 1})
     _scripted_validation(monkeypatch, [0.3, 0.2, 0.1])  # epoch 0 best; stops after epoch 1
-    scorer = FullTrainer(cfg, progress=False).fit(tiny)
+    scorer = Trainer(cfg, progress=False).fit(tiny)
     assert scorer.info["summary"]["best_epoch"] == 0
     assert [e["epoch"] for e in scorer.info["validation"]] == [0, 1]
     hist = tiny.histories()[:10]
@@ -104,22 +103,22 @@ def test_full_mode_resumes_an_interrupted_run(tiny, tmp_path, monkeypatch) -> No
     tiny = Dataset(tiny.items[tiny.items["item_id"].isin(set(events["item_id"]))], events, "t")
     cfg = TrainConfig(**{**SMALL, "validation_users": 20})
     hist = tiny.histories()[:10]
-    whole = FullTrainer(cfg, checkpoint_dir=tmp_path / "a", progress=False).fit(tiny)
+    whole = Trainer(cfg, checkpoint_dir=tmp_path / "a", progress=False).fit(tiny)
 
-    validate = FullTrainer._validate
+    validate = FullMode.validate
     calls = []
 
-    def interrupted(self, *args):  # type: ignore[no-untyped-def]
+    def interrupted(self):  # type: ignore[no-untyped-def]
         calls.append(1)
         if len(calls) == 3:  # epoch 0 (untuned), 1, then 2: before its checkpoint
             raise KeyboardInterrupt
-        return validate(self, *args)
+        return validate(self)
 
-    monkeypatch.setattr(FullTrainer, "_validate", interrupted)
+    monkeypatch.setattr(FullMode, "validate", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        FullTrainer(cfg, checkpoint_dir=tmp_path / "b", progress=False).fit(tiny)
-    monkeypatch.setattr(FullTrainer, "_validate", validate)
-    resumed = FullTrainer(cfg, checkpoint_dir=tmp_path / "b", progress=False).fit(tiny)
+        Trainer(cfg, checkpoint_dir=tmp_path / "b", progress=False).fit(tiny)
+    monkeypatch.setattr(FullMode, "validate", validate)
+    resumed = Trainer(cfg, checkpoint_dir=tmp_path / "b", progress=False).fit(tiny)
     assert [e["epoch"] for e in resumed.info["validation"]] == [0, 1, 2]
     drop = ("seconds",)
     assert [{k: v for k, v in e.items() if k not in drop} for e in resumed.info["validation"]] == [
@@ -129,17 +128,17 @@ def test_full_mode_resumes_an_interrupted_run(tiny, tmp_path, monkeypatch) -> No
 
     other = TrainConfig(**{**cfg.model_dump(), "lora_r": 8})
     with pytest.raises(ConfigError, match="other settings"):
-        FullTrainer(other, checkpoint_dir=tmp_path / "b", progress=False).fit(tiny)
+        Trainer(other, checkpoint_dir=tmp_path / "b", progress=False).fit(tiny)
     fewer = Dataset(tiny.items, tiny.events.iloc[1:], "t")  # the log changed since
     with pytest.raises(ConfigError, match="another log"):
-        FullTrainer(cfg, checkpoint_dir=tmp_path / "b", progress=False).fit(fewer)
+        Trainer(cfg, checkpoint_dir=tmp_path / "b", progress=False).fit(fewer)
 
 
 def test_full_mode_rejects_sampled_softmax_and_prefix_folders(tmp_path) -> None:
     with pytest.raises(ConfigError, match="softmax"):
-        FullTrainer(TrainConfig(mode="full", loss="sampled-softmax"))
+        Trainer(TrainConfig(mode="full", loss="sampled-softmax"))
     with pytest.raises(ConfigError, match="tuned_layers"):
-        FullTrainer(TrainConfig(mode="full", tuned_layers=7))._encoder()
+        language_model(TrainConfig(mode="full", tuned_layers=7), "cpu")
     import json
 
     folder = tmp_path / "old"
@@ -168,13 +167,13 @@ def _scripted_validation(monkeypatch, values: list[float]) -> None:
     """Make early stopping see these validation NDCG@10 values, epoch 0 first (the real
     validation is exercised by the resume test)."""
     it = iter(values)
-    monkeypatch.setattr(FullTrainer, "_validate", lambda self, *args: next(it))
+    monkeypatch.setattr(FullMode, "validate", lambda self: next(it))
 
 
 def test_a_full_mode_step_improves_its_own_batch(tiny) -> None:
     """The loss of one batch falls when the model trains on it (gradients reach both towers)."""
-    trainer = FullTrainer(TrainConfig(**{**SMALL, "lr": 1e-3, "warmup_steps": 0}), progress=False)
-    enc = trainer._encoder()
+    config = TrainConfig(**{**SMALL, "lr": 1e-3, "warmup_steps": 0})
+    enc = language_model(config, "cpu")
     texts = TextSpace("default").fit(tiny).texts
     items = ItemStates(enc, texts)
     torch.manual_seed(0)
@@ -187,7 +186,7 @@ def test_a_full_mode_step_improves_its_own_batch(tiny) -> None:
     losses = []
     for _ in range(8):
         vectors = items.vectors(torch.cat([targets, drawn]).numpy())
-        loss = trainer._loss(enc.encode(prompts), vectors[:16], targets, vectors[16:], drawn)
+        loss = pair_loss(config, enc.encode(prompts), vectors[:16], targets, vectors[16:], drawn)
         optim.zero_grad()
         loss.backward()
         optim.step()

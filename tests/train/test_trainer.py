@@ -216,6 +216,7 @@ def test_a_step_over_the_batch_items_equals_one_over_the_catalogue(beauty_slice,
     import torch
 
     from promptrec.scorers.popularity import item_counts
+    from promptrec.train.fast import make_loss, step_loss
     from promptrec.train.model import TwoTowerModel
     from promptrec.train.sequences import training_windows
 
@@ -232,11 +233,13 @@ def test_a_step_over_the_batch_items_equals_one_over_the_catalogue(beauty_slice,
     model.eval()  # no dropout: both steps see the same vectors
     results = []
     for sampled in (False, True):
-        trainer.sampled = sampled
         gen = torch.Generator().manual_seed(7)
-        loss_fn = trainer._loss(torch.from_numpy(counts), gen)
+        loss_fn = make_loss(cfg, torch.from_numpy(counts), gen, sampled)
         model.zero_grad()
-        loss = trainer._step_loss(model, loss_fn, text, id_mask, inp, tgt, tgt >= 0)
+        valid = tgt >= 0
+        loss = step_loss(
+            model, loss_fn, text, id_mask, inp, tgt, valid, config=cfg, sampled=sampled
+        )
         loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         results.append((float(loss.detach()), grads))

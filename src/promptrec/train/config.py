@@ -75,7 +75,7 @@ class TrainConfig(BaseModel):
             the batch, with logQ correction), so that an epoch costs in proportion to the
             events rather than events x items (README, "Training at scale").
         precision: ``auto`` uses bf16 autocast where the hardware does bf16 natively (a GPU, or
-            a CPU with AVX512-BF16/AMX), fp32 elsewhere.
+            in fast mode a CPU with AVX512-BF16/AMX), fp32 elsewhere.
         cooccurrence_weight / cooccurrence_decay: item-item co-occurrence in the log (ItemKNN,
             the history weighted by recency with the decay) added to the model's scores at
             this weight (:class:`~promptrec.train.trained.TrainedScorer`). None (the default):

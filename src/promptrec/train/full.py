@@ -27,19 +27,20 @@ A ``query_share`` of the training prompts carry a query (the log's own search, o
 the target's category or title: :mod:`promptrec.train.queries`), so that the model learns how a
 live query and a history combine.
 
-Early stopping on validation NDCG@10 (full ranking); epoch 0, the language model untouched,
-is validated too and kept when no tuned epoch beats it. A checkpoint of the tuned parameters is
-written after every epoch and an interrupted run resumes from it. LoRA is merged into plain
-weights when the model is saved: it loads like any sentence-transformers encoder. It runs on a
-GPU when one is present (bf16 autocast there).
+:class:`FullMode` is full mode's strategy in the one trainer
+(:class:`~promptrec.train.trainer.Trainer` with ``mode="full"``), whose loop
+(:mod:`promptrec.train.loop`) stops early on validation NDCG@10 (full ranking), writes a
+checkpoint of the tuned parameters after every epoch and resumes an interrupted run from it;
+epoch 0, the language model untouched, is validated too and kept when no tuned epoch beats it.
+LoRA is merged into plain weights when the model is saved: it loads like any
+sentence-transformers encoder. It runs on a GPU when one is present (bf16 autocast there, as on
+a CPU that does bf16 natively: ``precision``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,10 +50,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from promptrec.data.dataset import Dataset, UserHistory
-from promptrec.data.split import Split, leave_last_out
+from promptrec.data.split import Split
 from promptrec.encoders.base import Encoder
 from promptrec.encoders.sentence_transformer import SentenceTransformerEncoder, default_model_path
 from promptrec.errors import ConfigError, ModelError
@@ -60,10 +60,11 @@ from promptrec.evaluation.metrics import ndcg_at
 from promptrec.prompts.users import PromptCatalog, PromptStrategy, get_strategy
 from promptrec.retrieval.topk import target_ranks
 from promptrec.scorers.text import PromptScorer, TextSpace
-from promptrec.train.checkpoints import load_checkpoint, save_checkpoint, seed_everything
+from promptrec.train.checkpoints import seed_everything
 from promptrec.train.config import TrainConfig
 from promptrec.train.folder import FORMAT_VERSION, catalogue_fingerprint, log_fingerprint
 from promptrec.train.lm import ItemStates, LayeredEncoder
+from promptrec.train.loop import TrainingMode, autocast
 from promptrec.train.optim import apply_step, warmup_schedule
 from promptrec.train.queries import TrainingQueries
 from promptrec.version import __version__
@@ -84,17 +85,6 @@ class TunedEncoder(SentenceTransformerEncoder):
     def __init__(self, model: Any, name: str, device: str) -> None:
         self._adopt(model, device, "fp32")
         self.name = name
-
-
-@dataclass
-class _Progress:
-    """Where early stopping stands: best validation NDCG@10, its epoch and tuned weights."""
-
-    best: float
-    best_epoch: int
-    history: list[dict[str, Any]]
-    best_state: dict[str, torch.Tensor] | None  # None: the untuned model (epoch 0)
-    step: int = 0  # optimiser steps so far (the warm-up, and where the permutation stands)
 
 
 @dataclass
@@ -128,243 +118,176 @@ class _Reader:
         return self.prompts(before)
 
 
-class FullTrainer:
-    """Tune the language model with LoRA on (prompt, next item) pairs (see the module
-    docstring).
+def language_model(config: TrainConfig, device: str) -> LayeredEncoder:
+    """The configured sentence encoder, split for tuning: LoRA on its top ``tuned_layers``
+    layers (:class:`~promptrec.train.lm.LayeredEncoder`)."""
+    import transformers
+    from sentence_transformers import SentenceTransformer
+
+    transformers.utils.logging.disable_progress_bar()  # "Loading weights", "Writing shards"
+    path = default_model_path() if config.encoder in ("default", "minilm") else config.encoder
+    try:
+        st = SentenceTransformer(path, device=device)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"full mode needs a sentence-transformers model: {exc}") from exc
+    return LayeredEncoder(
+        st,
+        tuned_layers=config.tuned_layers,
+        lora_r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        max_tokens=PROMPT_TOKENS,
+        device=device,
+    )
+
+
+def pair_loss(
+    config: TrainConfig,
+    users: torch.Tensor,
+    positives: torch.Tensor,
+    targets: torch.Tensor,
+    negatives: torch.Tensor,
+    drawn: torch.Tensor,
+) -> torch.Tensor:
+    """Each user's target against the items ``drawn`` uniformly at random: softmax (an
+    estimate of the softmax over the whole catalogue), or BCE. Every vector is computed with
+    this step's weights: a softmax whose negatives lag behind its positives is won by the lag,
+    not by ranking. The batch's other targets are not negatives: they are drawn by popularity,
+    and without a correction they teach the model to rank popular items down."""
+    positive = (users * positives).sum(-1) / config.temperature  # [B]
+    negative = (users @ negatives.T) / config.temperature  # [B, K]
+    negative = negative.masked_fill(drawn[None] == targets[:, None], float("-inf"))
+    if config.loss == "bce":
+        return F.softplus(-positive).mean() + F.softplus(negative).mean()
+    logits = torch.cat([positive[:, None], negative], dim=1)
+    return F.cross_entropy(logits, torch.zeros(len(users), dtype=torch.long, device=users.device))
+
+
+class FullMode(TrainingMode):
+    """Full mode on ``data``, validated on ``val``: LoRA on (prompt, next item) pairs (see the
+    module docstring), as a :class:`~promptrec.train.loop.TrainingMode` of the one training
+    loop. Epoch 0, the language model untouched (LoRA starts at zero), is validated and
+    competes: tuning is kept only where validation shows that it helps.
 
     Args:
         config: settings (``mode="full"``; ``tuned_layers``, ``lora_*``, ``loss`` of
             ``softmax`` or ``bce``, ``temperature``, ``epoch_pairs``, ``num_negatives``,
             ``prompt_strategy``...).
-        checkpoint_dir: a checkpoint of the tuned parameters after every epoch, resumed from
-            when present (``last.pt``).
-        progress: progress bars.
-        device: ``cpu``, ``cuda``...; None picks a GPU when there is one.
+        device / precision: resolved by the trainer (bf16: autocast in training).
     """
 
+    validates_start = True
+
     def __init__(
-        self,
-        config: TrainConfig,
-        *,
-        checkpoint_dir: str | Path | None = None,
-        progress: bool = True,
-        device: str | None = None,
+        self, config: TrainConfig, data: Dataset, val: Split, *, device: str, precision: str
     ) -> None:
-        if config.loss == "sampled-softmax":
-            raise ConfigError("full mode trains with loss softmax (every item) or bce")
-        self.config = config
-        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
-        self.progress = progress
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-
-    def _encoder(self) -> LayeredEncoder:
-        import transformers
-        from sentence_transformers import SentenceTransformer
-
-        transformers.utils.logging.disable_progress_bar()  # "Loading weights", "Writing shards"
-        cfg = self.config
-        path = default_model_path() if cfg.encoder in ("default", "minilm") else cfg.encoder
-        try:
-            st = SentenceTransformer(path, device=self.device)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"full mode needs a sentence-transformers model: {exc}") from exc
-        return LayeredEncoder(
-            st,
-            tuned_layers=cfg.tuned_layers,
-            lora_r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            max_tokens=PROMPT_TOKENS,
-            device=self.device,
-        )
-
-    def _autocast(self):  # type: ignore[no-untyped-def]
-        if not self.device.startswith("cuda"):
-            return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-
-    def fit(self, data: Dataset) -> FullTunedScorer:
-        cfg = self.config
-        t0 = time.perf_counter()
-        self._data_key = log_fingerprint(data)  # a checkpoint resumes only on the same log
+        cfg = self.config = config
+        self.val, self.device, self.precision = val, device, precision
         gen = seed_everything(cfg.seed)
-        enc = self._encoder()
+        self.enc = enc = language_model(cfg, device)
         space = TextSpace(None, cfg.item_template)
         language = space.prompter.language_of(data.items)
         template = space.prompter.resolve(data.items.columns, language)
         texts = space.prompter.texts(data.items, template)
-        reader = _Reader(
+        self.reader = _Reader(
             get_strategy(cfg.prompt_strategy),
             PromptCatalog.from_items(data.items, language),
             lambda text: len(enc.tokenizer(text, truncation=False, verbose=False)["input_ids"]),
             TrainingQueries(data.items),
             cfg.query_share,
         )
-        val = leave_last_out(data)["test"].sample(cfg.validation_users, cfg.seed)
         histories = [h for h in val.fit.histories() if len(h) >= 2]
-        if not histories or not val.histories:
+        if not histories:
             raise ConfigError("full mode needs users with at least 3 interactions")
-        pairs = _pairs(histories)
-        order = torch.randperm(len(pairs), generator=gen).numpy()
+        self.pairs = _pairs(histories)
+        self.order = torch.randperm(len(self.pairs), generator=gen).numpy()
         log.info(
             "full mode: %d training pairs, %d per epoch; item texts through the %d lower "
             "layers once",
-            len(pairs),
-            min(cfg.epoch_pairs, len(pairs)),
+            len(self.pairs),
+            min(cfg.epoch_pairs, len(self.pairs)),
             enc.split,
         )
-        items = ItemStates(enc, texts)
-        params = enc.parameters()
-        optim = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        sched = warmup_schedule(optim, cfg.warmup_steps, cfg.epochs * _steps(cfg, pairs))
-        run = _Progress(best=-1.0, best_epoch=0, history=[], best_state=None)
-        first_epoch = self._resume(enc, optim, sched, run)
-        if first_epoch == 1:
-            # epoch 0, the language model untouched (LoRA starts at zero), competes too:
-            # tuning is kept only where validation shows that it helps
-            run.best = self._validate(enc, items, reader, val)
-            run.history.append({"epoch": 0, "loss": None, "ndcg10": round(run.best, 6)})
-        for epoch in tqdm(
-            range(first_epoch, cfg.epochs + 1),
-            initial=first_epoch - 1,
-            total=cfg.epochs,
-            disable=not self.progress,
-            desc="train",
-            unit="epoch",
-        ):
-            t_epoch = time.perf_counter()
-            loss = self._epoch(enc, items, reader, pairs, order, optim, sched, run)
-            ndcg = self._validate(enc, items, reader, val)
-            run.history.append(
-                {
-                    "epoch": epoch,
-                    "loss": round(loss, 5),
-                    "ndcg10": round(ndcg, 6),
-                    "seconds": round(time.perf_counter() - t_epoch, 1),
-                }
-            )
-            log.info("epoch %d: loss %.4f, validation NDCG@10 %.4f", epoch, loss, ndcg)
-            if ndcg > run.best:
-                run.best, run.best_epoch, run.best_state = ndcg, epoch, enc.tuned_state()
-            self._checkpoint(enc, optim, sched, run, epoch)
-            if epoch - run.best_epoch >= cfg.patience:
-                break
-            if cfg.max_minutes and time.perf_counter() - t0 > cfg.max_minutes * 60:
-                log.warning("stopping: the %.0f-minute time cap was reached", cfg.max_minutes)
-                break
-        if run.best_state is None:
-            log.warning(
-                "tuning did not improve validation NDCG@10 on the untuned model (%.4f): the "
-                "untuned model is kept",
-                run.best,
-            )
-            enc.load_tuned_state({k: torch.zeros_like(v) for k, v in enc.tuned_state().items()})
-        else:
-            enc.load_tuned_state(run.best_state)
-        st = enc.merged()
-        summary = {
-            "best_epoch": run.best_epoch,
-            "validation_ndcg10": round(run.best, 6),
-            "validation_users": len(val.histories),
-            "training_pairs": len(pairs),
-            "train_seconds": round(time.perf_counter() - t0, 1),
-            "refit": False,
-        }
-        tuned = TunedEncoder(st, f"full:{cfg.encoder}:lora", self.device)
-        scorer = FullTunedScorer(tuned, cfg, {"summary": summary, "validation": run.history})
-        return scorer.fit(data)
+        self.items = ItemStates(enc, texts)
+        self.optim = torch.optim.AdamW(enc.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = warmup_schedule(
+            self.optim, cfg.warmup_steps, cfg.epochs * _steps(cfg, self.pairs)
+        )
+        self.step = 0  # optimiser steps so far (the warm-up, and where the permutation stands)
 
-    # ------------------------------------------------------------------ one epoch
-    def _epoch(self, enc, items, reader, pairs, order, optim, sched, run) -> float:  # type: ignore[no-untyped-def]
+    # ------------------------------------------------------------------ TrainingMode
+    def train_epoch(self, epoch: int) -> float:
         """Train on the next ``epoch_pairs`` pairs of the permutation; the mean loss."""
-        cfg = self.config
+        cfg, enc, items = self.config, self.enc, self.items
         enc.train(True)
         losses = []
-        start = (run.step * cfg.batch_size) % len(order)
-        chosen = np.resize(np.roll(order, -start), min(cfg.epoch_pairs, len(order)))
-        rng = np.random.default_rng([cfg.seed, run.step])  # the same draws when resumed
+        start = (self.step * cfg.batch_size) % len(self.order)
+        chosen = np.resize(np.roll(self.order, -start), min(cfg.epoch_pairs, len(self.order)))
+        rng = np.random.default_rng([cfg.seed, self.step])  # the same draws when resumed
         for b in range(0, len(chosen), cfg.batch_size):
-            batch = [pairs[i] for i in chosen[b : b + cfg.batch_size]]
-            prompts = reader.training_prompts(batch, rng)
+            batch = [self.pairs[i] for i in chosen[b : b + cfg.batch_size]]
+            prompts = self.reader.training_prompts(batch, rng)
             targets = torch.tensor([int(h.items[cut]) for h, cut in batch], device=self.device)
-            drawn = torch.randint(0, len(items), (self.config.negatives,), device=self.device)
-            with self._autocast():
+            drawn = torch.randint(0, len(items), (cfg.negatives,), device=self.device)
+            with autocast(self.device, self.precision):
                 users = enc.encode(prompts).float()
                 # targets and negatives in one pass, both with gradients: without the
                 # negatives' push, every item is pulled towards the prompts and all collapse
                 unique, inverse = torch.unique(torch.cat([targets, drawn]), return_inverse=True)
                 vectors = items.vectors(unique.cpu().numpy()).float()[inverse]
                 positives, negatives = vectors[: len(targets)], vectors[len(targets) :]
-                loss = self._loss(users, positives, targets, negatives, drawn)
-            apply_step(loss, optim, sched, enc.parameters(), cfg.grad_clip)
-            run.step += 1
+                loss = pair_loss(cfg, users, positives, targets, negatives, drawn)
+            apply_step(loss, self.optim, self.sched, enc.parameters(), cfg.grad_clip)
+            self.step += 1
             losses.append(float(loss.detach()))
         return float(np.mean(losses)) if losses else 0.0
 
-    def _loss(
-        self,
-        users: torch.Tensor,
-        positives: torch.Tensor,
-        targets: torch.Tensor,
-        negatives: torch.Tensor,
-        drawn: torch.Tensor,
-    ) -> torch.Tensor:
-        """Each user's target against the items ``drawn`` uniformly at random: softmax (an
-        estimate of the softmax over the whole catalogue), or BCE. Every vector is computed
-        with this step's weights: a softmax whose negatives lag behind its positives is won by
-        the lag, not by ranking. The batch's other targets are not negatives: they are drawn
-        by popularity, and without a correction they teach the model to rank popular items
-        down."""
-        cfg = self.config
-        positive = (users * positives).sum(-1) / cfg.temperature  # [B]
-        negative = (users @ negatives.T) / cfg.temperature  # [B, K]
-        negative = negative.masked_fill(drawn[None] == targets[:, None], float("-inf"))
-        if cfg.loss == "bce":
-            return F.softplus(-positive).mean() + F.softplus(negative).mean()
-        logits = torch.cat([positive[:, None], negative], dim=1)
-        return F.cross_entropy(
-            logits, torch.zeros(len(users), dtype=torch.long, device=users.device)
-        )
-
-    def _validate(self, enc, items, reader, val: Split) -> float:  # type: ignore[no-untyped-def]
-        with torch.no_grad(), enc.evaluating(), self._autocast():
-            bank = items.all_vectors().float().cpu().numpy()
-        users = enc.encode_all(reader.prompts(val.histories), batch_size=128)
+    def validate(self) -> float:
+        enc = self.enc
+        with torch.no_grad(), enc.evaluating(), autocast(self.device, self.precision):
+            bank = self.items.all_vectors().float().cpu().numpy()
+        val = self.val
+        users = enc.encode_all(self.reader.prompts(val.histories), batch_size=128)
         ranks = target_ranks(users @ bank.T, val.targets, [h.items for h in val.histories])
         return ndcg_at(ranks, 10)
 
-    # ------------------------------------------------------------------ checkpoints
-    def _checkpoint(self, enc, optim, sched, run: _Progress, epoch: int) -> None:  # type: ignore[no-untyped-def]
-        save_checkpoint(
-            self.checkpoint_dir,
-            self.config,
-            self._data_key,
-            {
-                "epoch": epoch,
-                "tuned": enc.tuned_state(),
-                "optim": optim.state_dict(),
-                "sched": sched.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "run": vars(run),
-            },
-        )
+    def weights(self) -> dict[str, torch.Tensor]:
+        return self.enc.tuned_state()
 
-    def _resume(self, enc, optim, sched, run: _Progress) -> int:  # type: ignore[no-untyped-def]
-        ckpt = load_checkpoint(self.checkpoint_dir, self.config, self._data_key)
-        if ckpt is None:
-            return 1
-        enc.load_tuned_state(ckpt["tuned"])
-        optim.load_state_dict(ckpt["optim"])
-        sched.load_state_dict(ckpt["sched"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        if ckpt.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
-        vars(run).update(ckpt["run"])
-        log.info("resuming after epoch %d (best %d)", ckpt["epoch"], run.best_epoch)
-        if ckpt["epoch"] - run.best_epoch >= self.config.patience:
-            return self.config.epochs + 1  # it had stopped early: nothing left to train
-        return int(ckpt["epoch"]) + 1
+    def load_weights(self, weights: dict[str, torch.Tensor] | None) -> None:
+        if weights is None:
+            log.warning(
+                "tuning did not improve validation NDCG@10 on the untuned model: the untuned "
+                "model is kept"
+            )
+            weights = {k: torch.zeros_like(v) for k, v in self.enc.tuned_state().items()}
+        self.enc.load_tuned_state(weights)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "tuned": self.enc.tuned_state(),
+            "optim": self.optim.state_dict(),
+            "sched": self.sched.state_dict(),
+            "step": self.step,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.enc.load_tuned_state(state["tuned"])
+        self.optim.load_state_dict(state["optim"])
+        self.sched.load_state_dict(state["sched"])
+        self.step = int(state["step"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    def scorer(self, info: dict[str, Any]) -> FullTunedScorer:
+        """The tuned model as it stands (the best epoch's weights: the loop put them back),
+        LoRA merged, scored through prompts (not yet fitted)."""
+        st = self.enc.merged()
+        tuned = TunedEncoder(st, f"full:{self.config.encoder}:lora", self.device)
+        return FullTunedScorer(tuned, self.config, info)
 
 
 #: full-mode settings of earlier versions, ignored in the models they saved

@@ -27,13 +27,8 @@ def train_model(
     if not resume and ckpt.exists():
         for f in ckpt.iterdir():
             f.unlink()
-    if config.mode == "full":
-        from promptrec.train.full import FullTrainer
+    from promptrec.train.trainer import Trainer
 
-        scorer = FullTrainer(config, checkpoint_dir=ckpt, progress=progress).fit(data)
-    else:
-        from promptrec.train.trainer import Trainer
-
-        scorer = Trainer(config, checkpoint_dir=ckpt, progress=progress).fit(data)
+    scorer = Trainer(config, checkpoint_dir=ckpt, progress=progress).fit(data)
     scorer.save(out, data)  # type: ignore[attr-defined]
     return scorer
