@@ -196,6 +196,7 @@ class FastMode(TrainingMode):
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
         self.sched = warmup_schedule(self.optim, cfg.warmup_steps)
+        self.initial = self.weights()  # kept if no epoch validates (every NDCG@10 NaN)
 
     # ------------------------------------------------------------------ TrainingMode
     def train_epoch(self, epoch: int) -> float:
@@ -236,20 +237,27 @@ class FastMode(TrainingMode):
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def load_weights(self, weights: dict[str, torch.Tensor] | None) -> None:
-        if weights is not None:
-            self.model.load_state_dict(weights)
+        self.model.load_state_dict(self.initial if weights is None else weights)
 
     def state(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
             "optim": self.optim.state_dict(),
             "sched": self.sched.state_dict(),
+            # the batches', negatives' and queries' draws go on where they stopped
+            "generators": [g.get_state() for g in self._generators],
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optim.load_state_dict(state["optim"])
         self.sched.load_state_dict(state["sched"])
+        for g, saved in zip(self._generators, state["generators"], strict=True):
+            g.set_state(saved)
+
+    @property
+    def _generators(self) -> list[torch.Generator]:
+        return [self.gen, self.loss_gen, self.query_gen]
 
     def result(self) -> tuple[TwoTowerModel, np.ndarray]:
         """The trained model (on the CPU, in eval mode) and which items have an id."""

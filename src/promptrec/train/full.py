@@ -33,8 +33,8 @@ live query and a history combine.
 checkpoint of the tuned parameters after every epoch and resumes an interrupted run from it;
 epoch 0, the language model untouched, is validated too and kept when no tuned epoch beats it.
 LoRA is merged into plain weights when the model is saved: it loads like any
-sentence-transformers encoder. It runs on a GPU when one is present (bf16 autocast there, as on
-a CPU that does bf16 natively: ``precision``).
+sentence-transformers encoder. It runs on a GPU when one is present (bf16 autocast there unless
+``precision`` is ``fp32``; fp32 on a CPU unless ``precision`` is ``bf16``).
 """
 
 from __future__ import annotations
@@ -282,12 +282,12 @@ class FullMode(TrainingMode):
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
-    def scorer(self, info: dict[str, Any]) -> FullTunedScorer:
+    def scorer(self) -> FullTunedScorer:
         """The tuned model as it stands (the best epoch's weights: the loop put them back),
-        LoRA merged, scored through prompts (not yet fitted)."""
+        LoRA merged, scored through prompts (not yet fitted; the trainer sets its ``info``)."""
         st = self.enc.merged()
         tuned = TunedEncoder(st, f"full:{self.config.encoder}:lora", self.device)
-        return FullTunedScorer(tuned, self.config, info)
+        return FullTunedScorer(tuned, self.config, {})
 
 
 #: full-mode settings of earlier versions, ignored in the models they saved

@@ -1,7 +1,7 @@
 """The one training loop of both modes.
 
 :class:`EpochLoop` runs the epochs of a :class:`TrainingMode` (fast mode:
-:class:`~promptrec.train.trainer.FastMode`; full mode: :class:`~promptrec.train.full.FullMode`):
+:class:`~promptrec.train.fast.FastMode`; full mode: :class:`~promptrec.train.full.FullMode`):
 validation NDCG@10 after every epoch, early stopping with the best epoch's weights kept, a
 checkpoint after every epoch and a resume from it, the wall-clock guard, the log of every
 epoch and a progress bar. A mode says what an epoch does, how it validates, and what its

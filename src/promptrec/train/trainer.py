@@ -79,7 +79,7 @@ class Trainer:
             raise ConfigError(f"dim {cfg.dim} must be a multiple of heads {cfg.heads}")
         if cfg.mode == "full" and cfg.loss == "sampled-softmax":
             raise ConfigError("full mode trains with loss softmax (every item) or bce")
-        self.space = space or TextSpace(cfg.encoder, cfg.item_template)
+        self._space = space
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.progress = progress
         self.state = TrainState()
@@ -90,6 +90,14 @@ class Trainer:
         #: fast mode: training queries' text vectors by query, encoded once for both runs
         self._encoded_queries: QueryVectors = {}
         self.sampled = False
+
+    @property
+    def space(self) -> TextSpace:
+        """Fast mode's item text vectors (built at first use: full mode's language model reads
+        the texts itself)."""
+        if self._space is None:
+            self._space = TextSpace(self.config.encoder, self.config.item_template)
+        return self._space
 
     def _validation(self, data: Dataset) -> Split:
         """The validation split of ``data`` (the log's last item per user is the target), on a
@@ -125,10 +133,11 @@ class Trainer:
         val = self._validation(data)
         mode = FullMode(self.config, data, val, device=self.device, precision=self.precision)
         self.state = self._loop().run(mode, epochs=int(self.config.epochs), start=t0)
+        scorer = mode.scorer()
         summary = self._summary(val, t0, refit=False)
         summary["training_pairs"] = len(mode.pairs)
-        info = {"summary": summary, "validation": self._history()}
-        return mode.scorer(info).fit(data)
+        scorer.info = {"summary": summary, "validation": self._history()}
+        return scorer.fit(data)
 
     def _history(self) -> list[dict[str, Any]]:
         return [vars(e) for e in self.state.history]
