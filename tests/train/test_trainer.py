@@ -193,6 +193,43 @@ def test_resume_continues_from_the_checkpoint(beauty_slice, encoder, tmp_path) -
         other.fit(data)
 
 
+def test_an_interrupted_run_resumes_as_if_it_had_not_stopped(
+    beauty_slice, encoder, tmp_path, monkeypatch
+) -> None:
+    """Stopped during its third epoch's validation, a run resumed from the checkpoint of the
+    second trains and validates as the uninterrupted run did (the model, the optimiser, the
+    schedule and every generator's state are in the checkpoint), queries included."""
+    from promptrec.train.fast import FastMode
+
+    data = leave_last_out(beauty_slice)["test"].fit
+    cfg = TrainConfig(**{**SMALL, "epochs": 4, "query_share": 0.5, "cooccurrence_weight": 0.0})
+    space = TextSpace(encoder)
+    whole = Trainer(cfg, space=space, checkpoint_dir=tmp_path / "a", progress=False).fit(data)
+
+    validate = FastMode.validate
+    calls = []
+
+    def interrupted(self):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return validate(self)
+
+    monkeypatch.setattr(FastMode, "validate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, space=space, checkpoint_dir=tmp_path / "b", progress=False).fit(data)
+    monkeypatch.setattr(FastMode, "validate", validate)
+    resumed = Trainer(cfg, space=space, checkpoint_dir=tmp_path / "b", progress=False).fit(data)
+
+    def logged(scorer):  # type: ignore[no-untyped-def]
+        return [(e["epoch"], e["loss"], e["ndcg10"]) for e in scorer.info["validation"]]
+
+    assert [e[0] for e in logged(resumed)] == [1, 2, 3, 4]
+    assert logged(resumed) == logged(whole)
+    hist = data.histories()[:20]
+    np.testing.assert_allclose(resumed.score(hist), whole.score(hist), atol=1e-5)
+
+
 def test_bad_settings_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="multiple of heads"):
         Trainer(TrainConfig(dim=30, heads=4))

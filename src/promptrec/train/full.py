@@ -269,8 +269,6 @@ class FullMode(TrainingMode):
             "optim": self.optim.state_dict(),
             "sched": self.sched.state_dict(),
             "step": self.step,
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -278,9 +276,6 @@ class FullMode(TrainingMode):
         self.optim.load_state_dict(state["optim"])
         self.sched.load_state_dict(state["sched"])
         self.step = int(state["step"])
-        torch.set_rng_state(state["torch_rng"])
-        if state.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
 
     def scorer(self) -> FullTunedScorer:
         """The tuned model as it stands (the best epoch's weights: the loop put them back),

@@ -107,7 +107,8 @@ class TrainingMode(ABC):
 
     @abstractmethod
     def state(self) -> dict[str, Any]:
-        """The rest of what a resume needs (optimiser, schedule, random state...)."""
+        """The rest of what a resume needs (optimiser, schedule, the mode's own generators;
+        the loop keeps torch's global ones)."""
 
     @abstractmethod
     def load_state(self, state: dict[str, Any]) -> None:
@@ -214,6 +215,9 @@ class EpochLoop:
                 "mode": mode.state(),
                 "state": self.state.as_dict(),
                 "best": best,  # in the same file: a crash never splits them
+                # the global generators (dropout, and whatever a mode draws from them)
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             },
         )
         return best
@@ -229,6 +233,9 @@ class EpochLoop:
             log.warning("%s: a checkpoint of an earlier version, not resumed", self.checkpoint_dir)
             return 1, None
         mode.load_state(ckpt["mode"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        if ckpt.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
         self.state = TrainState.from_dict(ckpt["state"])
         best = ckpt["best"]
         log.info("resuming after epoch %d (best %d)", ckpt["epoch"], self.state.best_epoch)
