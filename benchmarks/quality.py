@@ -35,22 +35,25 @@ DATASETS = {"movielens-100k": "movielens-100k", "amazon-beauty": "amazon-beauty"
 VARIANTS: dict[str, dict] = {
     # fast mode: softmax (InfoNCE over the catalogue), cosine, hybrid items, refit on the whole
     # log for the best epoch count
+    # (trained on queries: half the positions also trained with a query through a query
+    # tower, promptrec.train.queries.QueryBank)
     "default": {},
-    "no-refit": {"refit": False},  # the model that early stopping picked, as it is
+    "no-queries": {"query_share": 0.0},  # the defaults before queries were one
+    "queries-no-refit": {"refit": False},
+    # the variants below were measured before queries were a default: query_share 0 keeps
+    # them as measured
+    "no-refit": {"refit": False, "query_share": 0.0},  # the early-stopped model, as it is
     # the model alone, without the item co-occurrence term the default adds (chosen on
     # validation)
-    "no-cooccurrence": {"cooccurrence_weight": 0.0},
+    "no-cooccurrence": {"cooccurrence_weight": 0.0, "query_share": 0.0},
     # one change each from no-refit (measured so, before refit became the default)
-    "bce": {"loss": "bce", "num_negatives": 1, "refit": False},  # the baseline formulation
-    "sampled-softmax": {"loss": "sampled-softmax", "refit": False},
+    "bce": {"loss": "bce", "num_negatives": 1, "refit": False, "query_share": 0.0},
+    "sampled-softmax": {"loss": "sampled-softmax", "refit": False, "query_share": 0.0},
     # what catalogues above sample_above items get: each step encodes its batch's items alone,
     # and the softmax is estimated over sampled negatives (logQ); forced here at 0 items
-    "batch-items": {"sample_above": 0, "refit": False},
-    "text-only": {"use_ids": False, "refit": False},  # no id embeddings: items from text
-    # trained on queries: half the positions also trained with a query through a query tower
-    # (promptrec.train.queries.QueryBank); the default has none
-    "queries": {"query_share": 0.5},
-    "queries-no-refit": {"query_share": 0.5, "refit": False},
+    "batch-items": {"sample_above": 0, "refit": False, "query_share": 0.0},
+    # no id embeddings: items from text
+    "text-only": {"use_ids": False, "refit": False, "query_share": 0.0},
     # full mode (the language model tuned with LoRA, reading prompts and item texts), each
     # prompt strategy: the article's question, whether prompt design matters once the model
     # learns

@@ -101,7 +101,7 @@ def query_trained(beauty_slice, encoder):
     data = leave_last_out(beauty_slice)["test"].fit
     space = TextSpace(encoder)
     with_q = Trainer(TrainConfig(**SMALL, query_share=0.5), space=space, progress=False).fit(data)
-    without = Trainer(TrainConfig(**SMALL), space=space, progress=False).fit(data)  # fast: 0
+    without = Trainer(TrainConfig(**SMALL, query_share=0.0), space=space, progress=False).fit(data)
     return data, with_q, without
 
 

@@ -36,6 +36,7 @@ SMALL = dict(
     warmup_steps=5,
     refit=False,
     validation_users=300,
+    query_share=0.0,  # what is tested here does not depend on queries (test_query_training)
 )
 
 

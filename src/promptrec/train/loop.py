@@ -201,7 +201,9 @@ class EpochLoop:
     ) -> dict[str, torch.Tensor] | None:
         """Log a validated epoch, keep its weights when it is the best so far, write the
         checkpoint; the best weights."""
-        log.info("epoch %d: loss %.4f, validation NDCG@10 %.4f", epoch, loss, ndcg)
+        # the progress bar shows it; a run without one logs it
+        level = logging.DEBUG if self.progress else logging.INFO
+        log.log(level, "epoch %d: loss %.4f, validation NDCG@10 %.4f", epoch, loss, ndcg)
         self.state.history.append(EpochLog(epoch, round(loss, 5), round(ndcg, 6), seconds))
         if ndcg > self.state.best_ndcg10:
             self.state.best_ndcg10, self.state.best_epoch = ndcg, epoch
