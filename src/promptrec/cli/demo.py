@@ -77,6 +77,7 @@ def demo(
         results[name] = evaluate_scorer(scorer, split, progress=False)
     if train_minutes > 0:
         from promptrec.train import TrainConfig, Trainer
+        from promptrec.train.new_items import describe
 
         echo(
             f"\n== fine-tuning in fast mode on the log before the test targets (the `train` "
@@ -89,8 +90,8 @@ def demo(
             f"   best epoch {summary.get('best_epoch')}, validation NDCG@10 "
             f"{summary.get('validation_ndcg10')}; item co-occurrence added at weight "
             f"{summary.get('cooccurrence_weight')} (decay {summary.get('cooccurrence_decay')}): "
-            f"{summary.get('validation_ndcg10_with_cooccurrence')}; new items: ids borrowed "
-            f"from {summary.get('borrowed_ids')} text neighbours, scores "
+            f"{summary.get('validation_ndcg10_with_cooccurrence')}; new items: "
+            f"{describe(int(summary.get('borrowed_ids') or 0))}, scores "
             f"x{summary.get('new_item_scale')}; {summary.get('train_seconds')} s"
         )
         results["fine-tuned"] = evaluate_scorer(trained, split, progress=False)

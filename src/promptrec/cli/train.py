@@ -70,6 +70,7 @@ def train(
     """Train a two-tower model on the log (validation: each user's last interaction)."""
     from promptrec.data.split import leave_last_out
     from promptrec.train import TrainConfig
+    from promptrec.train.new_items import describe
     from promptrec.train.run import train_model
 
     setup(verbose)
@@ -121,7 +122,6 @@ def train(
     )
     if "borrowed_ids" in s:
         echo(
-            f"new items (no id embedding): ids borrowed from {s['borrowed_ids']} text "
-            f"neighbours, scores x{s['new_item_scale']} (config new_item_scale above 1 shows "
-            "them more)"
+            f"new items (no id embedding): {describe(s['borrowed_ids'])}, scores "
+            f"x{s['new_item_scale']} (config new_item_scale above 1 shows them more)"
         )

@@ -41,6 +41,13 @@ SIMULATED_SHARE = 0.1
 MAX_SIMULATED = 10_000
 
 
+def describe(borrowed_ids: int) -> str:
+    """Where items without an id embedding take their vector from, in words."""
+    if borrowed_ids:
+        return f"text plus the ids of {borrowed_ids} text neighbours"
+    return "text alone"
+
+
 def choose_new_items(
     scorer: TrainedScorer,
     split: Split,

@@ -42,7 +42,12 @@ from promptrec.train.fast import FastMode, QueryVectors
 from promptrec.train.folder import log_fingerprint
 from promptrec.train.loop import EpochLoop, TrainState, resolve_device, resolve_precision
 from promptrec.train.model import TwoTowerModel
-from promptrec.train.new_items import BORROWED_IDS, NEW_ITEM_SCALES, choose_new_items
+from promptrec.train.new_items import (
+    BORROWED_IDS,
+    NEW_ITEM_SCALES,
+    choose_new_items,
+    describe,
+)
 from promptrec.train.trained import TrainedScorer
 
 log = logging.getLogger("promptrec")
@@ -227,9 +232,8 @@ class Trainer:
             probe.fit(val.fit), val, borrowed, scales, seed=cfg.seed, untouched=untouched
         )
         log.info(
-            "new items: ids borrowed from %s text neighbours, scale %s (validation NDCG@10 "
-            "%.4f; %d items scored as new)",
-            choice["borrowed_ids"],
+            "new items: %s, scale %s (validation NDCG@10 %.4f; %d items scored as new)",
+            describe(choice["borrowed_ids"]),
             choice["scale"],
             choice["ndcg10"],
             choice["simulated_items"],
