@@ -196,7 +196,8 @@ class FastMode(TrainingMode):
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
         self.sched = warmup_schedule(self.optim, cfg.warmup_steps)
-        self.initial = self.weights()  # kept if no epoch validates (every NDCG@10 NaN)
+        # put back if no epoch validates (every NDCG@10 NaN); a refit is not validated
+        self.initial = self.weights() if val is not None else None
 
     # ------------------------------------------------------------------ TrainingMode
     def train_epoch(self, epoch: int) -> float:
@@ -237,7 +238,9 @@ class FastMode(TrainingMode):
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def load_weights(self, weights: dict[str, torch.Tensor] | None) -> None:
-        self.model.load_state_dict(self.initial if weights is None else weights)
+        chosen = self.initial if weights is None else weights
+        if chosen is not None:
+            self.model.load_state_dict(chosen)
 
     def state(self) -> dict[str, Any]:
         return {
