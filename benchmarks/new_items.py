@@ -12,10 +12,10 @@ expected NDCG@10 of a random ranking for reference; NDCG@10 on the other test ta
 a change for new items costs the rest); and the share of the top-10 places, over all test
 users, that hidden items take. Fine-tuning uses the ``train`` defaults, early-stopped on the
 usual validation targets of the reduced log (never on these targets), which also choose how
-items without an id embedding are scored (``borrowed_ids``, ``new_item_scale``: see
-``promptrec.train.new_items``). The same model is then scored at the other points of that
-choice given by ``--settings`` (set by hand to trace the trade-off on test, not chosen on it),
-and the trainer's validation grid is written beside the table.
+items without an id embedding are scored (``borrowed_ids``, ``new_item_scale``,
+``new_item_text_weight``: see ``promptrec.train.new_items``). The same model is then scored
+at the other points of that choice given by ``--settings`` (set by hand to trace the trade-off
+on test, not chosen on it), and the trainer's validation grid is written beside the table.
 
 Usage (give it the machine alone)::
 
@@ -98,10 +98,11 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep earlier fine-tuned rows")
     parser.add_argument(
         "--settings",
-        default="0:1.0,3:1.0,3:1.1,3:1.2,3:1.3",
-        help="BORROWED_IDS:SCALE,... : also score the trained model with items lacking an id "
-        "embedding borrowing the mean id of this many text neighbours, scored at this scale "
-        "(TrainedScorer.scoring: borrowed_ids, new_item_scale)",
+        default="3:1.0:0,3:1.1:0,3:1.2:0,3:0.9:0.2,3:1.0:0.2,3:1.0:0.3,3:1.1:0.3",
+        help="BORROWED_IDS:SCALE:TEXT_WEIGHT,... : also score the trained model with items "
+        "lacking an id embedding borrowing the mean id of this many text neighbours, scored at "
+        "this scale, plus their text's match with the history at this weight "
+        "(TrainedScorer.scoring: borrowed_ids, new_item_scale, new_item_text_weight)",
     )
     args = parser.parse_args()
     earlier = args.out / "new_items.json"
@@ -143,22 +144,27 @@ def main() -> None:
     if validation is not None:
         rows[name]["validation NDCG@10 (reduced log)"] = validation
     weight = trained.scoring.cooccurrence_weight
-    chosen = (trained.scoring.borrowed_ids, trained.scoring.new_item_scale)
-    rows[name]["new items (chosen)"] = f"ids from {chosen[0]} neighbours, scale {chosen[1]}"
+    s = trained.scoring
+    chosen = (s.borrowed_ids, s.new_item_scale, s.new_item_text_weight)
+    rows[name]["new items (chosen)"] = (
+        f"ids from {chosen[0]} neighbours, scale {chosen[1]}, text match x{chosen[2]}"
+    )
     if weight > 0:  # the same model without the item co-occurrence term
         trained.scoring.cooccurrence_weight = 0.0  # applied when it is fitted to the data
         score(f"{name}, co-occurrence off", trained)
         trained.scoring.cooccurrence_weight = weight
     for setting in filter(None, args.settings.split(",")):
-        borrowed, scale = int(setting.split(":")[0]), float(setting.split(":")[1])
-        if (borrowed, scale) == chosen:
+        parts = setting.split(":")
+        point = (int(parts[0]), float(parts[1]), float(parts[2]) if len(parts) > 2 else 0.0)
+        if point == chosen:
             continue
-        trained.scoring.borrowed_ids, trained.scoring.new_item_scale = (
-            borrowed,
-            scale,
-        )  # applied at fit
-        score(f"{name}, set: ids from {borrowed} text neighbours, new items x{scale}", trained)
-    trained.scoring.borrowed_ids, trained.scoring.new_item_scale = chosen
+        s.borrowed_ids, s.new_item_scale, s.new_item_text_weight = point  # applied at fit
+        score(
+            f"{name}, set: ids from {point[0]} text neighbours, new items x{point[1]}, "
+            f"text match x{point[2]}",
+            trained,
+        )
+    s.borrowed_ids, s.new_item_scale, s.new_item_text_weight = chosen
     choice = trained.info.get("new_item_choice", {})
     grid = choice.get("grid", [])
     report = {
@@ -202,12 +208,13 @@ def main() -> None:
             "The trainer's choice (validation targets of the reduced log, a seeded 10% of the "
             "items with an id embedding scored as new; NDCG@10 over all targets picks):",
             "",
-            "| ids borrowed from | scale | NDCG@10 | NDCG@10, targets scored as new "
+            "| ids borrowed from | scale | text match | NDCG@10 | NDCG@10, targets scored as new "
             "| NDCG@10, others | new items' share of the top 10 |",
-            "|---:|---:|---:|---:|---:|---:|",
+            "|---:|---:|---:|---:|---:|---:|---:|",
         ]
         lines += [
-            f"| {g['borrowed_ids']} | {g['scale']} | {g['ndcg10']:.4f} | {cell(g['ndcg10_new'])} "
+            f"| {g['borrowed_ids']} | {g['scale']} | {g.get('text_weight', 0.0)} "
+            f"| {g['ndcg10']:.4f} | {cell(g['ndcg10_new'])} "
             f"| {g['ndcg10_others']:.4f} | {g['new_share10']:.4f} |"
             for g in grid
         ]

@@ -189,7 +189,9 @@ def main() -> None:
                 "validation_with_cooccurrence": summary.get("validation_ndcg10_with_cooccurrence"),
                 "cooccurrence_grid": scorer.info.get("cooccurrence_choice", {}).get("grid"),
                 "new_items": {
-                    k: summary[k] for k in ("borrowed_ids", "new_item_scale") if k in summary
+                    k: summary[k]
+                    for k in ("borrowed_ids", "new_item_scale", "new_item_text_weight")
+                    if k in summary
                 },
                 "model_alone": None
                 if alone is None
@@ -232,6 +234,8 @@ def markdown(results: dict, out: Path) -> str:
                     f", new items: ids from {new['borrowed_ids']} neighbours, "
                     f"x{new['new_item_scale']}"
                 )
+                if new.get("new_item_text_weight"):
+                    term += f", text match x{new['new_item_text_weight']}"
             if r.get("note"):
                 term += f"; {r['note']}"
             lines.append(

@@ -33,6 +33,7 @@ SMALL = dict(
     cooccurrence_weight=0.0,
     borrowed_ids=0,
     new_item_scale=1.0,
+    new_item_text_weight=0.0,
 )
 
 

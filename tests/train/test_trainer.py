@@ -23,7 +23,13 @@ from promptrec.scorers import ItemKNNScorer, TextSpace
 from promptrec.train import ScoringConfig, TrainConfig, Trainer
 from promptrec.train.cooccurrence import COOCCURRENCE_DECAYS, COOCCURRENCE_WEIGHTS
 from promptrec.train.load import load_model
-from promptrec.train.new_items import BORROWED_IDS, NEW_ITEM_SCALES, choose_new_items
+from promptrec.train.new_items import (
+    BORROWED_IDS,
+    NEW_ITEM_SCALES,
+    NEW_ITEM_TEXT_WEIGHTS,
+    choose_new_items,
+)
+from promptrec.train.trained import unit_rows
 
 SMALL = dict(
     dim=32,
@@ -134,7 +140,7 @@ def test_new_items_get_text_vectors_and_foreign_catalogues_fail(trained, tmp_pat
     foreign = Dataset(
         new, pd.DataFrame({"user_id": ["u"], "item_id": ["new-1"], "timestamp": [1.0]}), "foreign"
     )
-    with pytest.raises(ModelError, match="another catalogue"):
+    with pytest.raises(ModelError, match="another catalogue.*full-mode model"):
         load_model(tmp_path / "m").fit(foreign)
 
 
@@ -384,25 +390,36 @@ def test_new_item_settings_are_the_best_of_the_grid_on_validation(trained) -> No
     _, scorer, data = trained
     choice = scorer.info["new_item_choice"]
     grid = choice["grid"]
-    assert len(grid) == len(BORROWED_IDS) * len(NEW_ITEM_SCALES)
+    assert len(grid) == len(BORROWED_IDS) * len(NEW_ITEM_SCALES) * len(NEW_ITEM_TEXT_WEIGHTS)
     assert choice["ndcg10"] == max(g["ndcg10"] for g in grid)
-    assert (scorer.scoring.borrowed_ids, scorer.scoring.new_item_scale) == (
+    s = scorer.scoring
+    assert (s.borrowed_ids, s.new_item_scale, s.new_item_text_weight) == (
         choice["borrowed_ids"],
         choice["scale"],
+        choice["text_weight"],
     )
     assert choice["simulated_items"] == round(0.1 * scorer.has_id(data.item_ids).sum())
     assert choice["simulated_targets"] > 0
-    # scaling new items up gives them more of the lists, and costs the other targets
-    plain = next(g for g in grid if (g["borrowed_ids"], g["scale"]) == (3, 1.0))
-    scaled = next(g for g in grid if (g["borrowed_ids"], g["scale"]) == (3, max(NEW_ITEM_SCALES)))
-    assert scaled["new_share10"] > plain["new_share10"]
-    assert scaled["ndcg10_others"] < plain["ndcg10_others"]
+
+    # scaling new items up, or adding their text match, gives them more of the lists, and
+    # costs the other targets
+    def point(borrowed: int, scale: float, weight: float) -> dict:
+        return next(
+            g
+            for g in grid
+            if (g["borrowed_ids"], g["scale"], g["text_weight"]) == (borrowed, scale, weight)
+        )
+
+    plain = point(3, 1.0, 0.0)
+    for more in (point(3, max(NEW_ITEM_SCALES), 0.0), point(3, 1.0, max(NEW_ITEM_TEXT_WEIGHTS))):
+        assert more["new_share10"] > plain["new_share10"]
+        assert more["ndcg10_others"] < plain["ndcg10_others"]
     # with no item scored as new, the model as it is: its validation NDCG@10 with the chosen
     # co-occurrence term (refit is off here, so the trained model is the early-stopped one)
     val = leave_last_out(data)["test"].sample(300, 0)
     probe = scorer.detached()
     probe.scoring.borrowed_ids, probe.scoring.new_item_scale = 0, 1.0
-    alone = choose_new_items(probe.fit(val.fit), val, (0,), (1.0,), share=0.0)
+    alone = choose_new_items(probe.fit(val.fit), val, (0,), (1.0,), (0.0,), share=0.0)
     assert alone["grid"][0]["ndcg10"] == pytest.approx(
         scorer.info["summary"]["validation_ndcg10_with_cooccurrence"], abs=1e-6
     )
@@ -447,10 +464,52 @@ def test_new_items_are_scored_at_their_scale_and_it_is_saved(trained, tmp_path) 
     np.testing.assert_array_equal(older.fit(data).score(hist), plain.score(hist))
 
 
+def test_new_items_text_match_is_served_in_the_inner_product(trained, tmp_path) -> None:
+    """An item without an id embedding adds weight x (the user's mean unit history text
+    vector . its unit text vector minus the model's centre), as the trainer's simulation
+    scores it; items with an id are scored as before; it survives saving, a catalogue change
+    and an index."""
+    _, scorer, data = trained
+    plain = scorer.detached()
+    plain.scoring.borrowed_ids, plain.scoring.new_item_scale = 3, 1.0
+    plain.scoring.new_item_text_weight = 0.0
+    plain.fit(data)
+    matched = plain.detached()
+    matched.scoring.new_item_text_weight = 0.3
+    matched.fit(data)
+    lacking = ~scorer.has_id(data.item_ids)
+    hist = [h for h in data.histories() if len(h)][:40]
+    before, after = plain.score(hist), matched.score(hist)
+    match = (
+        matched.history_text(hist)
+        @ (unit_rows(matched.space.vectors[lacking]) - matched.text_centre).T
+    )
+    np.testing.assert_allclose(after[:, lacking], before[:, lacking] + 0.3 * match, atol=1e-5)
+    np.testing.assert_allclose(after[:, ~lacking], before[:, ~lacking], atol=1e-6)
+    assert np.abs(match).max() > 0.05  # the term moves new items' scores
+    text_dim = matched.space.vectors.shape[1]
+    assert matched.item_vectors.shape[1] == plain.item_vectors.shape[1] + text_dim
+    # saved with its centre: loaded, and bound to an edited catalogue, it scores the same
+    matched.save(tmp_path / "m", data)
+    loaded = load_model(tmp_path / "m")
+    assert loaded.scoring.new_item_text_weight == 0.3
+    np.testing.assert_allclose(loaded.fit(data).score(hist), after, atol=1e-6)
+    rows = pd.DataFrame([{"item_id": "new-1", "title": "Brand new nail polish", "price": 5.0}])
+    edited, added = data.edited(rows)
+    fast = loaded.edited(edited, added)
+    full = load_model(tmp_path / "m").fit(edited)
+    np.testing.assert_allclose(fast.score(hist), full.score(hist), rtol=1e-5, atol=1e-6)
+    # an HNSW graph (a wide beam: exact on this small catalogue) ranks the top of the scores
+    rec = Recommender(scorer=loaded, index=IndexConfig(kind="hnsw", ef_search=2048)).fit(data)
+    want, _ = top_k(after, 10, exclude=[h.items for h in hist])
+    got = rec.recommend([h.user_id for h in hist], n=10)
+    assert [list(r.item_ids) for r in got] == [list(data.item_ids[w]) for w in want]
+
+
 def test_set_new_item_settings_skip_the_choice() -> None:
-    config = TrainConfig(**SMALL, borrowed_ids=3, new_item_scale=1.2)
+    config = TrainConfig(**SMALL, borrowed_ids=3, new_item_scale=1.2, new_item_text_weight=0)
     trainer = Trainer(config, progress=False)
     choice = trainer._choose_new_items(None, None, None, {}, None)  # type: ignore[arg-type]
-    assert choice == {"borrowed_ids": 3, "scale": 1.2}
+    assert choice == {"borrowed_ids": 3, "scale": 1.2, "text_weight": 0.0}
     with pytest.raises(ValueError):
         TrainConfig(new_item_scale=0)

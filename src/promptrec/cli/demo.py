@@ -86,13 +86,16 @@ def demo(
         config = TrainConfig(refit=False, max_minutes=train_minutes)
         trained = Trainer(config, space=space, progress=True).fit(split.fit)
         summary = trained.info.get("summary", {})
+        new_items = describe(
+            int(summary.get("borrowed_ids") or 0), summary.get("new_item_text_weight") or 0
+        )
         echo(
             f"   best epoch {summary.get('best_epoch')}, validation NDCG@10 "
             f"{summary.get('validation_ndcg10')}; item co-occurrence added at weight "
             f"{summary.get('cooccurrence_weight')} (decay {summary.get('cooccurrence_decay')}): "
             f"{summary.get('validation_ndcg10_with_cooccurrence')}; new items: "
-            f"{describe(int(summary.get('borrowed_ids') or 0))}, scores "
-            f"x{summary.get('new_item_scale')}; {summary.get('train_seconds')} s"
+            f"{new_items}, scores x{summary.get('new_item_scale')}; "
+            f"{summary.get('train_seconds')} s"
         )
         results["fine-tuned"] = evaluate_scorer(trained, split, progress=False)
     result = EvaluationResult(

@@ -122,6 +122,7 @@ def train(
     )
     if "borrowed_ids" in s:
         echo(
-            f"new items (no id embedding): {describe(s['borrowed_ids'])}, scores "
+            "new items (no id embedding): "
+            f"{describe(s['borrowed_ids'], s.get('new_item_text_weight') or 0)}, scores "
             f"x{s['new_item_scale']} (config new_item_scale above 1 shows them more)"
         )

@@ -93,9 +93,15 @@ class TrainConfig(BaseModel):
             lists, at a cost to the others). None (the default): chosen on the validation
             targets after early stopping, before the refit, with a seeded 10% of the items
             scored as new (:mod:`promptrec.train.new_items`), for the best NDCG@10 over all
-            targets. The grid, with NDCG@10 on the new items' targets and the share of the
-            lists they take, is kept with the model: a larger scale is the way to show new
-            items more (README, "New items").
+            targets.
+        new_item_text_weight: an item without an id embedding also scores, at this weight,
+            the zero-shot match of its text with the user's history (the cosine of its text
+            vector, centred on the catalogue's mean, with the mean text vector of the items
+            the user interacted with; 0: none). None (the default): chosen with
+            ``borrowed_ids`` and ``new_item_scale``. The grid of the three, with NDCG@10 on
+            the new items' targets and the share of the lists they take, is kept with the
+            model: a larger scale or weight is the way to show new items more (README, "New
+            items").
         validation_users: validate on a seeded sample of at most this many users.
         refit: after early stopping, train again from scratch on the whole log (validation
             targets included) for the best number of epochs. On by default, chosen on
@@ -151,6 +157,7 @@ class TrainConfig(BaseModel):
     cooccurrence_decay: float | None = Field(None, gt=0, le=1)
     borrowed_ids: int | None = Field(None, ge=0, le=1000)
     new_item_scale: float | None = Field(None, gt=0, le=10)
+    new_item_text_weight: float | None = Field(None, ge=0, le=10)
     validation_users: int | None = Field(5000, ge=1)
     refit: bool = True
     max_minutes: float | None = Field(180.0, gt=0)
@@ -196,6 +203,12 @@ class ScoringConfig(BaseModel):
         new_item_scale: an item without an id embedding has its scored vector multiplied by
             this (1: as it is; above 1: new items take more places in the lists, at a cost to
             the others). Chosen with ``borrowed_ids`` by :mod:`promptrec.train.new_items`.
+        new_item_text_weight: an item without an id embedding adds, at this weight, the
+            zero-shot match of its text with the user's history: the user's mean text vector
+            of the history (unit length) . the item's unit text vector minus the catalogue's
+            mean (0: none). Served in the same inner product: the user and item vectors gain
+            the text vectors' dimensions (zeros for items with an id embedding). Chosen with
+            the two above.
         cooccurrence_weight / cooccurrence_decay: item-item co-occurrence in the fitted log
             (ItemKNN, the history weighted by recency with the decay), each user's row scaled to
             [0, 1], added to the cosine scores at this weight (0: none). Chosen by
@@ -206,5 +219,6 @@ class ScoringConfig(BaseModel):
 
     borrowed_ids: int = Field(0, ge=0)
     new_item_scale: float = Field(1.0, gt=0)
+    new_item_text_weight: float = Field(0.0, ge=0)
     cooccurrence_weight: float = Field(0.0, ge=0)
     cooccurrence_decay: float = Field(1.0, gt=0, le=1)

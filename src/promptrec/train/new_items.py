@@ -3,7 +3,10 @@
 A new item has no id embedding: :class:`~promptrec.train.trained.TrainedScorer` builds its
 vector from its text, plus (``borrowed_ids``) the mean id embedding of its nearest trained items
 by text, and scores it at ``new_item_scale`` (above 1, new items take more places in the
-lists). The trainer chooses both here, with the early-stopped model (trained without the
+lists), plus (``new_item_text_weight``) the zero-shot match of its text with the user's
+history text, which ranks new items among themselves better than the model's vector alone
+(the model's item tower learned most of what it knows through the ids). The trainer chooses
+the three here, with the early-stopped model (trained without the
 validation targets), before the refit, by simulation: a seeded share of the items that have an
 id embedding are scored as new items (their ids left out, their co-occurrence with other items
 dropped, as for an item nobody has touched), and every setting is scored on the validation
@@ -30,22 +33,25 @@ from promptrec.data.split import Split
 from promptrec.evaluation.metrics import ndcg_at
 from promptrec.scorers.terms import Terms
 from promptrec.train.grid import grid_ranks
-from promptrec.train.trained import TrainedScorer
+from promptrec.train.trained import TrainedScorer, unit_rows
 
 #: numbers of text neighbours an item without an id borrows from (0: its text alone)
 BORROWED_IDS = (0, 1, 3, 10)
 #: scales of a new item's scores
-NEW_ITEM_SCALES = (1.0, 1.1, 1.2, 1.3, 1.5)
+NEW_ITEM_SCALES = (0.9, 1.0, 1.1, 1.2, 1.3)
+#: weights of a new item's text match with the user's history
+NEW_ITEM_TEXT_WEIGHTS = (0.0, 0.1, 0.2, 0.3)
 #: the share of items with an id scored as new in the simulation, and at most this many
 SIMULATED_SHARE = 0.1
 MAX_SIMULATED = 10_000
 
 
-def describe(borrowed_ids: int) -> str:
-    """Where items without an id embedding take their vector from, in words."""
-    if borrowed_ids:
-        return f"text plus the ids of {borrowed_ids} text neighbours"
-    return "text alone"
+def describe(borrowed_ids: int, text_weight: float = 0.0) -> str:
+    """How items without an id embedding are scored, in words."""
+    words = f"text plus the ids of {borrowed_ids} text neighbours" if borrowed_ids else "text alone"
+    if text_weight:
+        words += f", and their text's match with the history x{text_weight}"
+    return words
 
 
 def choose_new_items(
@@ -53,16 +59,18 @@ def choose_new_items(
     split: Split,
     borrowed: tuple[int, ...] = BORROWED_IDS,
     scales: tuple[float, ...] = NEW_ITEM_SCALES,
+    text_weights: tuple[float, ...] = NEW_ITEM_TEXT_WEIGHTS,
     share: float = SIMULATED_SHARE,
     seed: int = 0,
     untouched: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """The ``(borrowed_ids, scale)`` of best NDCG@10 on ``split``'s targets with a seeded
-    ``share`` of the items scored as new (ties: fewer neighbours, then the smaller scale), and
-    every pair's NDCG@10 overall, on the targets scored as new and on the others, with the
-    share of the top-10 places new items take.
+    """The ``(borrowed_ids, scale, text_weight)`` of best NDCG@10 on ``split``'s targets with
+    a seeded ``share`` of the items scored as new (ties: fewer neighbours, the smaller scale,
+    the smaller weight), and every setting's NDCG@10 overall, on the targets scored as new
+    and on the others, with the share of the top-10 places new items take.
 
-    ``scorer`` must be fitted on ``split.fit`` and must not have learned from its targets.
+    ``scorer`` must be fitted on ``split.fit``, with no text match
+    (``scoring.new_item_text_weight`` 0), and must not have learned from its targets.
     ``untouched`` (per item of ``split.fit``): items nobody interacted with in the whole log,
     validation targets included. They can never be a validation target, so they are left out
     of the lists here: scored, they would only count against showing new items.
@@ -89,18 +97,25 @@ def choose_new_items(
 
     dropped = np.ones(data.n_items, dtype=np.float32)
     dropped[simulated] = 0.0  # a new item co-occurs with nothing
+    new_text = None
+    if any(text_weights):  # new items' centred unit text vectors, as the scorer serves them
+        new_text = unit_rows(scorer.space.vectors[new]) - scorer.text_centre
 
     def settings_scores(hist: Sequence[UserHistory]) -> Iterator[tuple[Hashable, np.ndarray]]:
         users = scorer.user_vectors(hist)  # histories read every item as the model knows it
         extra = scorer.sparse_scores(hist)
         if extra is not None:
             extra = (extra @ sp.diags(dropped)).tocsr()
+        match = None if new_text is None else scorer.history_text(hist) @ new_text.T
         for k, vectors in items.items():
             base = users @ vectors.T
             for scale in scales:
-                scored = base.copy()  # as the model scores them: new items' vectors scaled
-                scored[:, new] *= np.float32(scale)
-                yield (k, scale), Terms.of_scores(scored).plus(extra).scores()
+                for weight in text_weights:
+                    scored = base.copy()  # as the model scores them: new items' vectors scaled
+                    scored[:, new] *= np.float32(scale)
+                    if weight:
+                        scored[:, new] += np.float32(weight) * match  # type: ignore[operator]
+                    yield (k, scale, weight), Terms.of_scores(scored).plus(extra).scores()
 
     results = grid_ranks(split, settings_scores, left_out=np.flatnonzero(~listed))
     target_new = as_new[split.targets]
@@ -108,17 +123,21 @@ def choose_new_items(
         {
             "borrowed_ids": k,
             "scale": scale,
+            "text_weight": weight,
             "ndcg10": round(ndcg_at(r, 10), 6),
             "ndcg10_new": round(ndcg_at(r[target_new], 10), 6) if target_new.any() else None,
             "ndcg10_others": round(ndcg_at(r[~target_new], 10), 6),
             "new_share10": round(float(new[tops].mean()), 4),
         }
-        for (k, scale), (r, tops) in results.items()
+        for (k, scale, weight), (r, tops) in results.items()
     ]
-    best = max(grid, key=lambda g: (g["ndcg10"], -g["borrowed_ids"], -g["scale"]))
+    best = max(
+        grid, key=lambda g: (g["ndcg10"], -g["borrowed_ids"], -g["scale"], -g["text_weight"])
+    )
     return {
         "borrowed_ids": best["borrowed_ids"],
         "scale": best["scale"],
+        "text_weight": best["text_weight"],
         "ndcg10": best["ndcg10"],
         "simulated_items": int(n_simulated),
         "simulated_targets": int(target_new.sum()),

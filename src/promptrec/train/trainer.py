@@ -45,6 +45,7 @@ from promptrec.train.model import TwoTowerModel
 from promptrec.train.new_items import (
     BORROWED_IDS,
     NEW_ITEM_SCALES,
+    NEW_ITEM_TEXT_WEIGHTS,
     choose_new_items,
     describe,
 )
@@ -165,6 +166,7 @@ class Trainer:
             chosen["validation_ndcg10_with_cooccurrence"] = choice["ndcg10"]
         chosen["borrowed_ids"] = new_items["borrowed_ids"]
         chosen["new_item_scale"] = new_items["scale"]
+        chosen["new_item_text_weight"] = new_items["text_weight"]
         refit = bool(cfg.refit and best > 0)
         if refit:
             log.info("refit on the whole log for %d epochs", best)
@@ -181,6 +183,7 @@ class Trainer:
         scorer.scoring.cooccurrence_decay = choice["decay"]
         scorer.scoring.borrowed_ids = new_items["borrowed_ids"]
         scorer.scoring.new_item_scale = new_items["scale"]
+        scorer.scoring.new_item_text_weight = new_items["text_weight"]
         return scorer.fit(data)
 
     def _choose_cooccurrence(
@@ -223,17 +226,24 @@ class Trainer:
         cfg = self.config
         borrowed = BORROWED_IDS if cfg.borrowed_ids is None else (cfg.borrowed_ids,)
         scales = NEW_ITEM_SCALES if cfg.new_item_scale is None else (cfg.new_item_scale,)
-        if not cfg.use_ids or (len(borrowed) == 1 and len(scales) == 1):
-            return {"borrowed_ids": borrowed[0], "scale": scales[0]}
+        weights = (
+            NEW_ITEM_TEXT_WEIGHTS
+            if cfg.new_item_text_weight is None
+            else (cfg.new_item_text_weight,)
+        )
+        if not cfg.use_ids:  # every item is scored from its text alone: nothing to choose
+            return {"borrowed_ids": 0, "scale": 1.0, "text_weight": 0.0}
+        if len(borrowed) == 1 and len(scales) == 1 and len(weights) == 1:
+            return {"borrowed_ids": borrowed[0], "scale": scales[0], "text_weight": weights[0]}
         probe = TrainedScorer(model, cfg, list(val.fit.item_ids), id_mask, self.space)
         probe.scoring.cooccurrence_weight = cooccurrence["weight"]
         probe.scoring.cooccurrence_decay = cooccurrence["decay"]
         choice = choose_new_items(
-            probe.fit(val.fit), val, borrowed, scales, seed=cfg.seed, untouched=untouched
+            probe.fit(val.fit), val, borrowed, scales, weights, seed=cfg.seed, untouched=untouched
         )
         log.info(
             "new items: %s, scale %s (validation NDCG@10 %.4f; %d items scored as new)",
-            describe(choice["borrowed_ids"]),
+            describe(choice["borrowed_ids"], choice["text_weight"]),
             choice["scale"],
             choice["ndcg10"],
             choice["simulated_items"],
