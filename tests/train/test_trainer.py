@@ -419,6 +419,7 @@ def test_new_item_settings_are_the_best_of_the_grid_on_validation(trained) -> No
     val = leave_last_out(data)["test"].sample(300, 0)
     probe = scorer.detached()
     probe.scoring.borrowed_ids, probe.scoring.new_item_scale = 0, 1.0
+    probe.scoring.new_item_text_weight = 0.3  # the chooser scores its own settings
     alone = choose_new_items(probe.fit(val.fit), val, (0,), (1.0,), (0.0,), share=0.0)
     assert alone["grid"][0]["ndcg10"] == pytest.approx(
         scorer.info["summary"]["validation_ndcg10_with_cooccurrence"], abs=1e-6
@@ -499,6 +500,17 @@ def test_new_items_text_match_is_served_in_the_inner_product(trained, tmp_path) 
     fast = loaded.edited(edited, added)
     full = load_model(tmp_path / "m").fit(edited)
     np.testing.assert_allclose(fast.score(hist), full.score(hist), rtol=1e-5, atol=1e-6)
+    # settings changed since the bind: an edit binds the whole catalogue again, as fit would
+    changed = loaded.detached()
+    changed.scoring.new_item_text_weight = 0.0
+    rebound = load_model(tmp_path / "m")
+    rebound.scoring.new_item_text_weight = 0.0
+    np.testing.assert_allclose(
+        changed.edited(edited, added).score(hist),
+        rebound.fit(edited).score(hist),
+        rtol=1e-5,
+        atol=1e-6,
+    )
     # an HNSW graph (a wide beam: exact on this small catalogue) ranks the top of the scores
     rec = Recommender(scorer=loaded, index=IndexConfig(kind="hnsw", ef_search=2048)).fit(data)
     want, _ = top_k(after, 10, exclude=[h.items for h in hist])

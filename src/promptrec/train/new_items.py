@@ -65,12 +65,12 @@ def choose_new_items(
     untouched: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The ``(borrowed_ids, scale, text_weight)`` of best NDCG@10 on ``split``'s targets with
-    a seeded ``share`` of the items scored as new (ties: fewer neighbours, the smaller scale,
+    a seeded ``share`` of the items scored as new (ties: fewer neighbours, the scale nearer 1,
     the smaller weight), and every setting's NDCG@10 overall, on the targets scored as new
     and on the others, with the share of the top-10 places new items take.
 
-    ``scorer`` must be fitted on ``split.fit``, with no text match
-    (``scoring.new_item_text_weight`` 0), and must not have learned from its targets.
+    ``scorer`` must be fitted on ``split.fit`` and must not have learned from its targets
+    (its own new-item settings do not matter: every setting is scored here).
     ``untouched`` (per item of ``split.fit``): items nobody interacted with in the whole log,
     validation targets included. They can never be a validation target, so they are left out
     of the lists here: scored, they would only count against showing new items.
@@ -102,7 +102,8 @@ def choose_new_items(
         new_text = unit_rows(scorer.space.vectors[new]) - scorer.text_centre
 
     def settings_scores(hist: Sequence[UserHistory]) -> Iterator[tuple[Hashable, np.ndarray]]:
-        users = scorer.user_vectors(hist)  # histories read every item as the model knows it
+        # histories read every item as the model knows it; the text match is added below
+        users = scorer.model_user_vectors(hist)
         extra = scorer.sparse_scores(hist)
         if extra is not None:
             extra = (extra @ sp.diags(dropped)).tocsr()
@@ -131,8 +132,9 @@ def choose_new_items(
         }
         for (k, scale, weight), (r, tops) in results.items()
     ]
-    best = max(
-        grid, key=lambda g: (g["ndcg10"], -g["borrowed_ids"], -g["scale"], -g["text_weight"])
+    best = max(  # ties: the simpler setting (fewer neighbours, scale nearer 1, less text)
+        grid,
+        key=lambda g: (g["ndcg10"], -g["borrowed_ids"], -abs(g["scale"] - 1), -g["text_weight"]),
     )
     return {
         "borrowed_ids": best["borrowed_ids"],

@@ -270,8 +270,11 @@ class TrainedScorer(VectorScorer):
 
     def edited(self, data: Dataset, added: np.ndarray) -> TrainedScorer:
         """A copy for ``data`` (see :meth:`Scorer.edited`): the appended rows go through the
-        item tower, the rest are shared."""
+        item tower, the rest are shared. Settings changed since the last :meth:`fit` bind the
+        whole catalogue again, as :meth:`fit` would (the rows must share one setting)."""
         assert self.data is not None, "fit first"
+        if self._bound_new_items != self._new_item_settings:
+            return self.detached().fit(data)  # type: ignore[return-value]
         clone = copy.copy(self)
         clone.space = self.space.edited(data, added)
         inputs, scored = self._item_rows(data.item_ids[added], clone.space.vectors[added])
@@ -293,11 +296,16 @@ class TrainedScorer(VectorScorer):
 
     # ------------------------------------------------------------------ scoring
     def user_vectors(self, histories: Sequence[UserHistory]) -> np.ndarray:
-        users = self._user_tensors(histories).numpy()
+        users = self.model_user_vectors(histories)
         weight = np.float32(self._bound_new_items[2])  # as the item vectors were bound
         if weight <= 0:
             return users
         return np.hstack([users, weight * self.history_text(histories)])
+
+    def model_user_vectors(self, histories: Sequence[UserHistory]) -> np.ndarray:
+        """The network's user vectors (with a live query's), without the dimensions of new
+        items' text match (``[n, dim]`` float32)."""
+        return self._user_tensors(histories).numpy()
 
     def _user_tensors(self, histories: Sequence[UserHistory]) -> torch.Tensor:
         seqs = torch.from_numpy(last_items(histories, self.model.users.max_len))
