@@ -53,7 +53,7 @@ def main() -> None:
     for name in ("validation", "test"):
         split = splits[name]
         scorer.fit(split.fit)
-        centred = trained.unit_rows(scorer.space.vectors) - scorer.text_centre
+        centred = scorer.centred_text(scorer.space.vectors)
 
         def scores(hist, centred=centred):  # type: ignore[no-untyped-def]
             model = scorer.user_vectors(hist) @ scorer.item_vectors.T

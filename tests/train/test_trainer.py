@@ -13,6 +13,7 @@ import pytest
 from promptrec import Recommender
 from promptrec.data.dataset import Dataset
 from promptrec.data.split import leave_last_out
+from promptrec.encoders import normalise
 from promptrec.errors import ConfigError, ModelError
 from promptrec.evaluation.metrics import ndcg_at
 from promptrec.explain import explain_items
@@ -29,7 +30,6 @@ from promptrec.train.new_items import (
     NEW_ITEM_TEXT_WEIGHTS,
     choose_new_items,
 )
-from promptrec.train.trained import unit_rows
 
 SMALL = dict(
     dim=32,
@@ -483,7 +483,7 @@ def test_new_items_text_match_is_served_in_the_inner_product(trained, tmp_path) 
     before, after = plain.score(hist), matched.score(hist)
     match = (
         matched.history_text(hist)
-        @ (unit_rows(matched.space.vectors[lacking]) - matched.text_centre).T
+        @ (normalise(matched.space.vectors[lacking]) - matched.text_centre).T
     )
     np.testing.assert_allclose(after[:, lacking], before[:, lacking] + 0.3 * match, atol=1e-5)
     np.testing.assert_allclose(after[:, ~lacking], before[:, ~lacking], atol=1e-6)

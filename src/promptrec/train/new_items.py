@@ -33,7 +33,7 @@ from promptrec.data.split import Split
 from promptrec.evaluation.metrics import ndcg_at
 from promptrec.scorers.terms import Terms
 from promptrec.train.grid import grid_ranks
-from promptrec.train.trained import TrainedScorer, unit_rows
+from promptrec.train.trained import TrainedScorer
 
 #: numbers of text neighbours an item without an id borrows from (0: its text alone)
 BORROWED_IDS = (0, 1, 3, 10)
@@ -99,7 +99,7 @@ def choose_new_items(
     dropped[simulated] = 0.0  # a new item co-occurs with nothing
     new_text = None
     if any(text_weights):  # new items' centred unit text vectors, as the scorer serves them
-        new_text = unit_rows(scorer.space.vectors[new]) - scorer.text_centre
+        new_text = scorer.centred_text(scorer.space.vectors[new])
 
     def settings_scores(hist: Sequence[UserHistory]) -> Iterator[tuple[Hashable, np.ndarray]]:
         # histories read every item as the model knows it; the text match is added below

@@ -31,7 +31,7 @@ import torch
 
 from promptrec.data.dataset import Dataset, UserHistory
 from promptrec.data.rows import AppendOnlyRows
-from promptrec.encoders import Encoder, load_encoder
+from promptrec.encoders import Encoder, load_encoder, normalise
 from promptrec.errors import ModelError
 from promptrec.prompts.templates import TEMPLATE_DIR
 from promptrec.retrieval.topk import top_k
@@ -54,13 +54,6 @@ log = logging.getLogger("promptrec")
 MIN_ITEM_OVERLAP = 0.5
 #: the key of :attr:`TrainedScorer.text_centre` beside the network's weights
 TEXT_CENTRE = "new_items.text_centre"
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """``x``'s rows scaled to unit length (float32; zero rows stay zero)."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, np.float32(1e-12))
 
 
 class TrainedScorer(VectorScorer):
@@ -178,9 +171,14 @@ class TrainedScorer(VectorScorer):
             vectors = self.space.vectors
             total = np.zeros(vectors.shape[1], dtype=np.float64)
             for start in range(0, len(vectors), 65_536):
-                total += unit_rows(vectors[start : start + 65_536]).sum(axis=0)
+                total += normalise(vectors[start : start + 65_536]).sum(axis=0)
             self._text_centre = (total / max(len(vectors), 1)).astype(np.float32)
         return self._text_centre
+
+    def centred_text(self, text: np.ndarray) -> np.ndarray:
+        """Items' side of new items' text match: their unit text vectors minus
+        :attr:`text_centre` (``[n, text_dim]`` float32)."""
+        return normalise(text) - self.text_centre
 
     def history_text(self, histories: Sequence[UserHistory]) -> np.ndarray:
         """Per user, the unit-length mean of the unit text vectors of the items in the history
@@ -190,8 +188,8 @@ class TrainedScorer(VectorScorer):
         out = np.zeros((len(histories), vectors.shape[1]), dtype=np.float32)
         for row, h in enumerate(histories):
             if len(h.items):
-                out[row] = unit_rows(vectors[h.items]).mean(axis=0)
-        return unit_rows(out)
+                out[row] = normalise(vectors[h.items]).mean(axis=0)
+        return normalise(out)
 
     def train_rows(self, item_ids: Sequence[str]) -> np.ndarray:
         """Per item id, its row among the training items (their id embeddings), -1 when the
@@ -236,7 +234,7 @@ class TrainedScorer(VectorScorer):
             text = np.asarray(text)
             match = np.zeros((len(text), text.shape[1]), dtype=np.float32)
             lacking = np.flatnonzero(~id_mask)
-            match[lacking] = unit_rows(text[lacking]) - self.text_centre
+            match[lacking] = self.centred_text(text[lacking])
             scored_rows = np.hstack([scored_rows, match])
         return (
             np.ascontiguousarray(vecs.numpy(), dtype=np.float32),

@@ -231,8 +231,12 @@ class Trainer:
             if cfg.new_item_text_weight is None
             else (cfg.new_item_text_weight,)
         )
-        if not cfg.use_ids:  # every item is scored from its text alone: nothing to choose
-            return {"borrowed_ids": 0, "scale": 1.0, "text_weight": 0.0}
+        if not cfg.use_ids:  # no id embeddings: nothing to choose, the settings as given
+            return {
+                "borrowed_ids": cfg.borrowed_ids or 0,
+                "scale": cfg.new_item_scale or 1.0,
+                "text_weight": cfg.new_item_text_weight or 0.0,
+            }
         if len(borrowed) == 1 and len(scales) == 1 and len(weights) == 1:
             return {"borrowed_ids": borrowed[0], "scale": scales[0], "text_weight": weights[0]}
         probe = TrainedScorer(model, cfg, list(val.fit.item_ids), id_mask, self.space)
