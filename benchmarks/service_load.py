@@ -78,6 +78,18 @@ class Connection:
 
     async def get(self, path: str) -> int:
         self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+        return await self._answer()
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{extra}\r\n".encode()
+            + body
+        )
+        return await self._answer()
+
+    async def _answer(self) -> int:
         await self.writer.drain()
         status_line = await self.reader.readline()
         length = 0

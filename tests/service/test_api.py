@@ -371,6 +371,9 @@ def test_metrics_count_requests_and_online_ctr_per_arm(store, make_client) -> No
     assert f"promptrec_online_ctr{{{pop_arm}}} 0.0" in text
     assert 'promptrec_requests_total{method="GET",route="/recommend",status="200"} 20.0' in text
     assert 'promptrec_request_seconds_bucket{le="0.03",method="GET",route="/recommend"}' in text
+    # one request at a time: each POST /events is its own commit
+    assert f"promptrec_event_writes_total {float(clicked)}" in text
+    assert f"promptrec_event_commits_total {float(clicked)}" in text
     engine.close()
 
 

@@ -267,3 +267,72 @@ def test_concurrent_writers_are_serialised(store_target: str, shop_folder: Path)
     assert {(r.added, r.duplicates) for r in results} == {(2, 0)}
     with Store(store_target) as store:
         assert store.counts()["events"] == 6
+
+
+def _slow_commits(state: ServiceState, monkeypatch, fail: bool = False) -> list[int]:
+    """Make each commit take 50 ms (a slow disk), so that writers arriving meanwhile queue;
+    with ``fail`` the first commit fails as a full disk would. Returns the commit count."""
+    db = state.db
+    real = db.commit
+    made: list[int] = []
+
+    def commit() -> None:
+        import time
+
+        time.sleep(0.05)
+        if fail and not made:
+            made.append(0)
+            raise db.errors("disk I/O error")
+        made.append(1)
+        real()
+
+    monkeypatch.setattr(db, "commit", commit)
+    return made
+
+
+def _concurrently(state: ServiceState, batches: list) -> list[EventWrite | BaseException]:
+    start = threading.Barrier(len(batches))
+    results: list[EventWrite | BaseException] = [None] * len(batches)  # type: ignore[list-item]
+
+    def write(n: int) -> None:
+        start.wait()
+        try:
+            results[n] = state.add_feedback(batches[n])
+        except Exception as exc:  # noqa: BLE001 - each request's own outcome
+            results[n] = exc
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(len(batches))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results
+
+
+def test_requests_arriving_together_share_one_commit(
+    store: Store, state: ServiceState, monkeypatch
+) -> None:
+    made = _slow_commits(state, monkeypatch)
+    batches = [clicks([(f"g{n}", "a", 50.0 + n, "click")]) for n in range(16)]
+    batches[5] = clicks([("g5", "nope", 55.0, "click")])  # one request's own error
+    results = _concurrently(state, batches)
+    assert isinstance(results[5], UnknownItemError)
+    assert all(r == EventWrite(1, 0, added_rows=(0,)) for n, r in enumerate(results) if n != 5)
+    # every acknowledged event is stored; the bad request wrote nothing
+    events = store.dataset().events
+    assert set(events["user_id"]) >= {f"g{n}" for n in range(16) if n != 5}
+    assert "g5" not in set(events["user_id"])
+    # 16 writers on a 50 ms commit: a handful of commits carried them all
+    assert len(made) <= 8 and state.group.writes == 16 and state.group.commits == len(made)
+
+
+def test_a_failed_group_commit_fails_every_request_in_it(
+    store: Store, state: ServiceState, monkeypatch
+) -> None:
+    before = store.counts()["events"]
+    _slow_commits(state, monkeypatch, fail=True)
+    results = _concurrently(state, [clicks([("h1", "a", 60.0, "click")])])
+    assert isinstance(results[0], state.db.errors)
+    assert store.counts()["events"] == before  # not acknowledged, not stored
+    # the next write goes through
+    assert state.add_feedback(clicks([("h1", "a", 60.0, "click")])).added == 1

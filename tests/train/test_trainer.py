@@ -300,6 +300,7 @@ def test_training_above_sample_above_learns(beauty_slice, encoder) -> None:
     trainer = Trainer(cfg, space=TextSpace(encoder), progress=False)
     scorer = trainer.fit(data)
     assert trainer.sampled
+    assert scorer.model.items.ids.sparse  # stepped row by row (train.optim.LazyAdamW)
     ndcgs = [e.ndcg10 for e in trainer.state.history]
     assert max(ndcgs) > ndcgs[0]
     losses = [e.loss for e in trainer.state.history]

@@ -36,6 +36,22 @@ def train(
             "`promptrec serve --models DIR` swaps to it); instead of --output.",
         ),
     ] = None,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--init-from",
+            help="Warm start: begin from this fast-mode model (its settings and weights; new "
+            "items and users get their rows) and train on the whole given log, validated on "
+            "the users with events newer than the model.",
+        ),
+    ] = None,
+    warm_start: Annotated[
+        bool,
+        typer.Option(
+            "--warm-start",
+            help="With --registry: warm start from the registry's active version (as --init-from).",
+        ),
+    ] = False,
     data: DataOpt = None,
     catalog: CatalogOpt = None,
     events: EventsOpt = None,
@@ -70,8 +86,10 @@ def train(
     """Train a two-tower model on the log (validation: each user's last interaction)."""
     from promptrec.data.split import leave_last_out
     from promptrec.train import TrainConfig
+    from promptrec.train.load import load_model
     from promptrec.train.new_items import describe
     from promptrec.train.run import train_model
+    from promptrec.train.warm import starting_model, warm_config
 
     setup(verbose)
     settings: dict = {}
@@ -90,20 +108,30 @@ def train(
     ):
         if value is not None:
             settings[key] = value
-    cfg = TrainConfig(**settings)  # a ValidationError is reported as a user error
     if (output is None) == (registry is None):
         raise ConfigError("give one of --output DIR or --registry DIR")
+    if warm_start and (registry is None or init_from is not None):
+        raise ConfigError("--warm-start starts from a registry's active model: give --registry DIR")
     models = None
     if registry is not None:
         from promptrec.service.registry import ModelRegistry
 
         models = ModelRegistry(registry)
+        if warm_start:
+            init_from = models.path()
         output = models.new_version()
     assert output is not None
+    old = None
+    if init_from is not None:
+        old = starting_model(load_model(init_from))
+        cfg = warm_config(old.config_, settings)
+        echo(f"warm start from {init_from}")
+    else:
+        cfg = TrainConfig(**settings)  # a ValidationError is reported as a user error
     dataset = load_data(data, catalog, events, db, unknown_items=unknown_items, encoding=encoding)
     if holdout_test:
         dataset = leave_last_out(dataset)["test"].fit
-    scorer = train_model(dataset, cfg, output, resume=resume)
+    scorer = train_model(dataset, cfg, output, resume=resume, init_from=old)
     if models is not None:
         models.activate(output.name)
         echo(f"activated version {output.name} in {registry}")

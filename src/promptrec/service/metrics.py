@@ -31,8 +31,10 @@ log = logging.getLogger("promptrec.service")
 class StoreCollector(Collector):
     """``promptrec_online_{impressions,clicked_lists,ctr,conversion}{arm,model_version,
     strategy}`` from the store's online counts; ``promptrec_store_skipped_rows{table}`` (rows
-    that cannot be served, skipped at the last build) and ``promptrec_pruned_rows{table}``
-    (rows deleted by the retention sweep since start)."""
+    that cannot be served, skipped at the last build), ``promptrec_pruned_rows{table}``
+    (rows deleted by the retention sweep since start) and ``promptrec_event_commits`` /
+    ``promptrec_event_writes`` (this worker's feedback commits and the requests they carried:
+    their ratio is the group commit's mean group)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -74,7 +76,18 @@ class StoreCollector(Collector):
             "Served lists dropped from memory while the store could not take them",
             value=self.engine.impressions.dropped,
         )
-        yield from (shown, clicks, ctr, conversion, skipped, pruned, dropped)
+        group = self.engine.state.group
+        commits = CounterMetricFamily(
+            "promptrec_event_commits",
+            "Durable commits of POST /events writes in this worker (group commit)",
+            value=group.commits,
+        )
+        writes = CounterMetricFamily(
+            "promptrec_event_writes",
+            "POST /events writes committed in this worker (several share a commit)",
+            value=group.writes,
+        )
+        yield from (shown, clicks, ctr, conversion, skipped, pruned, dropped, commits, writes)
 
 
 class Metrics:

@@ -30,7 +30,7 @@ from promptrec.train.config import TrainConfig
 from promptrec.train.loop import TrainingMode, autocast
 from promptrec.train.losses import FullSoftmaxLoss, SampledBCELoss, SampledSoftmaxLoss
 from promptrec.train.model import TwoTowerModel
-from promptrec.train.optim import apply_step, warmup_schedule
+from promptrec.train.optim import LazyAdamW, apply_step, warmup_schedule
 from promptrec.train.queries import QueryBank
 from promptrec.train.sequences import last_items, target_values, training_windows
 
@@ -132,6 +132,9 @@ class FastMode(TrainingMode):
         encode: texts -> their text vectors (the training queries, when ``query_share``).
         queries: query vectors already encoded (shared by a run and its refit; filled here).
         device / precision: resolved by the trainer.
+        init: the freshly initialised network -> the weights to start from instead (a warm
+            start: :func:`~promptrec.train.warm.warm_weights`); validated as they are, they
+            compete as epoch 0.
     """
 
     def __init__(
@@ -146,6 +149,7 @@ class FastMode(TrainingMode):
         device: str,
         precision: str,
         progress: bool,
+        init: Callable[[TwoTowerModel], dict[str, torch.Tensor]] | None = None,
     ) -> None:
         cfg = self.config = config
         self.val = val
@@ -168,6 +172,9 @@ class FastMode(TrainingMode):
             id_dropout=cfg.id_dropout,
             query_tower=bool(cfg.query_share),
         ).to(device)
+        if init is not None:
+            self.model.load_state_dict(init(self.model))
+        self.validates_start = init is not None and val is not None
         # negatives are drawn on the training device, with their own seeded generator
         self.loss_gen = torch.Generator(device=device).manual_seed(cfg.seed)
         self.sampled = data.n_items > cfg.sample_above
@@ -192,9 +199,17 @@ class FastMode(TrainingMode):
         if cfg.query_share:
             self.bank, self.logged = self._queries(data, histories, encode, queries)
         self.query_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-        self.optim = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
-        )
+        if self.sampled and self.model.items.ids is not None:
+            # a step touches its batch's rows of the id table alone: sparse gradients, and an
+            # optimiser that steps those rows, not the million others (train.optim)
+            self.model.items.ids.sparse = True
+            self.optim: torch.optim.Optimizer = LazyAdamW(
+                self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+            )
+        else:
+            self.optim = torch.optim.AdamW(
+                self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+            )
         self.sched = warmup_schedule(self.optim, cfg.warmup_steps)
         # put back if no epoch validates (every NDCG@10 NaN); a refit is not validated
         self.initial = self.weights() if val is not None else None

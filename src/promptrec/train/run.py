@@ -16,11 +16,13 @@ def train_model(
     *,
     resume: bool = True,
     progress: bool = True,
+    init_from: Scorer | None = None,
 ) -> Scorer:
     """Train on ``data`` (its validation split by the protocol's rule) and save to ``output``.
 
     Checkpoints go to ``output/checkpoints``; with ``resume`` an interrupted run continues
-    from its last epoch.
+    from its last epoch. ``init_from``: a fast-mode model to warm-start from
+    (:mod:`promptrec.train.warm`).
     """
     out = Path(output)
     ckpt = out / "checkpoints"
@@ -29,6 +31,7 @@ def train_model(
             f.unlink()
     from promptrec.train.trainer import Trainer
 
-    scorer = Trainer(config, checkpoint_dir=ckpt, progress=progress).fit(data)
+    trainer = Trainer(config, checkpoint_dir=ckpt, progress=progress, init_from=init_from)
+    scorer = trainer.fit(data)
     scorer.save(out, data)  # type: ignore[attr-defined]
     return scorer

@@ -13,14 +13,19 @@ NDCG@10, checkpoints and resume, the wall-clock guard). Then, per mode:
 * ``full`` (:class:`~promptrec.train.full.FullMode`): the language model's best epoch (epoch 0,
   the untuned model, competes) is merged and scored through prompts.
 
+A fast-mode model given as ``init_from`` is warm-started (:mod:`promptrec.train.warm`): its
+weights, a fresh validation split, its scoring settings kept.
+
 Both write the same summary (best epoch, validation NDCG@10, validation users, seconds, refit)
 and the log of every epoch in the model's ``config.json``.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +55,12 @@ from promptrec.train.new_items import (
     describe,
 )
 from promptrec.train.trained import TrainedScorer
+from promptrec.train.warm import (
+    fresh_validation,
+    starting_model,
+    trained_until,
+    warm_weights,
+)
 
 log = logging.getLogger("promptrec")
 
@@ -63,6 +74,8 @@ class Trainer:
         checkpoint_dir: write a checkpoint after every epoch here, and resume from it.
         progress: show progress bars (loss and validation NDCG@10).
         device: ``cpu``, ``cuda``...; None picks a GPU when there is one.
+        init_from: a fast-mode model to warm-start from (see :mod:`promptrec.train.warm`;
+            ``config`` then comes from :func:`~promptrec.train.warm.warm_config`).
 
     Example::
 
@@ -78,9 +91,16 @@ class Trainer:
         checkpoint_dir: str | Path | None = None,
         progress: bool = True,
         device: str | None = None,
+        init_from: Scorer | None = None,
     ) -> None:
         self.config = config or TrainConfig()
         cfg = self.config
+        self.init_from = None if init_from is None else starting_model(init_from)
+        if self.init_from is not None:
+            if cfg.mode != "fast":
+                raise ConfigError("a warm start trains fast mode (full mode: from scratch)")
+            # its encoder and template; a copy, so that fitting it leaves the old model's alone
+            space = space or copy.copy(self.init_from.space)
         if cfg.mode == "fast" and cfg.dim % cfg.heads:
             raise ConfigError(f"dim {cfg.dim} must be a multiple of heads {cfg.heads}")
         if cfg.mode == "full" and cfg.loss == "sampled-softmax":
@@ -113,13 +133,15 @@ class Trainer:
             raise ConfigError("no user has 3 interactions: nothing to validate on")
         return val.sample(self.config.validation_users, self.config.seed)
 
-    def _summary(self, val: Split, start: float, refit: bool) -> dict[str, Any]:
+    def _summary(self, data: Dataset, val: Split, start: float, refit: bool) -> dict[str, Any]:
         return {
             "best_epoch": self.state.best_epoch,
             "validation_ndcg10": round(self.state.best_ndcg10, 6),
             "validation_users": len(val.histories),
             "train_seconds": round(time.perf_counter() - start, 1),
             "refit": refit,
+            # what a warm start from this model validates after (warm.fresh_validation)
+            "trained_until": trained_until(data),
         }
 
     # ------------------------------------------------------------------ public
@@ -128,6 +150,9 @@ class Trainer:
         mode: :class:`TrainedScorer`, refitted; full mode:
         :class:`~promptrec.train.full.FullTunedScorer`)."""
         self._data_key = log_fingerprint(data)  # a checkpoint resumes only on the same log
+        if self.init_from is not None:
+            self._data_key += f"+warm:{self.init_from.info.get('train_log')}"
+            return self._fit_warm(data, self.init_from)
         if self.config.mode == "full":
             return self._fit_full(data)
         return self._fit_fast(data)
@@ -140,7 +165,7 @@ class Trainer:
         mode = FullMode(self.config, data, val, device=self.device, precision=self.precision)
         self.state = self._loop().run(mode, epochs=int(self.config.epochs), start=t0)
         scorer = mode.scorer()
-        summary = self._summary(val, t0, refit=False)
+        summary = self._summary(data, val, t0, refit=False)
         summary["training_pairs"] = len(mode.pairs)
         scorer.info = {"summary": summary, "validation": self._history()}
         return scorer.fit(data)
@@ -171,7 +196,7 @@ class Trainer:
         if refit:
             log.info("refit on the whole log for %d epochs", best)
             model, id_mask = self._train(data, None, epochs=best, start=time.perf_counter())
-        summary = {**self._summary(val, t0, refit), **chosen}
+        summary = {**self._summary(data, val, t0, refit), **chosen}
         info = {
             "summary": summary,
             "validation": self._history(),
@@ -184,6 +209,51 @@ class Trainer:
         scorer.scoring.borrowed_ids = new_items["borrowed_ids"]
         scorer.scoring.new_item_scale = new_items["scale"]
         scorer.scoring.new_item_text_weight = new_items["text_weight"]
+        return scorer.fit(data)
+
+    def _fit_warm(self, data: Dataset, old: TrainedScorer) -> TrainedScorer:
+        """Fast mode from ``old``'s weights, validated on the users with an event newer than
+        its log, refitted on the whole log from the same start; ``old``'s scoring settings."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        self.space.fit(data, progress=self.progress)
+        after = old.info.get("summary", {}).get("trained_until")
+        val = fresh_validation(data, after).sample(cfg.validation_users, cfg.seed)
+        if not val.histories:
+            raise ConfigError("no user has 3 interactions: nothing to validate on")
+        item_ids = data.item_ids
+
+        def init(model: TwoTowerModel) -> dict[str, Any]:
+            return warm_weights(old, model, item_ids)
+
+        model, id_mask = self._train(val.fit, val, epochs=int(cfg.epochs), start=t0, init=init)
+        best = self.state.best_epoch
+        origin = {"train_log": old.info.get("train_log"), "trained_until": after}
+        if best == 0:  # the old model validates best: keep it, bound to the grown log
+            log.info("warm start: no epoch beats the old model; it is kept as it was")
+            kept = copy.copy(old)
+            summary = {**old.info.get("summary", {}), "warm_start": {**origin, "kept": True}}
+            kept.info = {**old.info, "summary": summary, "validation": self._history()}
+            return kept.fit(data)
+        refit = bool(cfg.refit)
+        if refit:
+            log.info("refit on the whole log for %d epochs, from the old model", best)
+            model, id_mask = self._train(
+                data, None, epochs=best, start=time.perf_counter(), init=init
+            )
+        scoring = old.scoring
+        summary = {
+            **self._summary(data, val, t0, refit),
+            "cooccurrence_weight": scoring.cooccurrence_weight,
+            "cooccurrence_decay": scoring.cooccurrence_decay,
+            "borrowed_ids": scoring.borrowed_ids,
+            "new_item_scale": scoring.new_item_scale,
+            "new_item_text_weight": scoring.new_item_text_weight,
+            "warm_start": origin,
+        }
+        info = {"summary": summary, "validation": self._history()}
+        scorer = TrainedScorer(model, cfg, list(item_ids), id_mask, self.space, info)
+        scorer.scoring = scoring.model_copy()
         return scorer.fit(data)
 
     def _choose_cooccurrence(
@@ -256,10 +326,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ internals
     def _train(
-        self, data: Dataset, val: Split | None, *, epochs: int, start: float
+        self,
+        data: Dataset,
+        val: Split | None,
+        *,
+        epochs: int,
+        start: float,
+        init: Callable[[TwoTowerModel], dict[str, Any]] | None = None,
     ) -> tuple[TwoTowerModel, np.ndarray]:
         """Fast mode on ``data`` for at most ``epochs`` epochs, early-stopped on ``val`` (None:
-        a refit, every epoch, no checkpoint)."""
+        a refit, every epoch, no checkpoint); ``init``: a warm start's weights."""
         mode = FastMode(
             self.config,
             data,
@@ -270,6 +346,7 @@ class Trainer:
             device=self.device,
             precision=self.precision,
             progress=self.progress,
+            init=init,
         )
         self.sampled = mode.sampled
         state = self._loop().run(mode, epochs=epochs, start=start, validating=val is not None)

@@ -17,10 +17,12 @@ from typing import Any
 import pandas as pd
 
 from promptrec.service.state import counts, served
+from promptrec.service.state.group import GroupCommit
 from promptrec.service.state.lock import ServiceLock
 from promptrec.service.state.schema import SCHEMA
 from promptrec.service.state.served import Impression
 from promptrec.store import Store, catalogue, log
+from promptrec.store.database import Database
 from promptrec.store.events import CheckedEvents, Event, EventWrite, checked, write_of
 from promptrec.store.items import item_row
 
@@ -38,6 +40,8 @@ class ServiceState:
         self.store = store
         self.db = store.db
         self.lock = ServiceLock(store)
+        #: feedback's writes share their commits (group commit)
+        self.group = GroupCommit(self.db)
         try:
             with self.db.transaction() as db:
                 db.create(SCHEMA)
@@ -62,7 +66,9 @@ class ServiceState:
         idempotency_key: str | None = None,
     ) -> EventWrite:
         """Add events (searches with no item among them) in one transaction with their
-        attributions to served lists.
+        attributions to served lists: a transaction shared with the writes of requests that
+        arrive together (:class:`~promptrec.service.state.group.GroupCommit`), each in its own
+        savepoint; it returns once the transaction is on disk.
 
         Args:
             events: as :meth:`Store.add_events <promptrec.store.Store.add_events>` takes them
@@ -77,37 +83,46 @@ class ServiceState:
             DataError: invalid events or an item not in the store; nothing is written then.
         """
         batch = checked(events)
-        rows = batch.rows
         attributions = attributions or {}
-        with self.db.transaction() as db:
-            if idempotency_key is not None:
-                seen = db.execute(
-                    "SELECT response FROM idempotency WHERE key = ?", (idempotency_key,)
-                ).fetchone()
-                if seen is not None:
-                    first = json.loads(seen[0])
-                    return EventWrite(
-                        first["added"], first["duplicates"], first.get("searches", 0), (), True
-                    )
-            log.check_known_items(db, rows, lines=batch.lines, source=batch.source)
-            added = log.insert_events(db, rows)
-            now = time.time()
-            served.attribute(
-                db,
-                [
-                    (key, str(attributions[pos]), str(rows[pos].item_id), rows[pos].event, now)
-                    for pos, key in added.items()
-                    if pos in attributions
-                ],
-            )
-            result = write_of(rows, sorted(added))
-            if idempotency_key is not None:
-                answer = {"added": result.added, "duplicates": result.duplicates}
-                answer["searches"] = result.searches
-                db.execute(
-                    "INSERT INTO idempotency(key, response, at) VALUES (?, ?, ?)",
-                    (idempotency_key, json.dumps(answer), now),
+        return self.group.run(lambda db: self._feedback(db, batch, attributions, idempotency_key))
+
+    @staticmethod
+    def _feedback(
+        db: Database,
+        batch: CheckedEvents,
+        attributions: Mapping[int, str],
+        idempotency_key: str | None,
+    ) -> EventWrite:
+        """:meth:`add_feedback`'s write, inside its transaction."""
+        rows = batch.rows
+        if idempotency_key is not None:
+            seen = db.execute(
+                "SELECT response FROM idempotency WHERE key = ?", (idempotency_key,)
+            ).fetchone()
+            if seen is not None:
+                first = json.loads(seen[0])
+                return EventWrite(
+                    first["added"], first["duplicates"], first.get("searches", 0), (), True
                 )
+        log.check_known_items(db, rows, lines=batch.lines, source=batch.source)
+        added = log.insert_events(db, rows)
+        now = time.time()
+        served.attribute(
+            db,
+            [
+                (key, str(attributions[pos]), str(rows[pos].item_id), rows[pos].event, now)
+                for pos, key in added.items()
+                if pos in attributions
+            ],
+        )
+        result = write_of(rows, sorted(added))
+        if idempotency_key is not None:
+            answer = {"added": result.added, "duplicates": result.duplicates}
+            answer["searches"] = result.searches
+            db.execute(
+                "INSERT INTO idempotency(key, response, at) VALUES (?, ?, ?)",
+                (idempotency_key, json.dumps(answer), now),
+            )
         return result
 
     # ------------------------------------------------------------------ served lists

@@ -1,0 +1,139 @@
+"""The feedback loop, offline: serve, record what users did, retrain, serve again.
+
+The log is cut by time into a base (``--base`` of its events) and ``--slices`` equal slices
+after it. At the start of each slice every user active in it is served a list of 10 from the
+current model, given their history so far (history excluded, full ranking); a hit is the
+user's next logged item (their first in the slice) in that list: the offline stand-in for a
+click-through rate. Then the slice's events join the log and the model is retrained on it:
+
+* ``none``: the base model throughout, bound to the grown log (as a running service does: the
+  new events enter the histories and the co-occurrence counts, not the weights);
+* ``warm``: warm start from the current model (:mod:`promptrec.train.warm`);
+* ``scratch``: ``promptrec train`` defaults from scratch.
+
+Usage::
+
+    python benchmarks/feedback_loop.py --data movielens-100k --slices 4
+    python benchmarks/feedback_loop.py --data movielens-1m --variants none,warm
+
+Writes ``results/feedback_loop-<data>.json`` and ``.md`` (hit rate per slice, each retraining's
+time on this machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from promptrec import load_dataset
+from promptrec.data.dataset import Dataset, build_histories, chronological
+from promptrec.data.split import Split
+from promptrec.evaluation.evaluator import evaluate_scorer
+from promptrec.train import TrainConfig, Trainer
+from promptrec.train.warm import warm_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+VARIANTS = ("none", "warm", "scratch")
+
+
+def slice_split(log: Dataset, added: Dataset) -> Split:
+    """The users active in ``added`` with a history in ``log``: their history so far, and
+    their first item in ``added`` as the target."""
+    index = log.item_index
+    before = build_histories(log.events, index)
+    first = chronological(added.events).groupby("user_id", sort=False).head(1)
+    first = first[first["user_id"].isin(before) & first["item_id"].map(index).notna()]
+    histories = [before[u] for u in first["user_id"]]
+    targets = first["item_id"].map(index).to_numpy(dtype=np.int64)
+    return Split("test", log, histories, targets)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="movielens-100k")
+    parser.add_argument("--base", type=float, default=0.6, help="share of events in the base")
+    parser.add_argument("--slices", type=int, default=4)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--out", default=str(ROOT / "results"))
+    args = parser.parse_args()
+
+    data = load_dataset(SHARED / "data" / args.data)
+    events = data.events.sort_values("timestamp", kind="stable")
+    n = len(events)
+    edges = np.linspace(args.base, 1.0, args.slices + 1)
+    cuts = [int(round(e * n)) for e in edges]
+    variants = args.variants.split(",")
+    result: dict = {
+        "data": args.data,
+        "events": n,
+        "base_events": cuts[0],
+        "slices": [],
+        "variants": variants,
+    }
+    t0 = time.perf_counter()
+    base = data.with_events(events.iloc[: cuts[0]].sort_index())
+    first = Trainer(TrainConfig(), progress=False).fit(base)
+    result["base_train_seconds"] = round(time.perf_counter() - t0, 1)
+    models = dict.fromkeys(variants, first)
+    print(f"{args.data}: base model on {cuts[0]} events, {result['base_train_seconds']} s")
+    for s in range(args.slices):
+        log = data.with_events(events.iloc[: cuts[s]].sort_index())
+        added = data.with_events(events.iloc[cuts[s] : cuts[s + 1]])
+        split = slice_split(log, added)
+        row: dict = {"slice": s + 1, "events": len(added.events), "users": len(split.histories)}
+        for name in variants:
+            res = evaluate_scorer(models[name], split, progress=False)
+            row[name] = {"hit_rate": round(res.metrics["Recall@10"], 6)}
+        grown = data.with_events(events.iloc[: cuts[s + 1]].sort_index())
+        if s + 1 < args.slices:  # the last slice's retraining would serve nothing
+            for name in variants:
+                t = time.perf_counter()
+                if name == "warm":
+                    old = models[name]
+                    models[name] = Trainer(
+                        warm_config(old.config_, {}), init_from=old, progress=False
+                    ).fit(grown)
+                elif name == "scratch":
+                    models[name] = Trainer(TrainConfig(), progress=False).fit(grown)
+                else:
+                    continue
+                row[name]["retrain_seconds"] = round(time.perf_counter() - t, 1)
+        result["slices"].append(row)
+        print(json.dumps(row), flush=True)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"feedback_loop-{args.data}.json").write_text(json.dumps(result, indent=2))
+        (out / f"feedback_loop-{args.data}.md").write_text(markdown(result))
+
+
+def markdown(result: dict) -> str:
+    variants = result["variants"]
+    lines = [
+        f"# Feedback loop: {result['data']}",
+        "",
+        f"Base model on the oldest {result['base_events']:,} of {result['events']:,} events; "
+        "then each slice: every active user served 10 items from the current model, a hit when "
+        "their next logged item is among them; then retrained on the slice "
+        "(`python benchmarks/feedback_loop.py`).",
+        "",
+        "| slice | events | users | " + " | ".join(f"{v} hit rate" for v in variants) + " | "
+        "retraining s (" + ", ".join(v for v in variants if v != "none") + ") |",
+        "| ---: | ---: | ---: | " + " | ".join("---:" for _ in variants) + " | ---: |",
+    ]
+    for row in result["slices"]:
+        hits = " | ".join(f"{row[v]['hit_rate']:.4f}" for v in variants)
+        times = ", ".join(str(row[v].get("retrain_seconds", "-")) for v in variants if v != "none")
+        lines.append(
+            f"| {row['slice']} | {row['events']:,} | {row['users']:,} | {hits} | {times} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

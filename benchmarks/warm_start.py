@@ -1,0 +1,151 @@
+"""Warm start against training from scratch, on a log that grew (issue: the feedback loop).
+
+Protocol (``shared/EVALUATION.md``): the test targets (each user's last interaction) are held
+out of everything. The rest of the log is cut by time: an **old** model is trained with the
+``promptrec train`` defaults on all but its newest ``--new-share`` of events (what was served
+before the log grew); then, on the whole log,
+
+* ``no retraining``: the old model bound to the whole log (as a running service does: the new
+  events enter the histories and the co-occurrence counts, not the weights);
+* ``warm start``: ``promptrec train --init-from OLD`` (:mod:`promptrec.train.warm`);
+* ``from scratch``: ``promptrec train`` with the defaults.
+
+Each is scored on the test targets (full ranking, history excluded), with its training time on
+this machine.
+
+Usage::
+
+    python benchmarks/warm_start.py --data movielens-100k
+    python benchmarks/warm_start.py --data amazon-beauty --scratch results/tmp/models/beauty
+
+``--scratch DIR`` reuses a from-scratch model trained on the same log (its ``train_log``
+fingerprint is checked) and its recorded training time; ``--keep DIR`` saves the old and warm
+models. Writes ``results/warm_start-<data>.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from promptrec import load_dataset
+from promptrec.data.split import leave_last_out
+from promptrec.evaluation.evaluator import evaluate_scorer
+from promptrec.train import TrainConfig, Trainer
+from promptrec.train.folder import log_fingerprint, read_model_config
+from promptrec.train.load import load_model
+from promptrec.train.warm import warm_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="movielens-100k")
+    parser.add_argument("--new-share", type=float, default=0.1)
+    parser.add_argument("--scratch", default=None, help="a from-scratch model of the same log")
+    parser.add_argument("--keep", default=None, help="save the old and warm models here")
+    parser.add_argument("--out", default=str(ROOT / "results"))
+    args = parser.parse_args()
+
+    data = load_dataset(SHARED / "data" / args.data)
+    test = leave_last_out(data)["test"]
+    whole = test.fit
+    stamps = whole.events["timestamp"].to_numpy()
+    cut = float(np.quantile(stamps, 1 - args.new_share, method="lower"))
+    older = whole.with_events(whole.events[stamps <= cut])
+    new_events = len(whole.events) - len(older.events)
+    print(f"{args.data}: {new_events} of {len(whole.events)} events after the cut", flush=True)
+    rows: dict[str, dict] = {}
+
+    def score(name: str, scorer, seconds: float | None) -> None:  # type: ignore[no-untyped-def]
+        res = evaluate_scorer(scorer, test, progress=False)
+        summary = getattr(scorer, "info", {}).get("summary", {})
+        rows[name] = {
+            **{m: round(v, 6) for m, v in res.metrics.items()},
+            "train_seconds": None if seconds is None else round(seconds, 1),
+            "best_epoch": summary.get("best_epoch"),
+            "validation_ndcg10": summary.get("validation_ndcg10"),
+            "validation_users": summary.get("validation_users"),
+        }
+        print(name, rows[name], flush=True)
+
+    t0 = time.perf_counter()
+    old = Trainer(TrainConfig()).fit(older)
+    old_seconds = time.perf_counter() - t0
+    score("no retraining", old, None)
+    rows["no retraining"]["old_train_seconds"] = round(old_seconds, 1)
+
+    t0 = time.perf_counter()
+    warm = Trainer(warm_config(old.config_, {}), init_from=old).fit(whole)
+    score("warm start", warm, time.perf_counter() - t0)
+    rows["warm start"]["epochs"] = warm.info["validation"]
+    if args.keep:
+        old.save(Path(args.keep) / f"{args.data}-old", older)
+        warm.save(Path(args.keep) / f"{args.data}-warm", whole)
+
+    if args.scratch:
+        config = read_model_config(Path(args.scratch))
+        if config.get("train_log") != log_fingerprint(whole):
+            raise SystemExit(f"{args.scratch} was not trained on this log (test held out)")
+        scratch = load_model(args.scratch)
+        score("from scratch", scratch, config["summary"]["train_seconds"])
+        rows["from scratch"]["reused"] = str(args.scratch)
+    else:
+        t0 = time.perf_counter()
+        scratch = Trainer(TrainConfig()).fit(whole)
+        score("from scratch", scratch, time.perf_counter() - t0)
+
+    base, fresh = rows["from scratch"], rows["warm start"]
+    result = {
+        "data": args.data,
+        "new_share": args.new_share,
+        "cut": cut,
+        "new_events": new_events,
+        "events": len(whole.events),
+        "test_users": len(test.histories),
+        "rows": rows,
+        "warm_vs_scratch_ndcg10": round(fresh["NDCG@10"] / base["NDCG@10"] - 1, 4),
+        "warm_time_share": round(fresh["train_seconds"] / base["train_seconds"], 3),
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"warm_start-{args.data}.json").write_text(json.dumps(result, indent=2))
+    (out / f"warm_start-{args.data}.md").write_text(markdown(result))
+    print(json.dumps({k: v for k, v in result.items() if k != "rows"}), flush=True)
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"# Warm start: {result['data']}",
+        "",
+        f"The old model was trained on all but the newest {result['new_share']:.0%} of the log "
+        f"({result['new_events']} of {result['events']} events; test targets held out of "
+        f"everything); then each row on the whole log. Test: {result['test_users']} users, full "
+        "ranking (`python benchmarks/warm_start.py`).",
+        "",
+        "| model | NDCG@10 | Recall@10 | best epoch | training time |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, row in result["rows"].items():
+        seconds = row["train_seconds"]
+        lines.append(
+            f"| {name} | {row['NDCG@10']:.4f} | {row['Recall@10']:.4f} | "
+            f"{row['best_epoch']} | {'-' if seconds is None else f'{seconds:.0f} s'} |"
+        )
+    lines += [
+        "",
+        f"Warm start against from scratch: NDCG@10 {result['warm_vs_scratch_ndcg10']:+.1%}, "
+        f"in {result['warm_time_share']:.0%} of its time.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Warm start: train a fast-mode model again from an earlier one, on a log that has grown.
+
+``promptrec train --init-from OLD`` (or ``--registry DIR --warm-start``: from the registry's
+active version) runs the one trainer (:class:`~promptrec.train.trainer.Trainer`) with:
+
+* the old model's settings (:func:`warm_config`): what shapes the network (the architecture,
+  the encoder, the item template, whether it has a query tower) cannot change; training
+  settings given again (epochs, patience, learning rate, seed...) override the old ones, and
+  patience, left out, is :data:`WARM_PATIENCE`;
+* the old weights (:func:`warm_weights`): every item the old model knew keeps its id
+  embedding (matched by item id, wherever it now sits in the catalogue); a new item's row starts
+  as a from-scratch model's does; the towers start where they were;
+* a fresh validation split (:func:`fresh_validation`): the users whose validation target is
+  newer than everything the old model was trained on (``trained_until`` in its summary), so
+  that early stopping never scores an event the old model already learned; the old model as
+  it is competes as epoch 0;
+* the old model's scoring settings (co-occurrence weight and decay, how new items are scored),
+  chosen on validation when it was trained from scratch: they are not chosen again (that costs
+  minutes at a million items), and the co-occurrence table is counted again on the whole log.
+
+Then, as from scratch, a refit on the whole log (the validation targets, the newest events,
+included) for the best number of epochs, from the old weights again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from promptrec.data.dataset import Dataset, chronological
+from promptrec.data.split import Split, leave_last_out
+from promptrec.errors import ConfigError
+from promptrec.train.config import TrainConfig
+from promptrec.train.model import TwoTowerModel
+from promptrec.train.trained import TrainedScorer
+
+log = logging.getLogger("promptrec")
+
+#: a warm start's patience when none is given: it starts near its best, where from scratch
+#: climbs for tens of epochs (fast mode's default is 10)
+WARM_PATIENCE = 3
+#: the settings that shape the network or its inputs: a warm start keeps the old model's
+ARCHITECTURE = (
+    "mode",
+    "dim",
+    "layers",
+    "heads",
+    "max_len",
+    "use_ids",
+    "similarity",
+    "encoder",
+    "item_template",
+)
+#: the id embedding table's key in the network's weights
+ID_TABLE = "items.ids.weight"
+#: fewer fresh validation users than this: validate on every user instead (with a warning)
+MIN_FRESH_USERS = 100
+
+
+def warm_config(old: TrainConfig, given: Mapping[str, Any]) -> TrainConfig:
+    """The settings of a warm start from a model trained with ``old``: the old ones, those in
+    ``given`` (the command line's and a ``--config`` file's) overriding them, and
+    :data:`WARM_PATIENCE` unless a patience is given.
+
+    Raises:
+        ConfigError: ``given`` changes a setting that shapes the network (:data:`ARCHITECTURE`,
+            or turning the query tower on or off).
+    """
+    base = old.model_dump()
+    changed = [
+        k for k in ARCHITECTURE if k in given and given[k] is not None and given[k] != base[k]
+    ]
+    if "query_share" in given and bool(given["query_share"]) != bool(base["query_share"]):
+        changed.append("query_share (the query tower on or off)")
+    if changed:
+        raise ConfigError(
+            f"a warm start keeps the old model's network: {', '.join(changed)} cannot change "
+            "(train from scratch without --init-from/--warm-start to change them)"
+        )
+    settings = {**base, **{k: v for k, v in given.items() if v is not None}}
+    if given.get("patience") is None:
+        settings["patience"] = WARM_PATIENCE
+    return TrainConfig(**settings)
+
+
+def starting_model(old: TrainedScorer) -> TrainedScorer:
+    """Check that ``old`` can be warm-started from (a fast-mode model); it as it is."""
+    if not isinstance(old, TrainedScorer):
+        raise ConfigError(
+            "a warm start needs a fast-mode model (full mode tunes the language model: train "
+            "it from scratch)"
+        )
+    return old
+
+
+def warm_weights(
+    old: TrainedScorer, model: TwoTowerModel, item_ids: np.ndarray
+) -> dict[str, torch.Tensor]:
+    """The weights ``model`` (built for the catalogue ``item_ids``) starts from: ``old``'s,
+    with its id embedding table laid out by ``item_ids`` (an item the old model knew keeps its
+    row; a new one keeps ``model``'s fresh one).
+
+    Raises:
+        ConfigError: the two networks differ in shape (another text encoder's width, say).
+    """
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    before = old.model.state_dict()
+    differ = sorted(
+        k for k in start if k != ID_TABLE and (k not in before or before[k].shape != start[k].shape)
+    )
+    if differ or set(before) - set(start):
+        raise ConfigError(
+            f"the old model's network does not match the new one ({', '.join(differ[:5])}); "
+            "train from scratch"
+        )
+    for key, value in before.items():
+        if key != ID_TABLE:
+            start[key] = value.detach().clone().to(start[key].dtype)
+    if ID_TABLE in start:
+        rows = old.train_rows(item_ids)
+        known = np.flatnonzero(rows >= 0)
+        table = start[ID_TABLE]
+        table[torch.from_numpy(known)] = before[ID_TABLE][torch.from_numpy(rows[known])].to(
+            table.dtype
+        )
+    return start
+
+
+def trained_until(data: Dataset) -> float | None:
+    """The time of the newest event in ``data`` (None: an empty log)."""
+    stamps = data.events["timestamp"]
+    return float(stamps.max()) if len(stamps) else None
+
+
+def fresh_validation(data: Dataset, after: float | None) -> Split:
+    """The protocol's validation split of ``data`` (each user's last interaction) on the users
+    whose target is newer than ``after`` (the newest event the old model was trained on).
+
+    With no ``after`` (a model written before it was recorded) or fewer than
+    :data:`MIN_FRESH_USERS` such users, every user is kept, with a warning: early stopping
+    then also scores events the old model was trained on, and favours stopping early.
+    """
+    val = leave_last_out(data)["test"]
+    if after is None:
+        log.warning(
+            "the old model does not record when its log ended: validating on every user, "
+            "some of whose targets it was trained on"
+        )
+        return val
+    ev = chronological(data.events)
+    ev = ev[ev["item_id"].map(data.item_index).notna()]
+    newest = ev.groupby("user_id", sort=False)["timestamp"].last()
+    times = newest.reindex(val.user_ids).to_numpy()
+    keep = np.flatnonzero(times > after)
+    if len(keep) < MIN_FRESH_USERS:
+        log.warning(
+            "only %d users have an event newer than the old model's log (a log ordered by "
+            "position, not time, has no clock common to its users): validating on every user, "
+            "some of whose targets it may have been trained on",
+            len(keep),
+        )
+        return val
+    log.info("warm start: validating on the %d users with an event since the old model", len(keep))
+    return Split(val.name, val.fit, [val.histories[i] for i in keep], val.targets[keep])

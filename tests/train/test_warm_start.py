@@ -1,0 +1,158 @@
+"""Warm start (``promptrec train --init-from``): a model trained on the older part of a real
+log starts a training on the whole log with its own weights, validates on the users with newer
+events, and keeps its scoring settings; the command line and its errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from promptrec.data.split import leave_last_out
+from promptrec.errors import ConfigError
+from promptrec.evaluation.evaluator import evaluate_scorer
+from promptrec.scorers import TextSpace
+from promptrec.train import TrainConfig, Trainer
+from promptrec.train.warm import (
+    ID_TABLE,
+    WARM_PATIENCE,
+    fresh_validation,
+    warm_config,
+    warm_weights,
+)
+
+SMALL = dict(
+    dim=32,
+    layers=1,
+    heads=2,
+    max_len=20,
+    epochs=6,
+    batch_size=64,
+    warmup_steps=5,
+    validation_users=300,
+    query_share=0.0,
+    cooccurrence_weight=0.1,
+    cooccurrence_decay=0.5,
+    borrowed_ids=1,
+    new_item_scale=1.1,
+    new_item_text_weight=0.0,
+)
+
+
+@pytest.fixture(scope="module")
+def ml_slice(ml100k):
+    """movielens-100k's first 400 users (a log with real times: amazon-beauty's are positions)."""
+    from promptrec.data.dataset import Dataset
+
+    users = ml100k.user_ids[:400]
+    return Dataset(ml100k.items, ml100k.events[ml100k.events["user_id"].isin(users)], "ml-slice")
+
+
+@pytest.fixture(scope="module")
+def grown(ml_slice, encoder):
+    """The slice without its test targets, its older 80% (by time), and a model of the older."""
+    test = leave_last_out(ml_slice)["test"]
+    whole = test.fit
+    stamps = whole.events["timestamp"].to_numpy()
+    cut = float(np.quantile(stamps, 0.8, method="lower"))
+    older = whole.with_events(whole.events[stamps <= cut])
+    space = TextSpace(encoder)
+    old = Trainer(TrainConfig(**SMALL), space=space, progress=False).fit(older)
+    return test, whole, older, cut, old
+
+
+def test_the_old_model_records_when_its_log_ended(grown) -> None:
+    _, _, _, cut, old = grown
+    assert old.info["summary"]["trained_until"] == cut
+
+
+def test_validation_holds_only_users_with_newer_events(grown) -> None:
+    _, whole, _, cut, _ = grown
+    everyone = leave_last_out(whole)["test"]
+    fresh = fresh_validation(whole, cut)
+    newest = whole.events.groupby("user_id")["timestamp"].max()
+    assert 0 < len(fresh.histories) < len(everyone.histories)
+    assert (newest[fresh.user_ids] > cut).all()
+    # every user with a newer event is there
+    assert len(fresh.histories) == int((newest[everyone.user_ids] > cut).sum())
+
+
+def test_known_items_keep_their_id_rows_and_new_ones_start_fresh(grown) -> None:
+    _, whole, older, _, old = grown
+    fresh = Trainer(TrainConfig(**SMALL), progress=False)
+    from promptrec.train.model import TwoTowerModel
+
+    model = TwoTowerModel(
+        old.model.config()["text_dim"],
+        whole.n_items + 3,  # the catalogue grew by three items, none known to the old model
+        dim=32,
+        max_len=20,
+        layers=1,
+        heads=2,
+    )
+    ids = np.concatenate([np.asarray(whole.item_ids)[::-1], ["n1", "n2", "n3"]])
+    start = warm_weights(old, model, ids)
+    before = old.model.state_dict()
+    rows = old.train_rows(ids)
+    assert (rows[-3:] == -1).all()
+    known = np.flatnonzero(rows >= 0)
+    assert np.array_equal(start[ID_TABLE][known].numpy(), before[ID_TABLE][rows[known]].numpy())
+    assert np.array_equal(start[ID_TABLE][-3:].numpy(), model.state_dict()[ID_TABLE][-3:].numpy())
+    for key in before:
+        if key != ID_TABLE:
+            assert np.array_equal(start[key].numpy(), before[key].numpy()), key
+    assert fresh.config.patience == 10  # from scratch keeps its own patience
+
+
+def test_a_warm_start_begins_at_the_old_model_and_keeps_its_settings(grown, tmp_path) -> None:
+    test, whole, _, cut, old = grown
+    cfg = warm_config(old.config_, {"epochs": 3})
+    assert cfg.patience == WARM_PATIENCE and cfg.epochs == 3 and cfg.dim == 32
+    warm = Trainer(cfg, progress=False, init_from=old).fit(whole)
+    history = warm.info["validation"]
+    # epoch 0 is the old model as it was, validated on the users with newer events
+    assert history[0]["epoch"] == 0 and history[0]["loss"] is None
+    fresh = fresh_validation(whole, cut).sample(300, 0)
+    old_ndcg = evaluate_scorer(
+        _network_only(old), fresh, progress=False, exclude_seen=True
+    ).metrics["NDCG@10"]
+    assert history[0]["ndcg10"] == pytest.approx(old_ndcg, abs=0.02)
+    summary = warm.info["summary"]
+    assert summary["warm_start"]["trained_until"] == cut
+    assert summary["trained_until"] == float(whole.events["timestamp"].max())
+    assert warm.scoring == old.scoring  # chosen when the old model was trained
+    assert summary["validation_ndcg10"] == max(e["ndcg10"] for e in history)
+    # the whole log's catalogue: an item only the newer events touched now has an id row
+    counts = whole.events["item_id"].value_counts()
+    newly = [i for i in counts[counts >= 2].index if not old.has_id([i])[0]]
+    if summary["best_epoch"] > 0 and newly:
+        assert warm.has_id(newly).all()
+    # it saves and loads as any model, and a second warm start can begin from it
+    warm.save(tmp_path / "warm", whole)
+    saved = json.loads((tmp_path / "warm" / "config.json").read_text())
+    assert saved["summary"]["warm_start"]["trained_until"] == cut
+    res = evaluate_scorer(warm, test, progress=False)
+    assert res.metrics["NDCG@10"] > 0
+
+
+def _network_only(scorer):  # type: ignore[no-untyped-def]
+    """The scorer without its co-occurrence term: what the training loop validates."""
+    import copy
+
+    alone = copy.copy(scorer)
+    alone.scoring.cooccurrence_weight = 0.0
+    alone.scoring.borrowed_ids = 0
+    alone.scoring.new_item_scale = 1.0
+    return alone
+
+
+def test_settings_that_shape_the_network_cannot_change(grown) -> None:
+    old = grown[-1]
+    with pytest.raises(ConfigError, match="dim"):
+        warm_config(old.config_, {"dim": 64})
+    with pytest.raises(ConfigError, match="query tower"):
+        warm_config(old.config_, {"query_share": 0.5})
+    with pytest.raises(ConfigError, match="fast mode"):
+        Trainer(old.config_.model_copy(update={"mode": "full"}), init_from=old)
+    assert warm_config(old.config_, {"patience": 7, "lr": 1e-3}).patience == 7
