@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from promptrec import Recommender
-from promptrec.data.dataset import Dataset
+from promptrec.data.dataset import Dataset, UserHistory
 from promptrec.data.split import leave_last_out
 from promptrec.encoders import normalise
 from promptrec.errors import ConfigError, ModelError
@@ -351,6 +351,43 @@ def test_the_term_is_added_to_the_scores_and_saved(trained, tmp_path) -> None:
     loaded = load_model(tmp_path / "m").fit(data)
     assert (loaded.scoring.cooccurrence_weight, loaded.scoring.cooccurrence_decay) == (0.4, 0.5)
     np.testing.assert_array_equal(loaded.score(hist), mixed.score(hist))
+
+
+def test_the_term_is_counted_once_on_the_training_log_and_mapped(trained, tmp_path) -> None:
+    """The neighbour table is counted on the training log, saved with the model and
+    memory-mapped: a bind to a grown log or a reordered catalogue does not count it again."""
+    _, scorer, data = trained
+    mixed = scorer.detached()
+    mixed.scoring.cooccurrence_weight, mixed.scoring.cooccurrence_decay = 0.4, 0.5
+    mixed.forget_cooccurrence()
+    mixed.fit(data)
+    mixed.save(tmp_path / "m", data)
+    loaded = load_model(tmp_path / "m")
+    assert not loaded.cooccurrence_table.data.flags.writeable  # mapped from the folder
+    # two items with events that never co-occur, then five new users who take both
+    sim = ItemKNNScorer().fit(data).similarity
+    counts = data.events["item_id"].value_counts()
+    rare = [data.item_index[i] for i in counts[(counts >= 2) & (counts <= 4)].index]
+    a = rare[0]
+    b = next(i for i in rare[1:] if sim[i, a] == 0 and sim[a, i] == 0)
+    extra = pd.DataFrame(
+        {
+            "user_id": [f"new-{n}" for n in range(5) for _ in (0, 1)],
+            "item_id": [data.item_ids[i] for _ in range(5) for i in (a, b)],
+            "timestamp": [1e12 + n for n in range(10)],
+        }
+    )
+    grown = data.with_events(pd.concat([data.events, extra], ignore_index=True))
+    first = UserHistory("new-0", np.array([a]))  # a alone
+    assert ItemKNNScorer().fit(grown).sparse_scores([first])[0, b] > 0  # counted afresh: found
+    assert loaded.fit(grown).sparse_scores([first])[0, b] == 0  # the table: not counted again
+    # the same catalogue in another order: each item keeps its scores
+    order = np.arange(data.n_items)[::-1]
+    reordered = Dataset(data.items.iloc[order].reset_index(drop=True), data.events, "reversed")
+    users = data.user_ids[:20]
+    before = mixed.sparse_scores(data.histories(users)).toarray()
+    after = load_model(tmp_path / "m").fit(reordered).sparse_scores(reordered.histories(users))
+    np.testing.assert_allclose(after.toarray()[:, ::-1], before, rtol=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["exact", "hnsw"])

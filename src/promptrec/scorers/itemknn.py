@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,6 +73,34 @@ class ItemKNNScorer(Scorer):
         self.similarity = _keep_top_k_per_row(sim, self.k).T.tocsr()
         self.data = data
         return self
+
+    @classmethod
+    def from_table(
+        cls, table: sp.csr_matrix, rows: np.ndarray, data: Dataset, decay: float = 1.0
+    ) -> ItemKNNScorer:
+        """A scorer of ``data`` from a similarity table fitted before, over another item order
+        (:attr:`similarity` of a fitted scorer): ``rows[i]`` is catalogue item ``i``'s row in
+        the table (-1: an item the table does not know, which co-occurs with nothing). When
+        the orders are the same the table is used as it is (a memory-mapped one stays shared
+        with the other processes that map it); otherwise its entries are moved to their
+        catalogue rows. Nothing is counted from ``data``'s log.
+        """
+        scorer = cls(decay=decay)
+        n = data.n_items
+        if len(rows) == table.shape[0] == n and np.array_equal(rows, np.arange(n)):
+            scorer.similarity = table
+        else:
+            where = np.full(table.shape[0], -1, dtype=np.int64)
+            known = rows >= 0
+            where[rows[known]] = np.flatnonzero(known)
+            coo = table.tocoo()
+            r, c = where[coo.row], where[coo.col]
+            keep = (r >= 0) & (c >= 0)
+            scorer.similarity = sp.csr_matrix(
+                (coo.data[keep], (r[keep], c[keep])), shape=(n, n), dtype=np.float32
+            )
+        scorer.data = data
+        return scorer
 
     def with_decay(self, decay: float) -> ItemKNNScorer:
         """This fitted scorer with another recency ``decay``: the similarities, which the
@@ -161,6 +190,36 @@ class ItemKNNScorer(Scorer):
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "k": self.k, "shrink": self.shrink, "decay": self.decay}
+
+
+TABLE_FILES = ("indptr", "indices", "data")
+
+
+def save_table(table: sp.csr_matrix, folder: str | Path) -> None:
+    """Write a similarity table (CSR) as three ``.npy`` files in ``folder``, which
+    :func:`load_table` maps into memory."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    m = table.tocsr().copy()
+    m.sort_indices()
+    arrays = {
+        "indptr": m.indptr.astype(np.int64),
+        "indices": m.indices.astype(np.int32),
+        "data": m.data.astype(np.float32),
+    }
+    for name in TABLE_FILES:
+        np.save(out / f"{name}.npy", arrays[name])
+
+
+def load_table(folder: str | Path) -> sp.csr_matrix:
+    """A table written by :func:`save_table`, memory-mapped read-only: the processes that map
+    the same files share one copy of it in memory."""
+    path = Path(folder)
+    indptr, indices, data = (np.load(path / f"{n}.npy", mmap_mode="r") for n in TABLE_FILES)
+    n = len(indptr) - 1
+    table = sp.csr_matrix((data, indices, indptr), shape=(n, n), copy=False)
+    table.has_sorted_indices = True  # written sorted: nothing sorts (writes) the mapped arrays
+    return table
 
 
 def _checked_decay(decay: float) -> float:

@@ -7,7 +7,11 @@ A model directory holds:
 * ``weights.safetensors``: the network;
 * ``item_ids.json``: the training catalogue's item ids (index order of the id embeddings) and
   which items have an id embedding;
-* ``item_template.j2``: the item template used (so text is rendered the same way later).
+* ``item_template.j2``: the item template used (so text is rendered the same way later);
+* ``cooccurrence/``: a model that adds the item co-occurrence term: its neighbour table,
+  counted once on the training log (in the training catalogue's order), memory-mapped when
+  loaded, so that the workers of a service share one copy and no bind counts it again; new
+  events enter it at the next training (a warm start: ``promptrec.train.warm``).
 
 ``recommend``, ``evaluate`` and the service load it with :meth:`TrainedScorer.load`; a
 catalogue that shares too few items with the training one (another shop: a full-mode model
@@ -20,6 +24,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import shutil
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -35,7 +40,7 @@ from promptrec.encoders import Encoder, load_encoder, normalise
 from promptrec.errors import ModelError
 from promptrec.prompts.templates import TEMPLATE_DIR
 from promptrec.retrieval.topk import top_k
-from promptrec.scorers.itemknn import ItemKNNScorer
+from promptrec.scorers.itemknn import ItemKNNScorer, load_table, save_table
 from promptrec.scorers.popularity import edited_counts, item_counts
 from promptrec.scorers.text import TextSpace
 from promptrec.scorers.vector import VectorScorer
@@ -54,6 +59,8 @@ log = logging.getLogger("promptrec")
 MIN_ITEM_OVERLAP = 0.5
 #: the key of :attr:`TrainedScorer.text_centre` beside the network's weights
 TEXT_CENTRE = "new_items.text_centre"
+#: the folder of the co-occurrence table in a model directory
+COOCCURRENCE_TABLE = "cooccurrence"
 
 
 class TrainedScorer(VectorScorer):
@@ -93,6 +100,9 @@ class TrainedScorer(VectorScorer):
         #: the text vectors and id embeddings ids are borrowed from (set when bound)
         self._donors: tuple[np.ndarray, torch.Tensor] | None = None
         self._cooccurrence: ItemKNNScorer | None = None
+        #: the co-occurrence neighbour table, in the training catalogue's order: counted on the
+        #: training log at the first bind (or loaded with the model) and kept for every bind
+        self._cooccurrence_table: sp.csr_matrix | None = None
 
     def __copy__(self) -> TrainedScorer:
         """A shallow copy with its own :attr:`scoring` (a change to the copy's settings leaves
@@ -119,12 +129,42 @@ class TrainedScorer(VectorScorer):
         return self
 
     def _fitted_cooccurrence(self, data: Dataset) -> ItemKNNScorer | None:
+        """The co-occurrence term bound to ``data``: from the model's table (counted on its
+        training log), laid out by ``data``'s catalogue; counted on ``data``'s log only when
+        there is no table yet, and kept as the table when ``data`` is the training catalogue
+        (as the trainer's own first bind is). A model without a table bound to another
+        catalogue (one saved before tables were) counts it at each bind, as it did."""
         if self.scoring.cooccurrence_weight <= 0:
             return None
+        decay = self.scoring.cooccurrence_decay
         knn = self._cooccurrence
-        if knn is None or knn.data is not data:
+        if knn is not None and knn.data is data:
+            return knn.with_decay(decay)
+        table = self._cooccurrence_table
+        if table is None:
             knn = ItemKNNScorer().fit(data)
-        return knn.with_decay(self.scoring.cooccurrence_decay)
+            if self._is_training_catalogue(data):
+                self._cooccurrence_table = knn.similarity
+            return knn.with_decay(decay)
+        return ItemKNNScorer.from_table(table, self.train_rows(data.item_ids), data, decay)
+
+    @property
+    def cooccurrence_table(self) -> sp.csr_matrix | None:
+        """The co-occurrence neighbour table in the training catalogue's order (None: not
+        counted yet, or the term is off): memory-mapped when loaded from a model folder."""
+        return self._cooccurrence_table
+
+    def forget_cooccurrence(self) -> None:
+        """Drop the co-occurrence table: the next bind counts it on its log (this scorer's
+        own state; a copy made before keeps its table)."""
+        self._cooccurrence_table = None
+        self._cooccurrence = None
+
+    def _is_training_catalogue(self, data: Dataset) -> bool:
+        ids = data.item_ids
+        return len(ids) == len(self.train_item_ids) and all(
+            str(a) == b for a, b in zip(ids, self.train_item_ids, strict=True)
+        )
 
     def _bind_catalogue(self, data: Dataset) -> None:
         known = self.train_rows(data.item_ids) >= 0
@@ -373,6 +413,10 @@ class TrainedScorer(VectorScorer):
         if self._text_centre is not None:
             state[TEXT_CENTRE] = torch.from_numpy(self._text_centre)
         save_file(state, str(out / "weights.safetensors"))
+        if self._cooccurrence_table is not None:
+            save_table(self._cooccurrence_table, out / COOCCURRENCE_TABLE)
+        elif (out / COOCCURRENCE_TABLE).is_dir():  # an older model's, in the folder written over
+            shutil.rmtree(out / COOCCURRENCE_TABLE)
         (out / "item_ids.json").write_text(
             json.dumps({"item_ids": self.train_item_ids, "has_id": self.train_id_mask.tolist()})
         )
@@ -416,6 +460,8 @@ class TrainedScorer(VectorScorer):
         scorer = cls(model, train_config, ids["item_ids"], np.array(ids["has_id"]), space, info)
         if centre is not None:
             scorer._text_centre = centre.numpy()
+        if (path / COOCCURRENCE_TABLE).is_dir():
+            scorer._cooccurrence_table = load_table(path / COOCCURRENCE_TABLE)
         mix = config.get("cooccurrence") or {}  # models written before it: none
         new_items = config.get("new_items") or {}  # models written before: text alone, as is
         scorer.scoring = ScoringConfig(

@@ -232,6 +232,7 @@ class Trainer:
         if best == 0:  # the old model validates best: keep it, bound to the grown log
             log.info("warm start: no epoch beats the old model; it is kept as it was")
             kept = copy.copy(old)
+            kept.forget_cooccurrence()  # counted again on the grown log at its bind
             summary = {**old.info.get("summary", {}), "warm_start": {**origin, "kept": True}}
             kept.info = {**old.info, "summary": summary, "validation": self._history()}
             return kept.fit(data)
