@@ -7,7 +7,8 @@ user's next logged item (their first in the slice) in that list: the offline sta
 click-through rate. Then the slice's events join the log and the model is retrained on it:
 
 * ``none``: the base model throughout, bound to the grown log (as a running service does: the
-  new events enter the histories and the co-occurrence counts, not the weights);
+  new events enter the users' histories, not the weights nor the co-occurrence table, which
+  was counted on the base log);
 * ``warm``: warm start from the current model (:mod:`promptrec.train.warm`);
 * ``scratch``: ``promptrec train`` defaults from scratch.
 

@@ -6,7 +6,7 @@ out of everything. The rest of the log is cut by time: an **old** model is train
 before the log grew); then, on the whole log,
 
 * ``no retraining``: the old model bound to the whole log (as a running service does: the new
-  events enter the histories and the co-occurrence counts, not the weights);
+  events enter the users' histories, not the weights nor the co-occurrence table);
 * ``warm start``: ``promptrec train --init-from OLD`` (:mod:`promptrec.train.warm`);
 * ``from scratch``: ``promptrec train`` with the defaults.
 

@@ -4,6 +4,7 @@ counts, forgetting a user, the change log; on both backends (see tests/store/tes
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -269,21 +270,22 @@ def test_concurrent_writers_are_serialised(store_target: str, shop_folder: Path)
         assert store.counts()["events"] == 6
 
 
-def _slow_commits(state: ServiceState, monkeypatch, fail: bool = False) -> list[int]:
-    """Make each commit take 50 ms (a slow disk), so that writers arriving meanwhile queue;
-    with ``fail`` the first commit fails as a full disk would. Returns the commit count."""
+def _held_commits(state: ServiceState, monkeypatch, waiting: int, fail: int | None = None):
+    """The first commit waits (a slow disk) until ``waiting`` writes are queued behind it; the
+    commit numbered ``fail`` (from 0) fails as a full disk would. Returns the commits made."""
     db = state.db
     real = db.commit
     made: list[int] = []
 
     def commit() -> None:
-        import time
-
-        time.sleep(0.05)
-        if fail and not made:
-            made.append(0)
+        n = len(made)
+        made.append(n)
+        if n == 0:
+            deadline = time.monotonic() + 30
+            while state.group.waiting < waiting and time.monotonic() < deadline:
+                time.sleep(0.005)
+        if n == fail:
             raise db.errors("disk I/O error")
-        made.append(1)
         real()
 
     monkeypatch.setattr(db, "commit", commit)
@@ -296,6 +298,7 @@ def _concurrently(state: ServiceState, batches: list) -> list[EventWrite | BaseE
 
     def write(n: int) -> None:
         start.wait()
+        time.sleep(0.05 * (n > 0))  # the first leads, the others queue behind it
         try:
             results[n] = state.add_feedback(batches[n])
         except Exception as exc:  # noqa: BLE001 - each request's own outcome
@@ -312,7 +315,7 @@ def _concurrently(state: ServiceState, batches: list) -> list[EventWrite | BaseE
 def test_requests_arriving_together_share_one_commit(
     store: Store, state: ServiceState, monkeypatch
 ) -> None:
-    made = _slow_commits(state, monkeypatch)
+    made = _held_commits(state, monkeypatch, waiting=15)
     batches = [clicks([(f"g{n}", "a", 50.0 + n, "click")]) for n in range(16)]
     batches[5] = clicks([("g5", "nope", 55.0, "click")])  # one request's own error
     results = _concurrently(state, batches)
@@ -322,17 +325,34 @@ def test_requests_arriving_together_share_one_commit(
     events = store.dataset().events
     assert set(events["user_id"]) >= {f"g{n}" for n in range(16) if n != 5}
     assert "g5" not in set(events["user_id"])
-    # 16 writers on a 50 ms commit: a handful of commits carried them all
-    assert len(made) <= 8 and state.group.writes == 16 and state.group.commits == len(made)
+    # the first commit carried the first request, the second the fifteen queued behind it
+    assert len(made) == 2 and (state.group.commits, state.group.writes) == (2, 15)
 
 
 def test_a_failed_group_commit_fails_every_request_in_it(
     store: Store, state: ServiceState, monkeypatch
 ) -> None:
     before = store.counts()["events"]
-    _slow_commits(state, monkeypatch, fail=True)
-    results = _concurrently(state, [clicks([("h1", "a", 60.0, "click")])])
-    assert isinstance(results[0], state.db.errors)
-    assert store.counts()["events"] == before  # not acknowledged, not stored
+    _held_commits(state, monkeypatch, waiting=3, fail=1)
+    results = _concurrently(state, [clicks([(f"h{n}", "a", 60.0, "click")]) for n in range(4)])
+    assert results[0] == EventWrite(1, 0, added_rows=(0,))  # its own commit, before
+    assert all(isinstance(r, state.db.errors) for r in results[1:])  # the failed group's
+    assert store.counts()["events"] == before + 1  # the failed group stored nothing
     # the next write goes through
     assert state.add_feedback(clicks([("h1", "a", 60.0, "click")])).added == 1
+
+
+def test_an_interrupted_commit_is_raised_where_it_happened(
+    store: Store, state: ServiceState, monkeypatch
+) -> None:
+    before = store.counts()["events"]
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(state.db, "commit", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        state.add_feedback(clicks([("k1", "a", 70.0, "click")]))
+    monkeypatch.undo()
+    assert store.counts()["events"] == before
+    assert state.add_feedback(clicks([("k1", "a", 70.0, "click")])).added == 1

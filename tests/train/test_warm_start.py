@@ -18,6 +18,7 @@ from promptrec.train.warm import (
     ID_TABLE,
     WARM_PATIENCE,
     fresh_validation,
+    given_scoring,
     warm_config,
     warm_weights,
 )
@@ -96,9 +97,11 @@ def test_known_items_keep_their_id_rows_and_new_ones_start_fresh(grown) -> None:
     before = old.model.state_dict()
     rows = old.train_rows(ids)
     assert (rows[-3:] == -1).all()
-    known = np.flatnonzero(rows >= 0)
+    known = np.flatnonzero(old.has_id(ids))
     assert np.array_equal(start[ID_TABLE][known].numpy(), before[ID_TABLE][rows[known]].numpy())
-    assert np.array_equal(start[ID_TABLE][-3:].numpy(), model.state_dict()[ID_TABLE][-3:].numpy())
+    # every other row starts at zero: the item's text alone, as the old model scores it
+    others = np.setdiff1d(np.arange(len(ids)), np.flatnonzero(old.has_id(ids)))
+    assert len(others) > 3 and not start[ID_TABLE][others].any()
     for key in before:
         if key != ID_TABLE:
             assert np.array_equal(start[key].numpy(), before[key].numpy()), key
@@ -117,7 +120,7 @@ def test_a_warm_start_begins_at_the_old_model_and_keeps_its_settings(grown, tmp_
     old_ndcg = evaluate_scorer(
         _network_only(old), fresh, progress=False, exclude_seen=True
     ).metrics["NDCG@10"]
-    assert history[0]["ndcg10"] == pytest.approx(old_ndcg, abs=0.02)
+    assert history[0]["ndcg10"] == pytest.approx(old_ndcg, abs=1e-4)
     summary = warm.info["summary"]
     assert summary["warm_start"]["trained_until"] == cut
     assert summary["trained_until"] == float(whole.events["timestamp"].max())
@@ -156,3 +159,20 @@ def test_settings_that_shape_the_network_cannot_change(grown) -> None:
     with pytest.raises(ConfigError, match="fast mode"):
         Trainer(old.config_.model_copy(update={"mode": "full"}), init_from=old)
     assert warm_config(old.config_, {"patience": 7, "lr": 1e-3}).patience == 7
+    # scoring settings given again override the old model's; the others stay
+    cfg = warm_config(old.config_, {"cooccurrence_weight": 0.0})
+    scoring = given_scoring(old.scoring, cfg)
+    assert scoring.cooccurrence_weight == 0.0
+    assert scoring.new_item_scale == old.scoring.new_item_scale
+
+
+def test_another_shop_is_refused_before_any_training(grown) -> None:
+    from promptrec.data.dataset import Dataset
+
+    _, whole, _, _, old = grown
+    # the same log in a shop whose item ids are all others
+    items = whole.items.assign(item_id="other-" + whole.items["item_id"].astype(str))
+    events = whole.events.assign(item_id="other-" + whole.events["item_id"].astype(str))
+    trainer = Trainer(warm_config(old.config_, {}), progress=False, init_from=old)
+    with pytest.raises(ConfigError, match="needs the old model's catalogue"):
+        trainer.fit(Dataset(items, events, "other shop"))

@@ -12,6 +12,8 @@ adds this term to its own scores (:attr:`promptrec.train.config.ScoringConfig.co
 from __future__ import annotations
 
 import copy
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from promptrec.data.dataset import Dataset, UserHistory
-from promptrec.errors import ConfigError
+from promptrec.errors import ConfigError, ModelError
 from promptrec.scorers.base import Scorer
 
 
@@ -86,9 +88,13 @@ class ItemKNNScorer(Scorer):
         catalogue rows. Nothing is counted from ``data``'s log.
         """
         scorer = cls(decay=decay)
-        n = data.n_items
-        if len(rows) == table.shape[0] == n and np.array_equal(rows, np.arange(n)):
-            scorer.similarity = table
+        n, known = data.n_items, table.shape[0]
+        if (
+            n >= known
+            and np.array_equal(rows[:known], np.arange(known))
+            and (rows[known:] < 0).all()
+        ):  # the training catalogue, perhaps with items appended: the table shared, padded
+            scorer.similarity = _padded(table, n)
         else:
             where = np.full(table.shape[0], -1, dtype=np.int64)
             known = rows >= 0
@@ -180,9 +186,8 @@ class ItemKNNScorer(Scorer):
             sim = sp.csr_matrix(
                 (coo.data[keep], (rows[keep], cols[keep])), shape=(data.n_items, data.n_items)
             )
-        else:
-            sim = sim.copy()
-            sim.resize((data.n_items, data.n_items))
+        else:  # rows appended alone: the table shared, padded with empty rows
+            sim = _padded(sim, data.n_items)
         clone = copy.copy(self)
         clone.similarity = sim
         clone.data = data
@@ -197,9 +202,9 @@ TABLE_FILES = ("indptr", "indices", "data")
 
 def save_table(table: sp.csr_matrix, folder: str | Path) -> None:
     """Write a similarity table (CSR) as three ``.npy`` files in ``folder``, which
-    :func:`load_table` maps into memory."""
+    :func:`load_table` maps into memory. The folder is written beside and then renamed into
+    place: a process that has the old files mapped keeps reading them, whole."""
     out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
     m = table.tocsr().copy()
     m.sort_indices()
     arrays = {
@@ -207,19 +212,47 @@ def save_table(table: sp.csr_matrix, folder: str | Path) -> None:
         "indices": m.indices.astype(np.int32),
         "data": m.data.astype(np.float32),
     }
+    fresh = out.with_name(f".{out.name}.{os.getpid()}.new")
+    stale = out.with_name(f".{out.name}.{os.getpid()}.old")
+    fresh.mkdir(parents=True, exist_ok=True)
     for name in TABLE_FILES:
-        np.save(out / f"{name}.npy", arrays[name])
+        np.save(fresh / f"{name}.npy", arrays[name])
+    if out.exists():
+        os.replace(out, stale)
+    os.replace(fresh, out)
+    shutil.rmtree(stale, ignore_errors=True)
 
 
 def load_table(folder: str | Path) -> sp.csr_matrix:
     """A table written by :func:`save_table`, memory-mapped read-only: the processes that map
-    the same files share one copy of it in memory."""
+    the same files share one copy of it in memory.
+
+    Raises:
+        ModelError: the three files do not make one table.
+    """
     path = Path(folder)
-    indptr, indices, data = (np.load(path / f"{n}.npy", mmap_mode="r") for n in TABLE_FILES)
+    try:
+        indptr, indices, data = (np.load(path / f"{n}.npy", mmap_mode="r") for n in TABLE_FILES)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a co-occurrence table: {exc}") from exc
     n = len(indptr) - 1
+    if n < 0 or len(indices) != len(data) or indptr[-1] != len(data):
+        raise ModelError(f"{path}: its files do not make one table (written partly?)")
     table = sp.csr_matrix((data, indices, indptr), shape=(n, n), copy=False)
     table.has_sorted_indices = True  # written sorted: nothing sorts (writes) the mapped arrays
     return table
+
+
+def _padded(m: sp.csr_matrix, n: int) -> sp.csr_matrix:
+    """``m`` as an ``n x n`` matrix, the rows and columns past its own empty; its data and
+    indices are shared, not copied (a memory-mapped table stays mapped)."""
+    rows = m.shape[0]
+    if n == rows:
+        return m
+    indptr = np.concatenate([m.indptr, np.full(n - rows, m.indptr[-1], dtype=m.indptr.dtype)])
+    out = sp.csr_matrix((m.data, m.indices, indptr), shape=(n, n), copy=False)
+    out.has_sorted_indices = m.has_sorted_indices
+    return out
 
 
 def _checked_decay(decay: float) -> float:

@@ -70,6 +70,7 @@ class Database:
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
+        self._in_transaction = False
 
     def open_error(self, exc: BaseException) -> ConfigError:
         """A one-line error naming the store (never its password: :attr:`location` has none,
@@ -105,8 +106,16 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Database]:
-        """One write transaction: committed on success, rolled back on any exception."""
+        """One write transaction: committed on success, rolled back on any exception.
+
+        Raises:
+            RuntimeError: inside another transaction of this connection (SQLite refuses a
+                nested BEGIN; PostgreSQL would commit the outer one's work early).
+        """
         with self.lock:
+            if self._in_transaction:
+                raise RuntimeError("a transaction inside a transaction: use a savepoint")
+            self._in_transaction = True
             try:
                 self.begin()
                 yield self
@@ -117,6 +126,8 @@ class Database:
                 with suppress(Exception):
                     self.rollback()
                 raise
+            finally:
+                self._in_transaction = False
 
     def create(self, schema: str) -> None:
         """Create the tables and indexes of ``schema`` (``;``-separated statements, each

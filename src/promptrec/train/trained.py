@@ -103,6 +103,7 @@ class TrainedScorer(VectorScorer):
         #: the co-occurrence neighbour table, in the training catalogue's order: counted on the
         #: training log at the first bind (or loaded with the model) and kept for every bind
         self._cooccurrence_table: sp.csr_matrix | None = None
+        self._table_events: int | None = None  # the events the table was counted on
 
     def __copy__(self) -> TrainedScorer:
         """A shallow copy with its own :attr:`scoring` (a change to the copy's settings leaves
@@ -145,7 +146,16 @@ class TrainedScorer(VectorScorer):
             knn = ItemKNNScorer().fit(data)
             if self._is_training_catalogue(data):
                 self._cooccurrence_table = knn.similarity
+                self._table_events = len(data.events)
             return knn.with_decay(decay)
+        if self._table_events is not None and self._table_events != len(data.events):
+            log.info(
+                "the co-occurrence term reads the table counted on the %d events of the "
+                "training log (this log has %d): new events enter it at the next training "
+                "(promptrec train --init-from)",
+                self._table_events,
+                len(data.events),
+            )
         return ItemKNNScorer.from_table(table, self.train_rows(data.item_ids), data, decay)
 
     @property
@@ -158,6 +168,7 @@ class TrainedScorer(VectorScorer):
         """Drop the co-occurrence table: the next bind counts it on its log (this scorer's
         own state; a copy made before keeps its table)."""
         self._cooccurrence_table = None
+        self._table_events = None
         self._cooccurrence = None
 
     def _is_training_catalogue(self, data: Dataset) -> bool:
@@ -375,10 +386,13 @@ class TrainedScorer(VectorScorer):
         }
 
     def _cooccurrence_config(self) -> dict[str, float]:
-        return {
+        out: dict[str, float] = {
             "weight": self.scoring.cooccurrence_weight,
             "decay": self.scoring.cooccurrence_decay,
         }
+        if self._table_events is not None:
+            out["table_events"] = self._table_events
+        return out
 
     def _new_items_config(self) -> dict[str, float]:
         return {
@@ -461,7 +475,14 @@ class TrainedScorer(VectorScorer):
         if centre is not None:
             scorer._text_centre = centre.numpy()
         if (path / COOCCURRENCE_TABLE).is_dir():
-            scorer._cooccurrence_table = load_table(path / COOCCURRENCE_TABLE)
+            table = load_table(path / COOCCURRENCE_TABLE)
+            if table.shape[0] != len(scorer.train_item_ids):
+                raise ModelError(
+                    f"{path}: its co-occurrence table has {table.shape[0]} rows for "
+                    f"{len(scorer.train_item_ids)} items"
+                )
+            scorer._cooccurrence_table = table
+            scorer._table_events = (config.get("cooccurrence") or {}).get("table_events")
         mix = config.get("cooccurrence") or {}  # models written before it: none
         new_items = config.get("new_items") or {}  # models written before: text alone, as is
         scorer.scoring = ScoringConfig(

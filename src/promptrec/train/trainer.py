@@ -56,7 +56,10 @@ from promptrec.train.new_items import (
 )
 from promptrec.train.trained import TrainedScorer
 from promptrec.train.warm import (
+    check_catalogue,
     fresh_validation,
+    given_scoring,
+    start_key,
     starting_model,
     trained_until,
     warm_weights,
@@ -151,7 +154,7 @@ class Trainer:
         :class:`~promptrec.train.full.FullTunedScorer`)."""
         self._data_key = log_fingerprint(data)  # a checkpoint resumes only on the same log
         if self.init_from is not None:
-            self._data_key += f"+warm:{self.init_from.info.get('train_log')}"
+            self._data_key += f"+warm:{start_key(self.init_from)}"
             return self._fit_warm(data, self.init_from)
         if self.config.mode == "full":
             return self._fit_full(data)
@@ -213,9 +216,11 @@ class Trainer:
 
     def _fit_warm(self, data: Dataset, old: TrainedScorer) -> TrainedScorer:
         """Fast mode from ``old``'s weights, validated on the users with an event newer than
-        its log, refitted on the whole log from the same start; ``old``'s scoring settings."""
+        its log, refitted on the whole log from the same start; ``old``'s scoring settings,
+        those given in the config overriding them."""
         cfg = self.config
         t0 = time.perf_counter()
+        check_catalogue(old, data)  # before any training: another shop fails at once
         self.space.fit(data, progress=self.progress)
         after = old.info.get("summary", {}).get("trained_until")
         val = fresh_validation(data, after).sample(cfg.validation_users, cfg.seed)
@@ -229,12 +234,20 @@ class Trainer:
         model, id_mask = self._train(val.fit, val, epochs=int(cfg.epochs), start=t0, init=init)
         best = self.state.best_epoch
         origin = {"train_log": old.info.get("train_log"), "trained_until": after}
+        scoring = given_scoring(old.scoring, cfg)
         if best == 0:  # the old model validates best: keep it, bound to the grown log
             log.info("warm start: no epoch beats the old model; it is kept as it was")
-            kept = copy.copy(old)
+            kept = old.detached()
+            assert isinstance(kept, TrainedScorer)
+            kept.config_ = cfg
+            kept.scoring = scoring
             kept.forget_cooccurrence()  # counted again on the grown log at its bind
             summary = {**old.info.get("summary", {}), "warm_start": {**origin, "kept": True}}
-            kept.info = {**old.info, "summary": summary, "validation": self._history()}
+            kept.info = {
+                **{k: v for k, v in old.info.items() if k != "train_log"},  # saved afresh
+                "summary": summary,
+                "validation": self._history(),
+            }
             return kept.fit(data)
         refit = bool(cfg.refit)
         if refit:
@@ -242,7 +255,6 @@ class Trainer:
             model, id_mask = self._train(
                 data, None, epochs=best, start=time.perf_counter(), init=init
             )
-        scoring = old.scoring
         summary = {
             **self._summary(data, val, t0, refit),
             "cooccurrence_weight": scoring.cooccurrence_weight,
@@ -254,7 +266,7 @@ class Trainer:
         }
         info = {"summary": summary, "validation": self._history()}
         scorer = TrainedScorer(model, cfg, list(item_ids), id_mask, self.space, info)
-        scorer.scoring = scoring.model_copy()
+        scorer.scoring = scoring
         return scorer.fit(data)
 
     def _choose_cooccurrence(

@@ -7,16 +7,18 @@ active version) runs the one trainer (:class:`~promptrec.train.trainer.Trainer`)
   the encoder, the item template, whether it has a query tower) cannot change; training
   settings given again (epochs, patience, learning rate, seed...) override the old ones, and
   patience, left out, is :data:`WARM_PATIENCE`;
-* the old weights (:func:`warm_weights`): every item the old model knew keeps its id
-  embedding (matched by item id, wherever it now sits in the catalogue); a new item's row starts
-  as a from-scratch model's does; the towers start where they were;
+* the old weights (:func:`warm_weights`): every item the old model had an id embedding for
+  keeps it (matched by item id, wherever it now sits in the catalogue); any other item's row
+  starts at zero (its text alone, as the old model scored it), for training to fill in; the
+  towers start where they were;
 * a fresh validation split (:func:`fresh_validation`): the users whose validation target is
   newer than everything the old model was trained on (``trained_until`` in its summary), so
   that early stopping never scores an event the old model already learned; the old model as
   it is competes as epoch 0;
 * the old model's scoring settings (co-occurrence weight and decay, how new items are scored),
-  chosen on validation when it was trained from scratch: they are not chosen again (that costs
-  minutes at a million items), and the co-occurrence table is counted again on the whole log.
+  chosen on validation when it was trained from scratch, those given in the config overriding
+  them (:func:`given_scoring`): they are not chosen again (that costs minutes at a million
+  items), and the co-occurrence table is counted again on the whole log.
 
 Then, as from scratch, a refit on the whole log (the validation targets, the newest events,
 included) for the best number of epochs, from the old weights again.
@@ -24,6 +26,8 @@ included) for the best number of epochs, from the old weights again.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -34,9 +38,9 @@ import torch
 from promptrec.data.dataset import Dataset, chronological
 from promptrec.data.split import Split, leave_last_out
 from promptrec.errors import ConfigError
-from promptrec.train.config import TrainConfig
+from promptrec.train.config import ScoringConfig, TrainConfig
 from promptrec.train.model import TwoTowerModel
-from promptrec.train.trained import TrainedScorer
+from promptrec.train.trained import MIN_ITEM_OVERLAP, TrainedScorer
 
 log = logging.getLogger("promptrec")
 
@@ -59,6 +63,17 @@ ARCHITECTURE = (
 ID_TABLE = "items.ids.weight"
 #: fewer fresh validation users than this: validate on every user instead (with a warning)
 MIN_FRESH_USERS = 100
+#: a log whose newest time is below this (3 March 1973, in seconds) is ordered by position, not
+#: by a clock: its users' times cannot be compared
+CLOCK_FROM = 1e8
+#: the scoring settings a training config can set (the same names in ScoringConfig)
+SCORING_SETTINGS = (
+    "cooccurrence_weight",
+    "cooccurrence_decay",
+    "borrowed_ids",
+    "new_item_scale",
+    "new_item_text_weight",
+)
 
 
 def warm_config(old: TrainConfig, given: Mapping[str, Any]) -> TrainConfig:
@@ -97,12 +112,41 @@ def starting_model(old: TrainedScorer) -> TrainedScorer:
     return old
 
 
+def check_catalogue(old: TrainedScorer, data: Dataset) -> None:
+    """Refuse, before any training, a log of another shop than ``old``'s (too few shared
+    items: the old id embeddings would be of no use).
+
+    Raises:
+        ConfigError: fewer than ``MIN_ITEM_OVERLAP`` of the old items are in ``data``.
+    """
+    known = int((old.train_rows(data.item_ids) >= 0).sum())
+    if known < MIN_ITEM_OVERLAP * len(old.train_item_ids):
+        raise ConfigError(
+            f"a warm start needs the old model's catalogue: only {known} of its "
+            f"{len(old.train_item_ids)} items are in the given one; train from scratch"
+        )
+
+
+def given_scoring(old: ScoringConfig, config: TrainConfig) -> ScoringConfig:
+    """``old``'s scoring settings, each one set in ``config`` (not None) taking its place."""
+    given = {k: getattr(config, k) for k in SCORING_SETTINGS if getattr(config, k) is not None}
+    return old.model_copy(update=given)
+
+
+def start_key(old: TrainedScorer) -> str:
+    """What tells one starting model from another (a checkpoint resumes only from the same):
+    its log's fingerprint, summary and validation history."""
+    key = {k: old.info.get(k) for k in ("train_log", "summary", "validation")}
+    return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def warm_weights(
     old: TrainedScorer, model: TwoTowerModel, item_ids: np.ndarray
 ) -> dict[str, torch.Tensor]:
     """The weights ``model`` (built for the catalogue ``item_ids``) starts from: ``old``'s,
-    with its id embedding table laid out by ``item_ids`` (an item the old model knew keeps its
-    row; a new one keeps ``model``'s fresh one).
+    with its id embedding table laid out by ``item_ids``: an item the old model has an id
+    embedding for keeps its row; every other row starts at zero, so that before training the
+    network scores every item as ``old`` does.
 
     Raises:
         ConfigError: the two networks differ in shape (another text encoder's width, say).
@@ -122,11 +166,12 @@ def warm_weights(
             start[key] = value.detach().clone().to(start[key].dtype)
     if ID_TABLE in start:
         rows = old.train_rows(item_ids)
-        known = np.flatnonzero(rows >= 0)
-        table = start[ID_TABLE]
+        known = np.flatnonzero(old.has_id(item_ids))
+        table = torch.zeros_like(start[ID_TABLE])
         table[torch.from_numpy(known)] = before[ID_TABLE][torch.from_numpy(rows[known])].to(
             table.dtype
         )
+        start[ID_TABLE] = table
     return start
 
 
@@ -140,15 +185,22 @@ def fresh_validation(data: Dataset, after: float | None) -> Split:
     """The protocol's validation split of ``data`` (each user's last interaction) on the users
     whose target is newer than ``after`` (the newest event the old model was trained on).
 
-    With no ``after`` (a model written before it was recorded) or fewer than
-    :data:`MIN_FRESH_USERS` such users, every user is kept, with a warning: early stopping
-    then also scores events the old model was trained on, and favours stopping early.
+    With no ``after`` (a model written before it was recorded), a log of positions rather than
+    times (``after`` below :data:`CLOCK_FROM`) or fewer than :data:`MIN_FRESH_USERS` such
+    users, every user is kept (with a warning, but for positions): early stopping then may
+    also score events the old model was trained on, and favours stopping early.
     """
     val = leave_last_out(data)["test"]
     if after is None:
         log.warning(
             "the old model does not record when its log ended: validating on every user, "
             "some of whose targets it was trained on"
+        )
+        return val
+    if after < CLOCK_FROM:
+        log.info(
+            "the log's times are positions (no clock common to its users): validating on "
+            "every user's last interaction"
         )
         return val
     ev = chronological(data.events)
@@ -158,9 +210,8 @@ def fresh_validation(data: Dataset, after: float | None) -> Split:
     keep = np.flatnonzero(times > after)
     if len(keep) < MIN_FRESH_USERS:
         log.warning(
-            "only %d users have an event newer than the old model's log (a log ordered by "
-            "position, not time, has no clock common to its users): validating on every user, "
-            "some of whose targets it may have been trained on",
+            "only %d users have an event newer than the old model's log: validating on every "
+            "user, some of whose targets it was trained on",
             len(keep),
         )
         return val
