@@ -16,7 +16,6 @@ from promptrec.scorers import TextSpace
 from promptrec.train import TrainConfig, Trainer
 from promptrec.train.warm import (
     ID_TABLE,
-    WARM_PATIENCE,
     fresh_validation,
     given_scoring,
     warm_config,
@@ -111,7 +110,7 @@ def test_known_items_keep_their_id_rows_and_new_ones_start_fresh(grown) -> None:
 def test_a_warm_start_begins_at_the_old_model_and_keeps_its_settings(grown, tmp_path) -> None:
     test, whole, _, cut, old = grown
     cfg = warm_config(old.config_, {"epochs": 3})
-    assert cfg.patience == WARM_PATIENCE and cfg.epochs == 3 and cfg.dim == 32
+    assert cfg.patience == old.config_.patience and cfg.epochs == 3 and cfg.dim == 32
     warm = Trainer(cfg, progress=False, init_from=old).fit(whole)
     history = warm.info["validation"]
     # epoch 0 is the old model as it was, validated on the users with newer events

@@ -5,8 +5,7 @@ active version) runs the one trainer (:class:`~promptrec.train.trainer.Trainer`)
 
 * the old model's settings (:func:`warm_config`): what shapes the network (the architecture,
   the encoder, the item template, whether it has a query tower) cannot change; training
-  settings given again (epochs, patience, learning rate, seed...) override the old ones, and
-  patience, left out, is :data:`WARM_PATIENCE`;
+  settings given again (epochs, patience, learning rate, seed...) override the old ones;
 * the old weights (:func:`warm_weights`): every item the old model had an id embedding for
   keeps it (matched by item id, wherever it now sits in the catalogue); any other item's row
   starts at zero (its text alone, as the old model scored it), for training to fill in; the
@@ -44,9 +43,6 @@ from promptrec.train.trained import MIN_ITEM_OVERLAP, TrainedScorer
 
 log = logging.getLogger("promptrec")
 
-#: a warm start's patience when none is given: it starts near its best, where from scratch
-#: climbs for tens of epochs (fast mode's default is 10)
-WARM_PATIENCE = 3
 #: the settings that shape the network or its inputs: a warm start keeps the old model's
 ARCHITECTURE = (
     "mode",
@@ -78,8 +74,11 @@ SCORING_SETTINGS = (
 
 def warm_config(old: TrainConfig, given: Mapping[str, Any]) -> TrainConfig:
     """The settings of a warm start from a model trained with ``old``: the old ones, those in
-    ``given`` (the command line's and a ``--config`` file's) overriding them, and
-    :data:`WARM_PATIENCE` unless a patience is given.
+    ``given`` (the command line's and a ``--config`` file's) overriding them. The patience is
+    the old one too (10 by default): on movielens-100k's validation targets, a warm start at
+    patience 3 stopped at epoch 0 (the old model kept, NDCG@10 0.1193) and at patience 10 went
+    on to epoch 10 (0.1223; no retraining 0.1199), on a fresh validation split of about 160
+    users whose curve moves by 0.01 from one epoch to the next.
 
     Raises:
         ConfigError: ``given`` changes a setting that shapes the network (:data:`ARCHITECTURE`,
@@ -97,8 +96,6 @@ def warm_config(old: TrainConfig, given: Mapping[str, Any]) -> TrainConfig:
             "(train from scratch without --init-from/--warm-start to change them)"
         )
     settings = {**base, **{k: v for k, v in given.items() if v is not None}}
-    if given.get("patience") is None:
-        settings["patience"] = WARM_PATIENCE
     return TrainConfig(**settings)
 
 
