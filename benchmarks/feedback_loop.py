@@ -35,7 +35,6 @@ from promptrec.data.dataset import Dataset, build_histories, chronological
 from promptrec.data.split import Split
 from promptrec.evaluation.evaluator import evaluate_scorer
 from promptrec.train import TrainConfig, Trainer
-from promptrec.train.warm import warm_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -96,9 +95,7 @@ def main() -> None:
                 t = time.perf_counter()
                 if name == "warm":
                     old = models[name]
-                    models[name] = Trainer(
-                        warm_config(old.config_, {}), init_from=old, progress=False
-                    ).fit(grown)
+                    models[name] = Trainer(init_from=old, progress=False).fit(grown)
                 elif name == "scratch":
                     models[name] = Trainer(TrainConfig(), progress=False).fit(grown)
                 else:

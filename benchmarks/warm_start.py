@@ -41,7 +41,6 @@ from promptrec.evaluation.evaluator import evaluate_scorer
 from promptrec.train import TrainConfig, Trainer
 from promptrec.train.folder import log_fingerprint, read_model_config
 from promptrec.train.load import load_model
-from promptrec.train.warm import warm_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -97,7 +96,7 @@ def main() -> None:
     rows["no retraining"]["old_train_seconds"] = round(old_seconds, 1)
 
     t0 = time.perf_counter()
-    warm = Trainer(warm_config(old.config_, {}), init_from=old).fit(whole)
+    warm = Trainer(init_from=old).fit(whole)
     score("warm start", warm, time.perf_counter() - t0)
     rows["warm start"]["epochs"] = warm.info["validation"]
     if args.keep:

@@ -99,12 +99,7 @@ class ItemKNNScorer(Scorer):
             where = np.full(table.shape[0], -1, dtype=np.int64)
             known = rows >= 0
             where[rows[known]] = np.flatnonzero(known)
-            coo = table.tocoo()
-            r, c = where[coo.row], where[coo.col]
-            keep = (r >= 0) & (c >= 0)
-            scorer.similarity = sp.csr_matrix(
-                (coo.data[keep], (r[keep], c[keep])), shape=(n, n), dtype=np.float32
-            )
+            scorer.similarity = _moved(table, where, n)
         scorer.data = data
         return scorer
 
@@ -180,12 +175,7 @@ class ItemKNNScorer(Scorer):
             where = np.arange(old.n_items)
             where[gone] = -1
             where[list(moved)] = list(moved.values())
-            coo = sim.tocoo()
-            rows, cols = where[coo.row], where[coo.col]
-            keep = (rows >= 0) & (cols >= 0)
-            sim = sp.csr_matrix(
-                (coo.data[keep], (rows[keep], cols[keep])), shape=(data.n_items, data.n_items)
-            )
+            sim = _moved(sim, where, data.n_items)
         else:  # rows appended alone: the table shared, padded with empty rows
             sim = _padded(sim, data.n_items)
         clone = copy.copy(self)
@@ -241,6 +231,15 @@ def load_table(folder: str | Path) -> sp.csr_matrix:
     table = sp.csr_matrix((data, indices, indptr), shape=(n, n), copy=False)
     table.has_sorted_indices = True  # written sorted: nothing sorts (writes) the mapped arrays
     return table
+
+
+def _moved(m: sp.csr_matrix, where: np.ndarray, n: int) -> sp.csr_matrix:
+    """``m``'s entries moved to rows and columns ``where[i]`` of an ``n x n`` matrix (-1: the
+    row and column dropped)."""
+    coo = m.tocoo()
+    rows, cols = where[coo.row], where[coo.col]
+    keep = (rows >= 0) & (cols >= 0)
+    return sp.csr_matrix((coo.data[keep], (rows[keep], cols[keep])), shape=(n, n))
 
 
 def _padded(m: sp.csr_matrix, n: int) -> sp.csr_matrix:

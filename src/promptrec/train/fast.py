@@ -199,17 +199,13 @@ class FastMode(TrainingMode):
         if cfg.query_share:
             self.bank, self.logged = self._queries(data, histories, encode, queries)
         self.query_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        optimiser: type[torch.optim.Optimizer] = torch.optim.AdamW
         if self.sampled and self.model.items.ids is not None:
             # a step touches its batch's rows of the id table alone: sparse gradients, and an
             # optimiser that steps those rows, not the million others (train.optim)
             self.model.items.ids.sparse = True
-            self.optim: torch.optim.Optimizer = LazyAdamW(
-                self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
-            )
-        else:
-            self.optim = torch.optim.AdamW(
-                self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
-            )
+            optimiser = LazyAdamW
+        self.optim = optimiser(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sched = warmup_schedule(self.optim, cfg.warmup_steps)
         # put back if no epoch validates (every NDCG@10 NaN); a refit is not validated
         self.initial = self.weights() if val is not None else None

@@ -56,12 +56,14 @@ from promptrec.train.new_items import (
 )
 from promptrec.train.trained import TrainedScorer
 from promptrec.train.warm import (
+    SCORING_SETTINGS,
     check_catalogue,
     fresh_validation,
     given_scoring,
     start_key,
     starting_model,
     trained_until,
+    warm_config,
     warm_weights,
 )
 
@@ -78,7 +80,8 @@ class Trainer:
         progress: show progress bars (loss and validation NDCG@10).
         device: ``cpu``, ``cuda``...; None picks a GPU when there is one.
         init_from: a fast-mode model to warm-start from (see :mod:`promptrec.train.warm`;
-            ``config`` then comes from :func:`~promptrec.train.warm.warm_config`).
+            ``config`` then comes from :func:`~promptrec.train.warm.warm_config`, and left
+            out is the old model's).
 
     Example::
 
@@ -96,9 +99,11 @@ class Trainer:
         device: str | None = None,
         init_from: Scorer | None = None,
     ) -> None:
+        self.init_from = None if init_from is None else starting_model(init_from)
+        if config is None and self.init_from is not None:
+            config = warm_config(self.init_from.config_, {})
         self.config = config or TrainConfig()
         cfg = self.config
-        self.init_from = None if init_from is None else starting_model(init_from)
         if self.init_from is not None:
             if cfg.mode != "fast":
                 raise ConfigError("a warm start trains fast mode (full mode: from scratch)")
@@ -128,10 +133,11 @@ class Trainer:
             self._space = TextSpace(self.config.encoder, self.config.item_template)
         return self._space
 
-    def _validation(self, data: Dataset) -> Split:
-        """The validation split of ``data`` (the log's last item per user is the target), on a
-        seeded sample of at most ``validation_users`` users."""
-        val = leave_last_out(data)["test"]
+    def _validation(self, data: Dataset, val: Split | None = None) -> Split:
+        """The validation split of ``data`` (the log's last item per user is the target; or
+        ``val``, a part of it), on a seeded sample of at most ``validation_users`` users."""
+        if val is None:
+            val = leave_last_out(data)["test"]
         if not val.histories:
             raise ConfigError("no user has 3 interactions: nothing to validate on")
         return val.sample(self.config.validation_users, self.config.seed)
@@ -223,9 +229,7 @@ class Trainer:
         check_catalogue(old, data)  # before any training: another shop fails at once
         self.space.fit(data, progress=self.progress)
         after = old.info.get("summary", {}).get("trained_until")
-        val = fresh_validation(data, after).sample(cfg.validation_users, cfg.seed)
-        if not val.histories:
-            raise ConfigError("no user has 3 interactions: nothing to validate on")
+        val = self._validation(data, fresh_validation(data, after))
         item_ids = data.item_ids
 
         def init(model: TwoTowerModel) -> dict[str, Any]:
@@ -257,11 +261,7 @@ class Trainer:
             )
         summary = {
             **self._summary(data, val, t0, refit),
-            "cooccurrence_weight": scoring.cooccurrence_weight,
-            "cooccurrence_decay": scoring.cooccurrence_decay,
-            "borrowed_ids": scoring.borrowed_ids,
-            "new_item_scale": scoring.new_item_scale,
-            "new_item_text_weight": scoring.new_item_text_weight,
+            **{k: getattr(scoring, k) for k in SCORING_SETTINGS},
             "warm_start": origin,
         }
         info = {"summary": summary, "validation": self._history()}
