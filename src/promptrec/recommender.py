@@ -123,7 +123,7 @@ class Recommender:
             always scores every item.
         query_mix: how a live query enters a vector scorer's lists (:class:`QueryMix`): its
             vector at ``query_weight`` (set on the scorer), plus its BM25 match with each item's
-            text at ``lexical_weight``, for catalogues of up to ``lexical_up_to`` items.
+            text at ``lexical_weight``.
     """
 
     def __init__(
@@ -188,12 +188,11 @@ class Recommender:
 
     def _with_query_mix(self, scorer: Scorer, data: Dataset) -> Scorer:
         """What is ranked for ``scorer``: a vector scorer with a query weight gets the mix's
-        (:attr:`query_mix`), and the live query's lexical match where the mix has one for a
-        catalogue of this size."""
+        (:attr:`query_mix`), and the live query's lexical match where the mix has one."""
         mix = self.query_mix
         if not isinstance(scorer, VectorScorer) or not hasattr(scorer, "query_weight"):
             return scorer
-        if mix.lexical_weight <= 0 or data.n_items > mix.lexical_up_to:
+        if mix.lexical_weight <= 0:
             scorer.query_weight = mix.vector_only_weight  # type: ignore[attr-defined]
             return scorer
         learned = getattr(scorer, "learned_queries", False)

@@ -136,6 +136,13 @@ def test_user_errors_exit_2_with_one_line(args, message, files, cli) -> None:
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_serve_refuses_one_milvus_lite_file_for_several_workers(tmp_path, cli) -> None:
+    args = ["serve", "--db", str(tmp_path / "s.db"), "--workers", "2", "--index", "milvus"]
+    code, _, err = cli([*args, "--milvus-uri", str(tmp_path / "items.db")])
+    assert code == 2 and "--workers 1" in err and "http://host:19530" in err
+    assert "Traceback" not in err and not (tmp_path / "s.db").exists()
+
+
 def test_bad_events_file_names_file_line_and_column(files, tmp_path, cli) -> None:
     catalog, events = files
     bad = tmp_path / "events.csv"

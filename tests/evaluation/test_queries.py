@@ -155,3 +155,20 @@ def test_the_protocol_reports_every_method_on_the_same_targets(beauty_slice) -> 
     assert result.n_users["test"] + result.settings["skipped (target without a category)"][
         "test"
     ] == len(beauty_slice.user_ids)
+
+
+def test_the_lexical_term_names_the_best_matches_alone(beauty_slice, space) -> None:
+    """Capped at ``max_matches``, the lexical term names the best-scoring items of those that
+    hold a word of the query, with their scores as uncapped."""
+    full = BM25Scorer(space, max_matches=10**9).fit(beauty_slice)
+    capped = BM25Scorer(space, max_matches=20).fit(beauty_slice)
+    queries = ["nail polish", None, "hair oil"]
+    every, best = full.matches(queries), capped.matches(queries)
+    assert best[1].nnz == 0
+    for row in (0, 2):
+        whole = every[row].toarray().ravel()
+        named = best[row].indices
+        assert every[row].nnz > 40 and len(named) == 20
+        others = np.setdiff1d(every[row].indices, named)
+        assert whole[named].min() >= whole[others].max()
+        assert np.array_equal(best[row].toarray().ravel()[named], whole[named])

@@ -95,3 +95,21 @@ def test_a_catalogue_state_has_one_collection_reused_until_no_one_serves_it(
     del second
     gc.collect()
     assert not client.has_collection(name)  # the catalogue state is gone: so is its copy
+
+
+def test_workers_applying_one_change_to_a_shared_collection_leave_one_row(config) -> None:
+    """Every worker of a service applies each catalogue change to the collection they share:
+    the same key and vector twice is one row."""
+    from promptrec.retrieval.milvus import open_client
+
+    vectors = product_like(200, dim=16)
+    first = MilvusIndex(vectors[:150], config, collection="shared")
+    second = MilvusIndex(config=config, collection="shared", dim=16)
+    second._alive = np.ones(150, dtype=bool)
+    for worker in (first, second):
+        assert list(worker.add(vectors[150:152])) == [150, 151]
+    client = open_client(config.milvus_uri)
+    client.flush("shared")
+    assert client.get_collection_stats("shared")["row_count"] == 152
+    found, _ = second.search(vectors[150:152], 2)
+    assert list(found[:, 0]) == [150, 151] and list(found[:, 1]) != [150, 151]

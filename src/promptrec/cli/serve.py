@@ -25,6 +25,7 @@ from promptrec.cli.common import (
     setup,
 )
 from promptrec.errors import ConfigError
+from promptrec.retrieval.milvus import is_local
 
 log = logging.getLogger("promptrec")
 
@@ -189,6 +190,12 @@ def serve(
             raise ConfigError(f"--arm-weights: give {len(specs)} positive numbers, one per arm")
         specs = [ArmSpec(s.name, s.source, w) for s, w in zip(specs, weights, strict=True)]
 
+    if workers > 1 and index == "milvus" and milvus_uri and is_local(milvus_uri):
+        raise ConfigError(
+            f"--milvus-uri {milvus_uri}: the embedded milvus-lite opens a file in one process "
+            "only; serve it with --workers 1, or give the workers a Milvus server to share "
+            "(http://host:19530)"
+        )
     store = Store(db)
     state = ServiceState(store)
     owner = f"promptrec serve on http://{host}:{port} (pid {os.getpid()})"

@@ -81,7 +81,9 @@ class MilvusIndex(VectorIndex):
                 {"id": int(first + start + i), "vector": row.tolist()}
                 for i, row in enumerate(chunk)
             ]
-            self._client.insert(self.collection, rows)
+            # an upsert: every worker of a service applies the same change to a shared
+            # collection (same keys, same vectors), which then holds each row once
+            self._client.upsert(self.collection, rows)
 
     def _removed(self, keys: np.ndarray) -> None:
         for start in range(0, len(keys), _BATCH):
@@ -165,6 +167,12 @@ class MilvusIndex(VectorIndex):
         return index
 
 
+def is_local(uri: str) -> bool:
+    """Whether ``uri`` is a file for the embedded milvus-lite (which one process opens at a
+    time), not a server's address."""
+    return "://" not in uri
+
+
 def _id_expression(op: str, keys: np.ndarray | Sequence[int] | None) -> str:
     """``id in [...]`` / ``id not in [...]`` over the valid keys, or '' when there are none."""
     valid = [] if keys is None else [int(k) for k in keys if k >= 0]
@@ -173,19 +181,32 @@ def _id_expression(op: str, keys: np.ndarray | Sequence[int] | None) -> str:
 
 def cached_collection(vectors: np.ndarray, config: IndexConfig, digest: str) -> MilvusIndex:
     """The collection of these vectors (named by their ``digest``): reused when it exists
-    (a restart over the same catalogue inserts nothing), filled when not. It is dropped when
-    no snapshot of this process uses it any more, so a changed catalogue leaves no copy."""
+    (a restart over the same catalogue inserts nothing), filled when not. In a milvus-lite
+    file (one process) it is dropped when no snapshot uses it any more, so a changed catalogue
+    leaves no copy; on a server, whose collections the workers of a service share, it is
+    kept (another worker may still serve it): drop old ones there yourself."""
+    import fcntl
+
+    from promptrec.encoders.cache import default_cache_dir
+
     name = f"{config.milvus_collection}_{digest[:16]}"
-    client = open_client(config.milvus_uri or "")
-    if client.has_collection(name):
-        stats = client.get_collection_stats(name)
-        if int(stats.get("row_count", -1)) == len(vectors):
-            index = MilvusIndex(
-                config=config, collection=name, dim=vectors.shape[1], transient=True
-            )
-            index._alive = np.ones(len(vectors), dtype=bool)
-            return index
-    return MilvusIndex(vectors, config, collection=name, transient=True)
+    transient = is_local(config.milvus_uri or "")
+    locks = default_cache_dir() / "indexes"
+    locks.mkdir(parents=True, exist_ok=True)
+    # one filler at a time (the workers of one service start together): the others find
+    # its collection full and reuse it
+    with (locks / f".milvus-{name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = open_client(config.milvus_uri or "")
+        if client.has_collection(name):
+            stats = client.get_collection_stats(name)
+            if int(stats.get("row_count", -1)) == len(vectors):
+                index = MilvusIndex(
+                    config=config, collection=name, dim=vectors.shape[1], transient=transient
+                )
+                index._alive = np.ones(len(vectors), dtype=bool)
+                return index
+        return MilvusIndex(vectors, config, collection=name, transient=transient)
 
 
 class _Users:

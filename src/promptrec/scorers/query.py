@@ -110,10 +110,9 @@ class QueryMix(BaseModel):
             learned how much a query counts: 1 is as trained). On amazon-beauty's validation
             targets with their category queries, such a model scored NDCG@10 0.2784 at 1 (with
             the lexical term at 0.4) against 0.2535 at 0.125.
-        lexical_up_to: a catalogue of more items leaves the lexical term out (its index would
-            cost each worker memory and start time); a query then enters through its vector
-            alone, at ``vector_only_weight`` (the best weight without the lexical term on that
-            validation split).
+        vector_only_weight: the query weight when ``lexical_weight`` is 0 (the query enters
+            through its vector alone): the best weight without the lexical term on that
+            validation split.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -121,5 +120,4 @@ class QueryMix(BaseModel):
     query_weight: float = Field(0.125, ge=0)
     lexical_weight: float = Field(0.4, ge=0)
     learned_query_weight: float = Field(1.0, ge=0)
-    lexical_up_to: int = Field(200_000, ge=0)
     vector_only_weight: float = Field(1.0, ge=0)

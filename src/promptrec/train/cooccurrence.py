@@ -12,16 +12,17 @@ curve between accuracy and how much of the catalogue the lists show).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from promptrec.data.dataset import UserHistory
 from promptrec.data.split import Split
 from promptrec.evaluation.metrics import coverage, ndcg_at
 from promptrec.scorers.itemknn import ItemKNNScorer
-from promptrec.train.grid import grid_ranks
+from promptrec.train.grid import Setting, grid_ranks
 from promptrec.train.trained import TrainedScorer
 
 #: weights tried (0: the model alone)
@@ -44,14 +45,16 @@ def choose_cooccurrence(
     fitted = ItemKNNScorer().fit(split.fit)  # the similarities; each decay reads them
     knns = {d: fitted.with_decay(d) for d in decays}
 
-    def settings_scores(hist: Sequence[UserHistory]) -> Iterator[tuple[Hashable, np.ndarray]]:
-        base = scorer.terms(hist)  # the model's terms: its vectors computed once per batch
+    def settings(hist: Sequence[UserHistory]) -> Iterator[Setting]:
         for d, knn in knns.items():
-            extra = knn.scaled_scores(hist)
+            extra = sp.csr_matrix(knn.scaled_scores(hist), dtype=np.float32)
             for w in weights:
                 if w == 0 and d != decays[0]:
                     continue  # the model alone: once
-                yield (w, d), (base.plus(extra * np.float32(w)) if w else base).scores()
+                yield (w, d), None, (extra * np.float32(w) if w else None)
+
+    def settings_scores(hist: Sequence[UserHistory]) -> tuple[np.ndarray, Iterator[Setting]]:
+        return scorer.terms(hist).scores(), settings(hist)  # the model's, shared by all
 
     results = grid_ranks(split, settings_scores)
     grid = [

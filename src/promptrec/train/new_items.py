@@ -22,7 +22,7 @@ point of it.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,8 +31,7 @@ import scipy.sparse as sp
 from promptrec.data.dataset import UserHistory
 from promptrec.data.split import Split
 from promptrec.evaluation.metrics import ndcg_at
-from promptrec.scorers.terms import Terms
-from promptrec.train.grid import grid_ranks
+from promptrec.train.grid import Setting, grid_ranks
 from promptrec.train.trained import TrainedScorer
 
 #: numbers of text neighbours an item without an id borrows from (0: its text alone)
@@ -101,24 +100,32 @@ def choose_new_items(
     if any(text_weights):  # new items' centred unit text vectors, as the scorer serves them
         new_text = scorer.centred_text(scorer.space.vectors[new])
 
-    def settings_scores(hist: Sequence[UserHistory]) -> Iterator[tuple[Hashable, np.ndarray]]:
+    varied = np.flatnonzero(new)  # the columns a setting scores otherwise
+
+    def settings(
+        users: np.ndarray, extra: sp.csr_matrix | None, match: np.ndarray | None
+    ) -> Iterator[Setting]:
+        for k, vectors in items.items():
+            base = users @ vectors[varied].T
+            for scale in scales:
+                for weight in text_weights:
+                    scored = base * np.float32(scale)  # as the model scores them: scaled
+                    if weight:
+                        scored += np.float32(weight) * match  # type: ignore[operator]
+                    yield (k, scale, weight), scored, extra
+
+    def settings_scores(hist: Sequence[UserHistory]) -> tuple[np.ndarray, Iterator[Setting]]:
         # histories read every item as the model knows it; the text match is added below
         users = scorer.model_user_vectors(hist)
         extra = scorer.sparse_scores(hist)
         if extra is not None:
             extra = (extra @ sp.diags(dropped)).tocsr()
         match = None if new_text is None else scorer.history_text(hist) @ new_text.T
-        for k, vectors in items.items():
-            base = users @ vectors.T
-            for scale in scales:
-                for weight in text_weights:
-                    scored = base.copy()  # as the model scores them: new items' vectors scaled
-                    scored[:, new] *= np.float32(scale)
-                    if weight:
-                        scored[:, new] += np.float32(weight) * match  # type: ignore[operator]
-                    yield (k, scale, weight), Terms.of_scores(scored).plus(extra).scores()
+        # the items with an id score the same under every setting
+        fixed = users @ items[borrowed[0]].T
+        return fixed, settings(users, extra, match)
 
-    results = grid_ranks(split, settings_scores, left_out=np.flatnonzero(~listed))
+    results = grid_ranks(split, settings_scores, varied=varied, left_out=np.flatnonzero(~listed))
     target_new = as_new[split.targets]
     grid = [
         {

@@ -37,7 +37,7 @@ from promptrec.errors import ConfigError
 from promptrec.scorers.base import Scorer
 from promptrec.scorers.popularity import item_counts
 from promptrec.scorers.text import TextSpace
-from promptrec.train.config import TrainConfig
+from promptrec.train.config import ScoringConfig, TrainConfig
 from promptrec.train.cooccurrence import (
     COOCCURRENCE_DECAYS,
     COOCCURRENCE_WEIGHTS,
@@ -189,36 +189,49 @@ class Trainer:
         val = self._validation(data)
         model, id_mask = self._train(val.fit, val, epochs=int(cfg.epochs), start=t0)
         best = self.state.best_epoch
-        choice = self._choose_cooccurrence(model, id_mask, val)
-        untouched = item_counts(data) == 0
-        new_items = self._choose_new_items(model, id_mask, val, choice, untouched)
-        chosen: dict[str, Any] = {
-            "cooccurrence_weight": choice["weight"],
-            "cooccurrence_decay": choice["decay"],
-        }
-        if "ndcg10" in choice:
-            chosen["validation_ndcg10_with_cooccurrence"] = choice["ndcg10"]
-        chosen["borrowed_ids"] = new_items["borrowed_ids"]
-        chosen["new_item_scale"] = new_items["scale"]
-        chosen["new_item_text_weight"] = new_items["text_weight"]
+        scoring, choices = self._choose_scoring(model, id_mask, val, data)
         refit = bool(cfg.refit and best > 0)
         if refit:
             log.info("refit on the whole log for %d epochs", best)
             model, id_mask = self._train(data, None, epochs=best, start=time.perf_counter())
-        summary = {**self._summary(data, val, t0, refit), **chosen}
-        info = {
+        summary = {**self._summary(data, val, t0, refit), **choices.pop("summary")}
+        info = {"summary": summary, "validation": self._history(), **choices}
+        scorer = TrainedScorer(model, cfg, list(data.item_ids), id_mask, self.space, info)
+        scorer.scoring = scoring
+        return scorer.fit(data)
+
+    def _choose_scoring(
+        self, model: TwoTowerModel, id_mask: np.ndarray, val: Split, data: Dataset
+    ) -> tuple[ScoringConfig, dict[str, Any]]:
+        """The scoring settings of the early-stopped ``model``: the co-occurrence term's and
+        the new items', each the config's or chosen on ``val``; and what the choices saw (the
+        model's ``info``: a ``summary`` part and each choice's record)."""
+        choice = self._choose_cooccurrence(model, id_mask, val)
+        untouched = item_counts(data) == 0
+        new_items = self._choose_new_items(model, id_mask, val, choice, untouched)
+        scoring = ScoringConfig(
+            cooccurrence_weight=choice["weight"],
+            cooccurrence_decay=choice["decay"],
+            borrowed_ids=new_items["borrowed_ids"],
+            new_item_scale=new_items["scale"],
+            new_item_text_weight=new_items["text_weight"],
+        )
+        summary: dict[str, Any] = {
+            "cooccurrence_weight": choice["weight"],
+            "cooccurrence_decay": choice["decay"],
+        }
+        if "ndcg10" in choice:
+            summary["validation_ndcg10_with_cooccurrence"] = choice["ndcg10"]
+        summary.update(
+            borrowed_ids=scoring.borrowed_ids,
+            new_item_scale=scoring.new_item_scale,
+            new_item_text_weight=scoring.new_item_text_weight,
+        )
+        return scoring, {
             "summary": summary,
-            "validation": self._history(),
             "cooccurrence_choice": choice,
             "new_item_choice": new_items,
         }
-        scorer = TrainedScorer(model, cfg, list(data.item_ids), id_mask, self.space, info)
-        scorer.scoring.cooccurrence_weight = choice["weight"]
-        scorer.scoring.cooccurrence_decay = choice["decay"]
-        scorer.scoring.borrowed_ids = new_items["borrowed_ids"]
-        scorer.scoring.new_item_scale = new_items["scale"]
-        scorer.scoring.new_item_text_weight = new_items["text_weight"]
-        return scorer.fit(data)
 
     def _fit_warm(self, data: Dataset, old: TrainedScorer) -> TrainedScorer:
         """Fast mode from ``old``'s weights, validated on the users with an event newer than
