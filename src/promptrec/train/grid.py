@@ -86,7 +86,6 @@ class _Batch:
         self.targets, self.varied = targets, varied
         rows = np.repeat(np.arange(self.n_users), [len(s) for s in seen])
         cols = np.concatenate(seen).astype(np.int64) if seen else np.zeros(0, np.int64)
-        self.excluded = np.unique(rows * self.n_items + cols)  # keys row * n_items + item
         self.position = np.full(self.n_items, -1, dtype=np.int64)  # item -> varied column
         self.position[varied] = np.arange(len(varied))
         self.varied_out = np.zeros((self.n_users, len(varied)), dtype=bool)  # excluded cells
@@ -96,7 +95,11 @@ class _Batch:
         self.fixed[rows, cols] = -np.inf
         self.fixed[:, varied] = -np.inf  # scored by each setting
         self.top_fixed, self.top_scores = top_k(self.fixed.copy(), 10)
-        self.target_out = np.isin(np.arange(self.n_users) * self.n_items + targets, self.excluded)
+        # a target in its user's history (or left out) is never found
+        self.target_out = ~np.isfinite(self.fixed[np.arange(self.n_users), targets])
+        at_target = self.position[targets]
+        in_varied = at_target >= 0
+        self.target_out[in_varied] = self.varied_out[in_varied, at_target[in_varied]]
 
     def ranks(
         self, varied_scores: np.ndarray | None, extra: sp.csr_matrix | None
