@@ -100,7 +100,7 @@ def cached_index(
     import hashlib
     import shutil
 
-    from promptrec.encoders.cache import default_cache_dir
+    from promptrec.encoders.cache import default_cache_dir, exclusive
 
     digest = hashlib.sha1(vectors.tobytes())
     digest.update(repr((vectors.shape, kind, sorted(config.built().items()))).encode())
@@ -113,10 +113,7 @@ def cached_index(
     root.mkdir(parents=True, exist_ok=True)
     # one builder at a time (the workers of one service start together): the others wait for
     # its graph and load it
-    with (root / f".{folder.name}.lock").open("a") as lock:
-        import fcntl
-
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive(root / f".{folder.name}.lock"):
         if (folder / "index.json").exists():
             try:
                 index = load_index(folder)

@@ -185,9 +185,7 @@ def cached_collection(vectors: np.ndarray, config: IndexConfig, digest: str) -> 
     file (one process) it is dropped when no snapshot uses it any more, so a changed catalogue
     leaves no copy; on a server, whose collections the workers of a service share, it is
     kept (another worker may still serve it): drop old ones there yourself."""
-    import fcntl
-
-    from promptrec.encoders.cache import default_cache_dir
+    from promptrec.encoders.cache import default_cache_dir, exclusive
 
     name = f"{config.milvus_collection}_{digest[:16]}"
     transient = is_local(config.milvus_uri or "")
@@ -195,8 +193,7 @@ def cached_collection(vectors: np.ndarray, config: IndexConfig, digest: str) -> 
     locks.mkdir(parents=True, exist_ok=True)
     # one filler at a time (the workers of one service start together): the others find
     # its collection full and reuse it
-    with (locks / f".milvus-{name}.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive(locks / f".milvus-{name}.lock"):
         client = open_client(config.milvus_uri or "")
         if client.has_collection(name):
             stats = client.get_collection_stats(name)

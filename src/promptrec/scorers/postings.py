@@ -192,9 +192,7 @@ class LexicalIndex:
             index = cls(k1, b)
             index.add(texts)
             return index
-        import fcntl
-
-        from promptrec.encoders.cache import default_cache_dir
+        from promptrec.encoders.cache import default_cache_dir, exclusive
 
         digest = hashlib.sha1(_FORMAT.encode())
         for text in texts:
@@ -203,8 +201,7 @@ class LexicalIndex:
         root = Path(cache_dir) if cache_dir else default_cache_dir() / "lexical"
         root.mkdir(parents=True, exist_ok=True)
         folder = root / digest.hexdigest()
-        with (root / f".{folder.name}.lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with exclusive(root / f".{folder.name}.lock"):
             if folder.exists():
                 try:
                     return cls.load(folder, k1=k1, b=b)

@@ -16,7 +16,6 @@ Measured at a million product rows (``benchmarks/scale.py``): rendering and enco
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from promptrec.encoders.cache import exclusive
 from promptrec.prompts.users import NO_GENRES
 
 FORMAT = 1  # bump when what is saved, or how a row's text is made, changes
@@ -142,8 +142,7 @@ class SpaceCache:
     def locked(self) -> Iterator[None]:
         """One process at a time reads, computes and writes this copy."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        with (self.folder / ".lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with exclusive(self.folder / ".lock"):
             yield
 
     def read(self) -> SavedSpace | None:
