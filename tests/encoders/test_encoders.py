@@ -67,6 +67,36 @@ def test_an_interrupted_encoding_resumes_where_it_stopped(tmp_path, monkeypatch)
     np.testing.assert_array_equal(vectors, encode(texts))
 
 
+def test_two_services_starting_together_encode_a_catalogue_once(tmp_path) -> None:
+    """Two encoders on one cache folder (two workers of a service, each with its own file
+    handle: the lock is the file's, as between processes): while the first encodes a
+    catalogue, the second waits for it and then reads every vector from the cache."""
+    from promptrec.encoders.hashing import HashingEncoder
+
+    texts = [f"rose water toner {n}" for n in range(400)]  # above SHARED_FROM
+    started = threading.Event()
+
+    class Slow(HashingEncoder):
+        calls = 0
+
+        def encode(self, batch, **kwargs):  # type: ignore[no-untyped-def, override]
+            type(self).calls += 1
+            started.set()
+            threading.Event().wait(0.5)  # long enough for the second to come in meanwhile
+            return super().encode(batch, **kwargs)
+
+    first, second = CachedEncoder(Slow(dim=16), tmp_path), CachedEncoder(Slow(dim=16), tmp_path)
+    results: dict[str, np.ndarray] = {}
+    leader = threading.Thread(target=lambda: results.setdefault("a", first.encode(texts)))
+    leader.start()
+    assert started.wait(10)
+    results["b"] = second.encode(texts)
+    leader.join()
+    assert Slow.calls == 1  # the first encoder's one chunk; the second encoded nothing
+    assert (second.hits, second.misses) == (400, 0)
+    np.testing.assert_array_equal(results["a"], results["b"])
+
+
 CHINESE_ITEMS = pd.DataFrame(
     [
         {

@@ -21,6 +21,9 @@ from promptrec.encoders.base import Encoder, TextKind
 
 _CHUNK = 500
 _WRITE_CHUNK = 4096  # texts encoded, then written, at a time (what an interruption can lose)
+#: missing texts from which an encode takes the cache's file lock first (see
+#: :meth:`CachedEncoder._encode_cached`); a request's few texts never wait for another process
+SHARED_FROM = 256
 
 
 def default_cache_dir() -> Path:
@@ -148,7 +151,26 @@ class CachedEncoder(Encoder):
         self, texts: Sequence[str], kind: TextKind, batch_size: int, show_progress: bool
     ) -> np.ndarray:
         keys = [self._key(t, kind) for t in texts]
-        found = self._lookup(list(dict.fromkeys(keys)))
+        distinct = list(dict.fromkeys(keys))
+        found = self._lookup(distinct)
+        if len(distinct) - len(found) < SHARED_FROM:
+            return self._encode_missing(texts, keys, found, kind, batch_size, show_progress)
+        # many texts to encode (a catalogue): the processes of one service, started together,
+        # take turns, and the later ones find the first one's vectors instead of encoding the
+        # same texts at the same time on the same cores
+        with exclusive(self.path.with_name(self.path.name + ".lock")):
+            found = self._lookup(distinct)
+            return self._encode_missing(texts, keys, found, kind, batch_size, show_progress)
+
+    def _encode_missing(
+        self,
+        texts: Sequence[str],
+        keys: list[str],
+        found: dict[str, np.ndarray],
+        kind: TextKind,
+        batch_size: int,
+        show_progress: bool,
+    ) -> np.ndarray:
         missing = list(dict.fromkeys(k for k in keys if k not in found))
         self.hits += len(texts) - len(missing)
         self.misses += len(missing)
