@@ -96,22 +96,26 @@ def choose_new_items(
 
     dropped = np.ones(data.n_items, dtype=np.float32)
     dropped[simulated] = 0.0  # a new item co-occurs with nothing
+    # the columns a setting scores otherwise: the new items that can be listed (on a
+    # Zipf-shaped log of a million items, a quarter of them nobody touched: never scored)
+    varied = np.flatnonzero(new & listed)
     new_text = None
     if any(text_weights):  # new items' centred unit text vectors, as the scorer serves them
-        new_text = scorer.centred_text(scorer.space.vectors[new])
-
-    varied = np.flatnonzero(new)  # the columns a setting scores otherwise
+        new_text = scorer.centred_text(scorer.space.vectors[varied])
 
     def settings(
         users: np.ndarray, extra: sp.csr_matrix | None, match: np.ndarray | None
     ) -> Iterator[Setting]:
+        scored = np.empty((len(users), len(varied)), dtype=np.float32)  # reused: see Setting
+        weighted = np.empty_like(scored) if match is not None else None
         for k, vectors in items.items():
             base = users @ vectors[varied].T
             for scale in scales:
                 for weight in text_weights:
-                    scored = base * np.float32(scale)  # as the model scores them: scaled
+                    np.multiply(base, np.float32(scale), out=scored)  # as the model scores them
                     if weight:
-                        scored += np.float32(weight) * match  # type: ignore[operator]
+                        np.multiply(match, np.float32(weight), out=weighted)
+                        scored += weighted
                     yield (k, scale, weight), scored, extra
 
     def settings_scores(hist: Sequence[UserHistory]) -> tuple[np.ndarray, Iterator[Setting]]:
