@@ -39,7 +39,7 @@ from promptrec.data.rows import AppendOnlyRows
 from promptrec.encoders import Encoder, load_encoder, normalise
 from promptrec.errors import ModelError
 from promptrec.prompts.templates import TEMPLATE_DIR
-from promptrec.retrieval.topk import top_k
+from promptrec.retrieval.neighbours import nearest_rows
 from promptrec.scorers.itemknn import ItemKNNScorer, load_table, save_table
 from promptrec.scorers.popularity import edited_counts, item_counts
 from promptrec.scorers.text import TextSpace
@@ -305,13 +305,11 @@ class TrainedScorer(VectorScorer):
         """Per text vector, the mean id embedding of its ``borrowed_ids`` nearest donors."""
         assert self._donors is not None
         donor_text, donor_ids = self._donors
-        k = min(self.scoring.borrowed_ids, len(donor_text))
-        out = torch.empty((len(text), donor_ids.shape[1]), dtype=donor_ids.dtype)
-        for start in range(0, len(text), 1024):
-            sims = text[start : start + 1024] @ donor_text.T
-            nearest, _ = top_k(sims, k)
-            out[start : start + len(sims)] = donor_ids[torch.from_numpy(nearest)].mean(dim=1)
-        return out
+        # exact on a shop's scale; at a million items an inverted-file search (retrieval)
+        nearest = torch.from_numpy(nearest_rows(text, donor_text, self.scoring.borrowed_ids))
+        found = (nearest >= 0).to(donor_ids.dtype)  # -1: fewer found (approximate search)
+        total = (donor_ids[nearest.clamp_min(0)] * found[..., None]).sum(dim=1)
+        return total / found.sum(dim=1, keepdim=True).clamp_min(1.0)
 
     @cached_property
     def _train_position(self) -> dict[str, int]:
