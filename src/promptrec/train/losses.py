@@ -37,7 +37,7 @@ class _BlockedLogSumExp(torch.autograd.Function):
     each block's logits again (one more matrix product) and turns them into the softmax
     weights in place. The ``[P, M]`` logits, and the five or six tensors of that size autograd
     keeps through the offset, mask, concatenation and cross-entropy, are never stored: on two
-    CPU cores at P = 7,000 and M = 8,192 the loss and its gradients take 0.6 s instead of 2.0 s
+    CPU cores at P = 7,000 and M = 8,192 the loss and its gradients take 0.5-0.8 s against 1.6-2.2 s
     (``benchmarks/losses.py``). Computed in float32 (or float64) whatever the autocast."""
 
     @staticmethod
