@@ -30,8 +30,10 @@ _CHUNK = 1024  # queries scored at once, exactly
 
 def lists(n_rows: int) -> int:
     """The number of groups for ``n_rows`` rows: about ``2 sqrt(n)`` (faiss' rule of thumb is
-    4-16 sqrt(n) for one query at a time; a batch this large gains from fewer, larger groups)."""
-    return max(1, min(n_rows // 39, round(2 * math.sqrt(n_rows))))
+    4-16 sqrt(n) for one query at a time; a batch this large gains from fewer, larger groups),
+    and at most one per 39 of the rows the centroids are learnt on (faiss' minimum)."""
+    learnt_on = min(n_rows, TRAINING_ROWS)
+    return max(1, min(learnt_on // 39, round(2 * math.sqrt(n_rows))))
 
 
 def nearest_rows(queries: np.ndarray, rows: np.ndarray, k: int, *, seed: int = 0) -> np.ndarray:

@@ -90,13 +90,13 @@ class _Batch:
         cols = np.concatenate(seen).astype(np.int64) if seen else np.zeros(0, np.int64)
         self.position = np.full(self.n_items, -1, dtype=np.int64)  # item -> varied column
         self.position[varied] = np.arange(len(varied))
-        self.varied_out = np.zeros((self.n_users, len(varied)), dtype=bool)  # excluded cells
+        # added to a setting's varied scores: -inf at the excluded cells, 0 elsewhere (one
+        # pass, no select), into one buffer for every setting (a fresh array of this size is
+        # tens of megabytes whose pages the kernel faults in again each time: half the grid's
+        # time at a million items)
+        self.varied_mask = np.zeros((self.n_users, len(varied)), dtype=np.float32)
         at = self.position[cols]
-        self.varied_out[rows[at >= 0], at[at >= 0]] = True
-        # added to a setting's varied scores: -inf where excluded (one pass, no select), into
-        # one buffer for every setting (a fresh array of this size is tens of megabytes whose
-        # pages the kernel faults in again each time: half the grid's time at a million items)
-        self.varied_mask = np.where(self.varied_out, -np.inf, 0.0).astype(np.float32)
+        self.varied_mask[rows[at >= 0], at[at >= 0]] = -np.inf
         self.scores_v = np.empty_like(self.varied_mask)
         self.fixed = fixed.copy()
         self.fixed[rows, cols] = -np.inf
@@ -106,7 +106,7 @@ class _Batch:
         self.target_out = ~np.isfinite(self.fixed[np.arange(self.n_users), targets])
         at_target = self.position[targets]
         in_varied = at_target >= 0
-        self.target_out[in_varied] = self.varied_out[in_varied, at_target[in_varied]]
+        self.target_out[in_varied] = np.isneginf(self.varied_mask[in_varied, at_target[in_varied]])
 
     def ranks(
         self, varied_scores: np.ndarray | None, extra: sp.csr_matrix | None
@@ -201,7 +201,7 @@ class _Batch:
         """One user's target rank over every item (a tie on the tenth best score)."""
         row = self.fixed[user].copy()
         if len(self.varied):
-            row[self.varied] = np.where(self.varied_out[user], -np.inf, varied_scores[user])  # type: ignore[index]
+            row[self.varied] = varied_scores[user] + self.varied_mask[user]  # type: ignore[index]
         if extra is not None:
             part = extra[user].tocoo()
             row[part.col] += part.data
