@@ -20,9 +20,12 @@ Usage::
     python benchmarks/warm_start.py --data amazon-beauty --cut last
     python benchmarks/warm_start.py --data amazon-beauty --scratch results/tmp/models/beauty
 
-``--scratch DIR`` reuses a from-scratch model trained on the same log (its ``train_log``
-fingerprint is checked) and its recorded training time; ``--keep DIR`` saves the old and warm
-models. Writes ``results/warm_start-<data>.json`` and ``.md``.
+``--scratch DIR`` and ``--old DIR`` reuse a from-scratch and an old model trained on the same
+logs (their ``train_log`` fingerprints are checked) with their recorded training times;
+``--keep DIR`` saves the old, warm and from-scratch models; ``--set KEY=VALUE`` gives the warm
+start a training setting. ``--split validation`` holds the validation targets out as well and
+scores on them: warm-start settings are compared there, never on test. Writes
+``results/warm_start-<data>[-validation].json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -35,12 +38,14 @@ from pathlib import Path
 import numpy as np
 
 from promptrec import load_dataset
-from promptrec.data.dataset import chronological
+from promptrec.data.dataset import Dataset, chronological
 from promptrec.data.split import leave_last_out
 from promptrec.evaluation.evaluator import evaluate_scorer
+from promptrec.scorers.base import Scorer
 from promptrec.train import TrainConfig, Trainer
 from promptrec.train.folder import log_fingerprint, read_model_config
 from promptrec.train.load import load_model
+from promptrec.train.warm import warm_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -56,13 +61,30 @@ def main() -> None:
         default="time",
         help="time: the newest --new-share of events by time; last: each user's last event",
     )
+    parser.add_argument(
+        "--split",
+        choices=("test", "validation"),
+        default="test",
+        help="the protocol's targets the models are scored on (validation: to choose settings)",
+    )
     parser.add_argument("--scratch", default=None, help="a from-scratch model of the same log")
-    parser.add_argument("--keep", default=None, help="save the old and warm models here")
+    parser.add_argument("--old", default=None, help="an old model of the same cut log")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a training setting of the warm start (e.g. lr=1e-3); repeatable",
+    )
+    parser.add_argument(
+        "--keep", default=None, help="save the old, warm and from-scratch models here"
+    )
     parser.add_argument("--out", default=str(ROOT / "results"))
     args = parser.parse_args()
+    given = dict(pair.split("=", 1) for pair in args.set)
 
     data = load_dataset(SHARED / "data" / args.data)
-    test = leave_last_out(data)["test"]
+    test = leave_last_out(data)[args.split]
     whole = test.fit
     stamps = whole.events["timestamp"].to_numpy()
     if args.cut == "time":
@@ -89,14 +111,18 @@ def main() -> None:
         }
         print(name, rows[name], flush=True)
 
-    t0 = time.perf_counter()
-    old = Trainer(TrainConfig()).fit(older)
-    old_seconds = time.perf_counter() - t0
+    if args.old:
+        old = reused(args.old, older)
+        old_seconds = read_model_config(Path(args.old))["summary"]["train_seconds"]
+    else:
+        t0 = time.perf_counter()
+        old = Trainer(TrainConfig()).fit(older)
+        old_seconds = time.perf_counter() - t0
     score("no retraining", old, None)
     rows["no retraining"]["old_train_seconds"] = round(old_seconds, 1)
 
     t0 = time.perf_counter()
-    warm = Trainer(init_from=old).fit(whole)
+    warm = Trainer(warm_config(old.config_, given), init_from=old).fit(whole)
     score("warm start", warm, time.perf_counter() - t0)
     rows["warm start"]["epochs"] = warm.info["validation"]
     if args.keep:
@@ -104,20 +130,22 @@ def main() -> None:
         warm.save(Path(args.keep) / f"{args.data}-warm", whole)
 
     if args.scratch:
-        config = read_model_config(Path(args.scratch))
-        if config.get("train_log") != log_fingerprint(whole):
-            raise SystemExit(f"{args.scratch} was not trained on this log (test held out)")
-        scratch = load_model(args.scratch)
-        score("from scratch", scratch, config["summary"]["train_seconds"])
+        scratch = reused(args.scratch, whole)
+        seconds = read_model_config(Path(args.scratch))["summary"]["train_seconds"]
+        score("from scratch", scratch, seconds)
         rows["from scratch"]["reused"] = str(args.scratch)
     else:
         t0 = time.perf_counter()
         scratch = Trainer(TrainConfig()).fit(whole)
         score("from scratch", scratch, time.perf_counter() - t0)
+        if args.keep:
+            scratch.save(Path(args.keep) / f"{args.data}-scratch", whole)
 
     base, fresh = rows["from scratch"], rows["warm start"]
     result = {
         "data": args.data,
+        "split": args.split,
+        "warm_settings": given,
         "new_share": args.new_share if args.cut == "time" else None,
         "cut_by": args.cut,
         "cut": cut,
@@ -130,9 +158,17 @@ def main() -> None:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"warm_start-{args.data}.json").write_text(json.dumps(result, indent=2))
-    (out / f"warm_start-{args.data}.md").write_text(markdown(result))
+    name = f"warm_start-{args.data}" + ("" if args.split == "test" else f"-{args.split}")
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2))
+    (out / f"{name}.md").write_text(markdown(result))
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}), flush=True)
+
+
+def reused(directory: str, log: Dataset) -> Scorer:
+    """The model saved in ``directory``, checked to be trained on ``log``."""
+    if read_model_config(Path(directory)).get("train_log") != log_fingerprint(log):
+        raise SystemExit(f"{directory} was not trained on this log (its targets held out)")
+    return load_model(directory)
 
 
 def markdown(result: dict) -> str:
@@ -146,8 +182,10 @@ def markdown(result: dict) -> str:
         "",
         f"The old model was trained on all but {newest} "
         f"({result['new_events']} of {result['events']} events; test targets held out of "
-        f"everything); then each row on the whole log. Test: {result['test_users']} users, full "
-        "ranking (`python benchmarks/warm_start.py`).",
+        f"everything); then each row on the whole log. Scored on the {result['split']} "
+        f"targets: {result['test_users']} users, full ranking (`python benchmarks/warm_start.py`"
+        + "".join(f" --set {k}={v}" for k, v in result["warm_settings"].items())
+        + ").",
         "",
         "| model | NDCG@10 | Recall@10 | best epoch | training time |",
         "| --- | ---: | ---: | ---: | ---: |",

@@ -1,6 +1,7 @@
 """Warm start (``promptrec train --init-from``): a model trained on the older part of a real
 log starts a training on the whole log with its own weights, validates on the users with newer
-events, and keeps its scoring settings; the command line and its errors."""
+events, chooses its co-occurrence term again there and keeps its new-item settings; the command
+line and its errors."""
 
 from __future__ import annotations
 
@@ -136,6 +137,32 @@ def test_a_warm_start_begins_at_the_old_model_and_keeps_its_settings(grown, tmp_
     assert saved["summary"]["warm_start"]["trained_until"] == cut
     res = evaluate_scorer(warm, test, progress=False)
     assert res.metrics["NDCG@10"] > 0
+
+
+def test_the_cooccurrence_term_is_chosen_again_on_the_fresh_users(grown) -> None:
+    _, whole, _, cut, old = grown
+    # an old model whose weight and decay were chosen (not given): here 0.75 and 1.0
+    chosen = old.detached()
+    chosen.config_ = old.config_.model_copy(
+        update={"cooccurrence_weight": None, "cooccurrence_decay": None}
+    )
+    chosen.scoring = old.scoring.model_copy(
+        update={"cooccurrence_weight": 0.75, "cooccurrence_decay": 1.0}
+    )
+    chosen.info = old.info
+    cfg = warm_config(chosen.config_, {"epochs": 2})
+    warm = Trainer(cfg, progress=False, init_from=chosen).fit(whole)
+    choice = warm.info["cooccurrence_choice"]
+    grid = {(g["weight"], g["decay"]): g["ndcg10"] for g in choice["grid"]}
+    assert len(grid) > 20
+    best = max(grid.values())
+    assert grid[(warm.scoring.cooccurrence_weight, warm.scoring.cooccurrence_decay)] == best
+    assert warm.info["summary"]["validation_ndcg10_with_cooccurrence"] == best
+    # scored on the fresh validation split: the model alone there is the best epoch's NDCG@10
+    assert grid[(0.0, 1.0)] == pytest.approx(warm.info["summary"]["validation_ndcg10"], abs=1e-5)
+    # the new-item settings stay the old model's
+    for key in ("borrowed_ids", "new_item_scale", "new_item_text_weight"):
+        assert getattr(warm.scoring, key) == getattr(old.scoring, key)
 
 
 def _network_only(scorer):  # type: ignore[no-untyped-def]

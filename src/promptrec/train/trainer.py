@@ -235,8 +235,9 @@ class Trainer:
 
     def _fit_warm(self, data: Dataset, old: TrainedScorer) -> TrainedScorer:
         """Fast mode from ``old``'s weights, validated on the users with an event newer than
-        its log, refitted on the whole log from the same start; ``old``'s scoring settings,
-        those given in the config overriding them."""
+        its log, refitted on the whole log from the same start; the co-occurrence weight and
+        decay chosen again on that validation split, ``old``'s new-item settings (those given
+        in the config overriding them)."""
         cfg = self.config
         t0 = time.perf_counter()
         check_catalogue(old, data)  # before any training: another shop fails at once
@@ -251,7 +252,14 @@ class Trainer:
         model, id_mask = self._train(val.fit, val, epochs=int(cfg.epochs), start=t0, init=init)
         best = self.state.best_epoch
         origin = {"train_log": old.info.get("train_log"), "trained_until": after}
-        scoring = given_scoring(old.scoring, cfg)
+        choice = self._choose_cooccurrence(model, id_mask, val)
+        scoring = given_scoring(old.scoring, cfg).model_copy(
+            update={"cooccurrence_weight": choice["weight"], "cooccurrence_decay": choice["decay"]}
+        )
+        chosen = {"cooccurrence_choice": choice} if "grid" in choice else {}
+        chosen_summary = (
+            {"validation_ndcg10_with_cooccurrence": choice["ndcg10"]} if "ndcg10" in choice else {}
+        )
         if best == 0:  # the old model validates best: keep it, bound to the grown log
             log.info("warm start: no epoch beats the old model; it is kept as it was")
             kept = old.detached()
@@ -259,11 +267,17 @@ class Trainer:
             kept.config_ = cfg
             kept.scoring = scoring
             kept.forget_cooccurrence()  # counted again on the grown log at its bind
-            summary = {**old.info.get("summary", {}), "warm_start": {**origin, "kept": True}}
+            summary = {
+                **old.info.get("summary", {}),
+                **{k: getattr(scoring, k) for k in SCORING_SETTINGS},
+                **chosen_summary,
+                "warm_start": {**origin, "kept": True},
+            }
             kept.info = {
                 **{k: v for k, v in old.info.items() if k != "train_log"},  # saved afresh
                 "summary": summary,
                 "validation": self._history(),
+                **chosen,
             }
             return kept.fit(data)
         refit = bool(cfg.refit)
@@ -275,9 +289,10 @@ class Trainer:
         summary = {
             **self._summary(data, val, t0, refit),
             **{k: getattr(scoring, k) for k in SCORING_SETTINGS},
+            **chosen_summary,
             "warm_start": origin,
         }
-        info = {"summary": summary, "validation": self._history()}
+        info = {"summary": summary, "validation": self._history(), **chosen}
         scorer = TrainedScorer(model, cfg, list(item_ids), id_mask, self.space, info)
         scorer.scoring = scoring
         return scorer.fit(data)
