@@ -1,10 +1,11 @@
 """The feedback loop, offline: serve, record what users did, retrain, serve again.
 
 The log is cut by time into a base (``--base`` of its events) and ``--slices`` equal slices
-after it. At the start of each slice every user active in it is served a list of 10 from the
-current model, given their history so far (history excluded, full ranking); a hit is the
-user's next logged item (their first in the slice) in that list: the offline stand-in for a
-click-through rate. Then the slice's events join the log and the model is retrained on it:
+after it (or by position: ``--cut last`` below). At the start of each slice every user active
+in it is served a list of 10 from the current model, given their history so far (history
+excluded, full ranking); a hit is the user's next logged item (their first in the slice) in
+that list: the offline stand-in for a click-through rate. Then the slice's events join the log
+and the model is retrained on it:
 
 * ``none``: the base model throughout, bound to the grown log (as a running service does: the
   new events enter the users' histories, not the weights nor the co-occurrence table, which
@@ -15,7 +16,11 @@ click-through rate. Then the slice's events join the log and the model is retrai
 Usage::
 
     python benchmarks/feedback_loop.py --data movielens-100k --slices 4
-    python benchmarks/feedback_loop.py --data movielens-1m --variants none,warm
+    python benchmarks/feedback_loop.py --data amazon-beauty --cut last --slices 3
+
+A log ordered by position rather than time (amazon-beauty's: no clock common to its users) is
+cut with ``--cut last``: the base is every user's log but their last ``--slices`` events, and
+slice k holds each user's k-th of those (the last slice: their last events).
 
 Writes ``results/feedback_loop-<data>.json`` and ``.md`` (hit rate per slice, each retraining's
 time on this machine).
@@ -29,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from promptrec import load_dataset
 from promptrec.data.dataset import Dataset, build_histories, chronological
@@ -53,43 +59,64 @@ def slice_split(log: Dataset, added: Dataset) -> Split:
     return Split("test", log, histories, targets)
 
 
+def cut_log(events: pd.DataFrame, base: float, slices: int, cut: str) -> list[pd.DataFrame]:
+    """The base log and the slices after it, in order. ``time``: the oldest ``base`` share of
+    the events by time, then ``slices`` equal shares; ``last`` (a log of positions, with no
+    clock common to its users): all but each user's last ``slices`` events, then each user's
+    ``slices``-th last event, ..., each user's last one."""
+    if cut == "time":
+        ordered = events.sort_values("timestamp", kind="stable")
+        edges = np.linspace(base, 1.0, slices + 1)
+        cuts = [0] + [int(round(e * len(ordered))) for e in edges]
+        return [ordered.iloc[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    ordered = chronological(events)
+    from_end = ordered.groupby("user_id", sort=False).cumcount(ascending=False).to_numpy()
+    return [ordered[from_end >= slices]] + [
+        ordered[from_end == slices - 1 - k] for k in range(slices)
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="movielens-100k")
     parser.add_argument("--base", type=float, default=0.6, help="share of events in the base")
     parser.add_argument("--slices", type=int, default=4)
+    parser.add_argument(
+        "--cut",
+        choices=("time", "last"),
+        default="time",
+        help="time: slices of the log by time; last: each user's last events, one a slice",
+    )
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--out", default=str(ROOT / "results"))
     args = parser.parse_args()
 
     data = load_dataset(SHARED / "data" / args.data)
-    events = data.events.sort_values("timestamp", kind="stable")
-    n = len(events)
-    edges = np.linspace(args.base, 1.0, args.slices + 1)
-    cuts = [int(round(e * n)) for e in edges]
+    parts = cut_log(data.events, args.base, args.slices, args.cut)
     variants = args.variants.split(",")
     result: dict = {
         "data": args.data,
-        "events": n,
-        "base_events": cuts[0],
+        "cut_by": args.cut,
+        "events": len(data.events),
+        "base_events": len(parts[0]),
         "slices": [],
         "variants": variants,
     }
     t0 = time.perf_counter()
-    base = data.with_events(events.iloc[: cuts[0]].sort_index())
+    base = data.with_events(parts[0].sort_index())
     first = Trainer(TrainConfig(), progress=False).fit(base)
     result["base_train_seconds"] = round(time.perf_counter() - t0, 1)
     models = dict.fromkeys(variants, first)
-    print(f"{args.data}: base model on {cuts[0]} events, {result['base_train_seconds']} s")
+    print(f"{args.data}: base model on {len(parts[0])} events, {result['base_train_seconds']} s")
     for s in range(args.slices):
-        log = data.with_events(events.iloc[: cuts[s]].sort_index())
-        added = data.with_events(events.iloc[cuts[s] : cuts[s + 1]])
+        log = data.with_events(pd.concat(parts[: s + 1]).sort_index())
+        added = data.with_events(parts[s + 1])
         split = slice_split(log, added)
         row: dict = {"slice": s + 1, "events": len(added.events), "users": len(split.histories)}
         for name in variants:
             res = evaluate_scorer(models[name], split, progress=False)
             row[name] = {"hit_rate": round(res.metrics["Recall@10"], 6)}
-        grown = data.with_events(events.iloc[: cuts[s + 1]].sort_index())
+        grown = data.with_events(pd.concat(parts[: s + 2]).sort_index())
         if s + 1 < args.slices:  # the last slice's retraining would serve nothing
             for name in variants:
                 t = time.perf_counter()
@@ -114,8 +141,9 @@ def markdown(result: dict) -> str:
     lines = [
         f"# Feedback loop: {result['data']}",
         "",
-        f"Base model on the oldest {result['base_events']:,} of {result['events']:,} events; "
-        "then each slice: every active user served 10 items from the current model, a hit when "
+        f"Base model on the oldest {result['base_events']:,} of {result['events']:,} events "
+        + ("by time; " if result.get("cut_by", "time") == "time" else "by each user's order; ")
+        + "then each slice: every active user served 10 items from the current model, a hit when "
         "their next logged item is among them; then retrained on the slice "
         "(`python benchmarks/feedback_loop.py`).",
         "",

@@ -104,6 +104,7 @@ def main() -> None:
         summary = getattr(scorer, "info", {}).get("summary", {})
         rows[name] = {
             **{m: round(v, 6) for m, v in res.metrics.items()},
+            "cooccurrence": [summary.get("cooccurrence_weight"), summary.get("cooccurrence_decay")],
             "train_seconds": None if seconds is None else round(seconds, 1),
             "best_epoch": summary.get("best_epoch"),
             "validation_ndcg10": summary.get("validation_ndcg10"),
@@ -118,6 +119,8 @@ def main() -> None:
         t0 = time.perf_counter()
         old = Trainer(TrainConfig()).fit(older)
         old_seconds = time.perf_counter() - t0
+        if args.keep:  # saved at once: a later run can go on from it (--old)
+            old.save(Path(args.keep) / f"{args.data}-old", older)
     score("no retraining", old, None)
     rows["no retraining"]["old_train_seconds"] = round(old_seconds, 1)
 
@@ -126,7 +129,6 @@ def main() -> None:
     score("warm start", warm, time.perf_counter() - t0)
     rows["warm start"]["epochs"] = warm.info["validation"]
     if args.keep:
-        old.save(Path(args.keep) / f"{args.data}-old", older)
         warm.save(Path(args.keep) / f"{args.data}-warm", whole)
 
     if args.scratch:
