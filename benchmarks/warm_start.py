@@ -113,8 +113,7 @@ def main() -> None:
         print(name, rows[name], flush=True)
 
     if args.old:
-        old = reused(args.old, older)
-        old_seconds = read_model_config(Path(args.old))["summary"]["train_seconds"]
+        old, old_seconds = reused(args.old, older)
     else:
         t0 = time.perf_counter()
         old = Trainer(TrainConfig()).fit(older)
@@ -132,8 +131,7 @@ def main() -> None:
         warm.save(Path(args.keep) / f"{args.data}-warm", whole)
 
     if args.scratch:
-        scratch = reused(args.scratch, whole)
-        seconds = read_model_config(Path(args.scratch))["summary"]["train_seconds"]
+        scratch, seconds = reused(args.scratch, whole)
         score("from scratch", scratch, seconds)
         rows["from scratch"]["reused"] = str(args.scratch)
     else:
@@ -166,11 +164,13 @@ def main() -> None:
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}), flush=True)
 
 
-def reused(directory: str, log: Dataset) -> Scorer:
-    """The model saved in ``directory``, checked to be trained on ``log``."""
-    if read_model_config(Path(directory)).get("train_log") != log_fingerprint(log):
+def reused(directory: str, log: Dataset) -> tuple[Scorer, float]:
+    """The model saved in ``directory``, checked to be trained on ``log``, and its recorded
+    training time."""
+    config = read_model_config(Path(directory))
+    if config.get("train_log") != log_fingerprint(log):
         raise SystemExit(f"{directory} was not trained on this log (its targets held out)")
-    return load_model(directory)
+    return load_model(directory), config["summary"]["train_seconds"]
 
 
 def markdown(result: dict) -> str:

@@ -70,6 +70,12 @@ from promptrec.train.warm import (
 log = logging.getLogger("promptrec")
 
 
+def chosen_score(choice: dict[str, Any]) -> dict[str, Any]:
+    """The summary's record of a co-occurrence choice made on validation (none when the
+    config gave the weight and decay)."""
+    return {"validation_ndcg10_with_cooccurrence": choice["ndcg10"]} if "ndcg10" in choice else {}
+
+
 class Trainer:
     """Train a model in the configured mode (``config.mode``: ``fast`` or ``full``).
 
@@ -219,9 +225,8 @@ class Trainer:
         summary: dict[str, Any] = {
             "cooccurrence_weight": choice["weight"],
             "cooccurrence_decay": choice["decay"],
+            **chosen_score(choice),
         }
-        if "ndcg10" in choice:
-            summary["validation_ndcg10_with_cooccurrence"] = choice["ndcg10"]
         summary.update(
             borrowed_ids=scoring.borrowed_ids,
             new_item_scale=scoring.new_item_scale,
@@ -256,10 +261,6 @@ class Trainer:
         scoring = given_scoring(old.scoring, cfg).model_copy(
             update={"cooccurrence_weight": choice["weight"], "cooccurrence_decay": choice["decay"]}
         )
-        chosen = {"cooccurrence_choice": choice} if "grid" in choice else {}
-        chosen_summary = (
-            {"validation_ndcg10_with_cooccurrence": choice["ndcg10"]} if "ndcg10" in choice else {}
-        )
         if best == 0:  # the old model validates best: keep it, bound to the grown log
             log.info("warm start: no epoch beats the old model; it is kept as it was")
             kept = old.detached()
@@ -270,14 +271,14 @@ class Trainer:
             summary = {
                 **old.info.get("summary", {}),
                 **{k: getattr(scoring, k) for k in SCORING_SETTINGS},
-                **chosen_summary,
+                **chosen_score(choice),
                 "warm_start": {**origin, "kept": True},
             }
             kept.info = {
                 **{k: v for k, v in old.info.items() if k != "train_log"},  # saved afresh
                 "summary": summary,
                 "validation": self._history(),
-                **chosen,
+                "cooccurrence_choice": choice,
             }
             return kept.fit(data)
         refit = bool(cfg.refit)
@@ -289,10 +290,10 @@ class Trainer:
         summary = {
             **self._summary(data, val, t0, refit),
             **{k: getattr(scoring, k) for k in SCORING_SETTINGS},
-            **chosen_summary,
+            **chosen_score(choice),
             "warm_start": origin,
         }
-        info = {"summary": summary, "validation": self._history(), **chosen}
+        info = {"summary": summary, "validation": self._history(), "cooccurrence_choice": choice}
         scorer = TrainedScorer(model, cfg, list(item_ids), id_mask, self.space, info)
         scorer.scoring = scoring
         return scorer.fit(data)
