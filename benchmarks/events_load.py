@@ -5,7 +5,10 @@ Starts ``promptrec serve --workers N`` on a store of the data set (the model-fre
 strategy: the events path does not depend on the model), then each phase keeps ``C``
 connections each sending one single-event request as soon as the last was answered (closed
 loop, the light HTTP/1.1 client of ``service_load.py``) for ``--seconds``. An answer of 200
-means the event is on disk (``synchronous=FULL``, WAL).
+means the event is on disk (``synchronous=FULL``, WAL). Each phase also reports the CPU time
+spent per acknowledged event by the server (all its processes, from ``/proc``) and by the
+client: on 2 shared cores their sum bounds the rate, and unlike the rate it hardly depends on
+what else the machine is doing.
 
 Give it the machine alone (the client shares the 2 cores). Writes
 ``results/events_load.json`` and ``.md``::
@@ -18,8 +21,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import re
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -62,6 +67,33 @@ async def post_loop(
     return summarise(latencies, errors, time.perf_counter() - start, connections=conns)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of process ``pid`` and all its descendants (Linux ``/proc``)."""
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, seconds)
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    family = {pid}
+    grew = True
+    while grew:
+        grew = False
+        for child, (parent, _) in stats.items():
+            if parent in family and child not in family:
+                family.add(child)
+                grew = True
+    return sum(seconds for p, (_, seconds) in stats.items() if p in family)
+
+
+def client_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def group_sizes(url: str, key: str, workers: int) -> list[float]:
     """Writes per commit in each worker that answers a scrape (a scrape reaches one worker)."""
     seen: dict[str, float] = {}
@@ -96,7 +128,13 @@ def main() -> None:
         host, port = "127.0.0.1", server.port
         asyncio.run(post_loop(host, port, server.key, items, 3, 4))  # warm-up
         for conns in (int(c) for c in args.connections.split(",")):
+            server_cpu, client_cpu = cpu_seconds(server.proc.pid), client_cpu_seconds()
             r = asyncio.run(post_loop(host, port, server.key, items, args.seconds, conns))
+            acknowledged = max(r["requests"] - r["errors"], 1)
+            r["server_cpu_ms"] = round(
+                1000 * (cpu_seconds(server.proc.pid) - server_cpu) / acknowledged, 3
+            )
+            r["client_cpu_ms"] = round(1000 * (client_cpu_seconds() - client_cpu) / acknowledged, 3)
             results[str(conns)] = r
             print(conns, r, flush=True)
         groups = group_sizes(server.url, server.key, args.workers)
@@ -120,14 +158,15 @@ def main() -> None:
         f"{args.workers}` (`python benchmarks/events_load.py`; client and server share the "
         "machine's 2 cores)",
         "",
-        "| server | connections | acknowledged/s | p50 ms | p99 ms | errors |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| server | connections | acknowledged/s | p50 ms | p99 ms | errors | server CPU ms "
+        "an event | client CPU ms an event |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for label, rep in previous.items():
         for conns, r in rep["results"].items():
             lines.append(
                 f"| {label} | {conns} | {r['rate']} | {r['p50_ms']} | {r['p99_ms']} | "
-                f"{r['errors']} |"
+                f"{r['errors']} | {r.get('server_cpu_ms', '-')} | {r.get('client_cpu_ms', '-')} |"
             )
     for label, rep in previous.items():
         if rep["writes_per_commit_by_worker"]:

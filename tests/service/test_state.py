@@ -3,6 +3,7 @@ counts, forgetting a user, the change log; on both backends (see tests/store/tes
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
@@ -327,6 +328,40 @@ def test_requests_arriving_together_share_one_commit(
     assert "g5" not in set(events["user_id"])
     # the first commit carried the first request, the second the fifteen queued behind it
     assert len(made) == 2 and (state.group.commits, state.group.writes) == (2, 15)
+
+
+def test_coroutines_share_commits_and_their_loop_runs_meanwhile(
+    store: Store, state: ServiceState, monkeypatch
+) -> None:
+    """``POST /events`` awaits its commit on the event loop: the loop serves other work while
+    the writer commits, and writes submitted together share a commit as threads' do."""
+    made = _held_commits(state, monkeypatch, waiting=15)
+    batches = [clicks([(f"c{n}", "a", 80.0 + n, "click")]) for n in range(16)]
+    batches[5] = clicks([("c5", "nope", 85.0, "click")])  # one request's own error
+    ticks = 0
+
+    async def write(n: int) -> EventWrite | BaseException:
+        await asyncio.sleep(0.05 * (n > 0))  # the first is committed alone, the others queue
+        try:
+            return await state.add_feedback_async(batches[n])
+        except Exception as exc:  # noqa: BLE001 - each request's own outcome
+            return exc
+
+    async def main() -> list[EventWrite | BaseException]:
+        nonlocal ticks
+        writes = asyncio.gather(*(write(n) for n in range(16)))
+        while not writes.done():  # the loop is free while the (held) commit runs
+            ticks += 1
+            await asyncio.sleep(0.002)
+        return writes.result()
+
+    results = asyncio.run(main())
+    assert isinstance(results[5], UnknownItemError)
+    assert all(r == EventWrite(1, 0, added_rows=(0,)) for n, r in enumerate(results) if n != 5)
+    users = set(store.dataset().events["user_id"])
+    assert users >= {f"c{n}" for n in range(16) if n != 5} and "c5" not in users
+    assert len(made) == 2 and (state.group.commits, state.group.writes) == (2, 15)
+    assert ticks >= 3
 
 
 def test_a_failed_group_commit_fails_every_request_in_it(

@@ -8,7 +8,9 @@ tests/conftest.py: without a server these tests fail, they are not skipped).
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from promptrec.store import (
     log,
     redact_url,
 )
+from promptrec.store.database import open_database
 from promptrec.store.schema import SCHEMA_VERSION
 
 
@@ -240,6 +243,51 @@ def test_sqlite_journal_is_wal(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
+
+
+def test_sqlite_writers_queue_on_a_lock_file_held_for_the_transaction(tmp_path: Path) -> None:
+    """Writers of one SQLite file wait on a lock the kernel hands over at once (SQLite's own
+    busy wait sleeps up to 100 ms between tries): held from BEGIN to COMMIT or ROLLBACK."""
+    db = open_database(tmp_path / "s.db")
+    other = open(tmp_path / "s.db-writer", "ab")  # another process's view of the lock
+
+    def held() -> bool:
+        try:
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(other, fcntl.LOCK_UN)
+        return False
+
+    try:
+        with db.transaction():
+            db.execute("CREATE TABLE t (x INTEGER)")
+            assert held()
+        assert not held()
+        with pytest.raises(ZeroDivisionError), db.transaction():
+            db.execute("INSERT INTO t VALUES (1)")
+            assert held()
+            1 / 0  # noqa: B018 - a failing write: rolled back
+        assert not held() and db.scalar("SELECT COUNT(*) FROM t") == 0
+        fcntl.flock(other, fcntl.LOCK_EX)  # another writer holds it: this one waits
+        waited: list[float] = []
+
+        def write() -> None:
+            started = time.perf_counter()
+            with db.transaction():
+                db.execute("INSERT INTO t VALUES (2)")
+            waited.append(time.perf_counter() - started)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        time.sleep(0.3)
+        assert not waited  # still waiting for the lock
+        fcntl.flock(other, fcntl.LOCK_UN)
+        writer.join(10)
+        assert waited and waited[0] >= 0.3 and db.scalar("SELECT COUNT(*) FROM t") == 1
+    finally:
+        other.close()
+        db.close()
 
 
 def test_schema_version_is_checked(target: str, folder: Path, raw_sql) -> None:

@@ -26,6 +26,7 @@ its own; the registry's pointer swaps models on all of them.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -178,6 +179,7 @@ class Engine:
             return
         self._stop.set()
         self.impressions.close()
+        self.state.group.close()
         self._janitor.join(timeout=5)
         self._follower.join(timeout=5)
         if self._poller is not None:
@@ -359,7 +361,7 @@ class Engine:
             request_id, arm.name, arm.model_version, arm.strategy, rec, history.query, cold, source
         )
 
-    def add_events(
+    async def add_events(
         self,
         events: Sequence[Event],
         request_ids: Sequence[str | None] = (),
@@ -381,13 +383,28 @@ class Engine:
                 nothing is written then.
         """
         batch = checked(events)  # once: before anything is looked up for them
-        attributions, unknown = self.impressions.attribute(batch.rows, request_ids, time.time())
-        self.impressions.flush()  # attributions refer to stored lists
-        result = self.state.add_feedback(
+        attributions: dict[int, str] = {}
+        unknown = 0
+        if self.impressions.may_attribute(batch.rows, request_ids):
+            # finding the lists may read the store (and wait for another worker's batch):
+            # in a thread, never on the event loop
+            attributions, unknown = await asyncio.to_thread(
+                self._attribute, batch.rows, request_ids
+            )
+        result = await self.state.add_feedback_async(
             batch, attributions=attributions, idempotency_key=idempotency_key
         )
         attributed = sum(1 for row in result.added_rows if row in attributions)
         return EventsAdded(result, attributed, unknown)
+
+    def _attribute(
+        self, rows: Sequence[Event], request_ids: Sequence[str | None]
+    ) -> tuple[dict[int, str], int]:
+        """:meth:`ImpressionLog.attribute` now, with the lists it names stored."""
+        found = self.impressions.attribute(rows, request_ids, time.time())
+        if found[0]:
+            self.impressions.flush()  # attributions refer to stored lists
+        return found
 
     def upsert_item(self, item_id: str, fields: dict[str, Any]) -> bool:
         """Store an item and make it recommendable (its vector from its text) before returning;

@@ -89,6 +89,20 @@ class ImpressionLog:
                 return imp
         return None
 
+    @staticmethod
+    def may_attribute(events: Sequence[Event], request_ids: Sequence[str | None]) -> bool:
+        """Whether :meth:`attribute` has anything to look up for ``events``: an item event
+        that quotes a served list, or a click, cart or purchase (views, ratings and searches
+        that quote no list answer none)."""
+        return any(
+            e.item_id is not None
+            and (
+                e.event in FEEDBACK_EVENTS
+                or (row < len(request_ids) and request_ids[row] is not None)
+            )
+            for row, e in enumerate(events)
+        )
+
     def attribute(
         self, events: Sequence[Event], request_ids: Sequence[str | None], now: float
     ) -> tuple[dict[int, str], int]:

@@ -28,7 +28,7 @@ def router(service: Service) -> APIRouter:
         dependencies=[write],
         responses=errors(400, 404, 422, *keyed),
     )
-    def post_events(
+    async def post_events(
         body: EventsIn,
         idempotency_key: Annotated[
             str | None,
@@ -50,7 +50,9 @@ def router(service: Service) -> APIRouter:
             except DataError as exc:  # a time that is no moment at all
                 raise _invalid(n, exc) from None
         try:
-            done = engine.add_events(rows, [e.request_id for e in body.events], idempotency_key=key)
+            done = await engine.add_events(
+                rows, [e.request_id for e in body.events], idempotency_key=key
+            )
         except UnknownItemError as exc:
             row = (exc.row or 1) - 1
             raise HTTPException(

@@ -1,18 +1,22 @@
 """Group commit: writes of requests that arrive together share one durable commit.
 
 A single-event ``POST /events`` used to be one transaction, so one fsync, each: the disk's
-flush rate capped the events a second, however many clients wrote. :class:`GroupCommit` runs
-each request's write in its own savepoint of a shared transaction: a request that finds no
-commit under way leads one, taking every write queued so far; requests that arrive meanwhile
-wait, and the next of them leads the next commit (leader and followers, as PostgreSQL's and
-MySQL's own group commit do). Every request returns only once its transaction is on disk, so an
-acknowledged write is still a durable one. A request whose write fails (an unknown item, say)
-is rolled back to its savepoint alone and gets its own error; a failed commit fails every
-request of the group, none of which was acknowledged.
+flush rate capped the events a second, however many clients wrote. :class:`GroupCommit` hands
+every write to one writer thread, which runs each in its own savepoint of a shared transaction:
+it takes every write queued so far, commits them together, and meanwhile the next ones queue
+(as PostgreSQL's and MySQL's own group commit do). A request returns only once its transaction
+is on disk, so an acknowledged write is still a durable one. A request whose write fails (an
+unknown item, say) is rolled back to its savepoint alone and gets its own error; a failed commit
+fails every request of the group, none of which was acknowledged.
+
+Writes come from threads (:meth:`GroupCommit.run`) or from coroutines on an event loop
+(:meth:`GroupCommit.submit`): a coroutine waits for its commit without holding a thread, and
+the writer wakes each loop once per commit, whatever the number of its requests in the group.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,12 +31,15 @@ MAX_GROUP = 512
 
 @dataclass
 class _Pending(Generic[T]):
-    """One request's write, then its outcome."""
+    """One request's write, then its outcome, and how its caller learns it: a thread waits on
+    ``done``; a coroutine awaits ``future`` on ``loop``."""
 
     work: Callable[[Database], T]
+    done: threading.Event | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    future: asyncio.Future[T] | None = None
     value: Any = None
     error: BaseException | None = None
-    done: bool = False
 
 
 class GroupCommit:
@@ -47,8 +54,9 @@ class GroupCommit:
         self.db = db
         self.max_group = max_group
         self._queue: list[_Pending[Any]] = []
-        self._turn = threading.Condition()  # guards the queue and who leads
-        self._leading = False
+        self._arrived = threading.Condition()  # guards the queue; the writer waits on it
+        self._writer: threading.Thread | None = None
+        self._closing = False
         #: the commits made and the writes they stored (``/metrics``, benchmarks)
         self.commits = 0
         self.writes = 0
@@ -56,38 +64,67 @@ class GroupCommit:
     @property
     def waiting(self) -> int:
         """Writes queued for the next commit."""
-        with self._turn:
+        with self._arrived:
             return len(self._queue)
 
     def run(self, work: Callable[[Database], T]) -> T:
         """Run ``work(db)`` inside a transaction shared with the writes queued beside it;
         return its value once that transaction is committed (raise its error, or the
-        commit's)."""
-        pending: _Pending[T] = _Pending(work)
-        with self._turn:
-            self._queue.append(pending)
-            while not pending.done:
-                if self._leading:
-                    self._turn.wait()
-                    continue
-                self._leading = True  # lead the next commit (it holds our own write)
-                group = self._queue[: self.max_group]
-                del self._queue[: self.max_group]
-                self._turn.release()
-                try:
-                    self._commit(group)
-                finally:
-                    self._turn.acquire()
-                    self._leading = False
-                    self._turn.notify_all()
+        commit's). Called from a thread (never from the event loop: it blocks)."""
+        done = threading.Event()
+        pending: _Pending[T] = _Pending(work, done)
+        self._enqueue(pending)
+        done.wait()
         if pending.error is not None:
             raise pending.error
         return pending.value
 
+    async def submit(self, work: Callable[[Database], T]) -> T:
+        """:meth:`run` for a coroutine: awaits the commit without holding a thread. Cancelling
+        the caller does not withdraw the write (it may be committed already)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._enqueue(_Pending(work, None, loop, future))
+        return await future
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the writer thread once the writes queued are committed (a later write starts
+        it again)."""
+        with self._arrived:
+            writer, self._closing = self._writer, True
+            self._arrived.notify()
+        if writer is not None:
+            writer.join(timeout)
+
+    def _enqueue(self, pending: _Pending[Any]) -> None:
+        with self._arrived:
+            self._closing = False
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(
+                    target=self._write_forever, name="group-commit", daemon=True
+                )
+                self._writer.start()
+            self._queue.append(pending)
+            self._arrived.notify()
+
+    def _write_forever(self) -> None:
+        """The writer thread: each commit takes every write queued meanwhile (up to
+        ``max_group``)."""
+        while True:
+            with self._arrived:
+                while not self._queue:
+                    if self._closing:
+                        self._writer = None
+                        return
+                    self._arrived.wait()
+                group = self._queue[: self.max_group]
+                del self._queue[: self.max_group]
+            self._commit(group)
+            _settle(group)
+
     def _commit(self, group: list[_Pending[Any]]) -> None:
-        """One transaction for ``group``, each write in its own savepoint; every write of it is
-        done when this returns (or raises: a KeyboardInterrupt, say, raised in this thread
-        alone)."""
+        """One transaction for ``group``, each write in its own savepoint; every write of it
+        has its value or its error when this returns."""
         try:
             with self.db.transaction() as db:
                 for pending in group:
@@ -100,15 +137,33 @@ class GroupCommit:
                     db.execute("RELEASE SAVEPOINT request")
             self.commits += 1
             self.writes += sum(1 for p in group if p.error is None)
-        except Exception as exc:  # the commit failed: nothing of the group is stored
+        except BaseException as exc:  # the commit failed: nothing of the group is stored
             for pending in group:
                 pending.value, pending.error = None, pending.error or exc
-        except BaseException as exc:  # interrupted: the others fail with an error of their own
-            for pending in group:
-                failed = RuntimeError("the commit of this write was interrupted")
-                failed.__cause__ = exc
-                pending.value, pending.error = None, pending.error or failed
-            raise
-        finally:
-            for pending in group:
-                pending.done = True
+
+
+def _settle(group: list[_Pending[Any]]) -> None:
+    """Tell each write's caller its outcome: threads at once, each event loop in one wake-up."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Pending[Any]]] = {}
+    for pending in group:
+        if pending.done is not None:
+            pending.done.set()
+        elif pending.loop is not None:
+            by_loop.setdefault(pending.loop, []).append(pending)
+    for loop, waiting in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, waiting)
+        except RuntimeError:  # the loop is closed: nobody awaits these any more
+            pass
+
+
+def _resolve(waiting: list[_Pending[Any]]) -> None:
+    """On the event loop: hand each coroutine its write's outcome (unless it was cancelled)."""
+    for pending in waiting:
+        future = pending.future
+        if future is None or future.done():
+            continue
+        if pending.error is not None:
+            future.set_exception(pending.error)
+        else:
+            future.set_result(pending.value)

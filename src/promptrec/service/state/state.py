@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -82,9 +82,30 @@ class ServiceState:
         Raises:
             DataError: invalid events or an item not in the store; nothing is written then.
         """
+        return self.group.run(self._feedback_write(events, attributions, idempotency_key))
+
+    async def add_feedback_async(
+        self,
+        events: pd.DataFrame | Sequence[Event] | CheckedEvents,
+        *,
+        attributions: Mapping[int, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> EventWrite:
+        """:meth:`add_feedback` for a coroutine: it awaits the shared commit without holding a
+        thread (``POST /events``)."""
+        return await self.group.submit(self._feedback_write(events, attributions, idempotency_key))
+
+    def _feedback_write(
+        self,
+        events: pd.DataFrame | Sequence[Event] | CheckedEvents,
+        attributions: Mapping[int, str] | None,
+        idempotency_key: str | None,
+    ) -> Callable[[Database], EventWrite]:
+        """:meth:`add_feedback`'s write, for the group commit (the events checked first, in
+        the caller's thread)."""
         batch = checked(events)
-        attributions = attributions or {}
-        return self.group.run(lambda db: self._feedback(db, batch, attributions, idempotency_key))
+        given = attributions or {}
+        return lambda db: self._feedback(db, batch, given, idempotency_key)
 
     @staticmethod
     def _feedback(
