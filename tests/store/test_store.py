@@ -285,6 +285,16 @@ def test_sqlite_writers_queue_on_a_lock_file_held_for_the_transaction(tmp_path: 
         fcntl.flock(other, fcntl.LOCK_UN)
         writer.join(10)
         assert waited and waited[0] >= 0.3 and db.scalar("SELECT COUNT(*) FROM t") == 1
+        # a second connection of the same thread would wait for itself: refused at once
+        second = open_database(tmp_path / "s.db")
+        with db.transaction():
+            for _ in range(2):  # and again: the refusal did not give the lock away
+                with pytest.raises(RuntimeError, match="inside another"), second.transaction():
+                    pass
+        second.close()
+        with db.transaction():  # and the lock is free again
+            db.execute("INSERT INTO t VALUES (3)")
+        assert db.scalar("SELECT COUNT(*) FROM t") == 2
     finally:
         other.close()
         db.close()

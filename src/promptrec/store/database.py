@@ -167,8 +167,9 @@ class SQLiteDatabase(Database):
     (``STORE-writer``, :func:`fcntl.flock` where the platform has it) before SQLite's own lock:
     the next writer starts the moment the last commits. SQLite alone makes a waiting writer
     poll, sleeping up to 100 ms between tries, which cost several workers of one service most
-    of their write rate and gave single events second-long waits. Other programs writing the
-    file still wait on SQLite's lock (30 s), as before.
+    of their write rate and gave single events second-long waits. A promptrec writer now waits
+    as long as another holds the lock (a long ingest, say), where SQLite's wait gave up after
+    30 s; other programs writing the file still wait on SQLite's lock, for 30 s at most.
     """
 
     schema_words = {
@@ -199,13 +200,22 @@ class SQLiteDatabase(Database):
         except sqlite3.Error as exc:
             raise self.open_error(exc) from exc
         self._writers = _writer_lock(path)
+        self._holding = False  # this connection holds the writers' lock
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         return max(self._conn.executemany(sql, rows).rowcount, 0)
 
     def begin(self) -> None:
         if self._writers is not None:
+            key = self._writers.name
+            if _WRITING.get(key) == threading.get_ident():  # it would wait for itself forever
+                raise RuntimeError(
+                    f"a write transaction on {self.location} inside another one of this thread "
+                    "on the same file (through a second connection)"
+                )
             fcntl.flock(self._writers, fcntl.LOCK_EX)  # waits without polling
+            _WRITING[key] = threading.get_ident()
+            self._holding = True
         try:
             self._conn.execute("BEGIN IMMEDIATE")
         except BaseException:
@@ -223,7 +233,9 @@ class SQLiteDatabase(Database):
             self._let_writers_in()
 
     def _let_writers_in(self) -> None:
-        if self._writers is not None:
+        if self._holding:
+            self._holding = False
+            _WRITING.pop(self._writers.name, None)
             fcntl.flock(self._writers, fcntl.LOCK_UN)
 
     def close(self) -> None:
@@ -302,13 +314,18 @@ class PostgresDatabase(Database):
         return f"TRUNC({expr} / {seconds!r}) * {seconds!r}"
 
 
+#: lock file -> the thread holding it, in this process (to refuse waiting for oneself)
+_WRITING: dict[str, int] = {}
+
+
 def _writer_lock(path: Path) -> IO[bytes] | None:
     """The lock file the writers of the SQLite file ``path`` queue on (None for ``:memory:``,
     where fcntl is missing, or where the folder takes no new file: SQLite's lock alone then)."""
     if fcntl is None or str(path) == ":memory:":
         return None
     try:
-        return open(path.with_name(path.name + "-writer"), "ab")  # noqa: SIM115 - held open
+        lock = path.with_name(path.name + "-writer").resolve()
+        return open(lock, "ab")  # noqa: SIM115 - held open while the store is
     except OSError:
         return None
 
