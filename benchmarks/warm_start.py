@@ -20,8 +20,9 @@ Usage::
     python benchmarks/warm_start.py --data amazon-beauty --cut last
     python benchmarks/warm_start.py --data amazon-beauty --scratch results/tmp/models/beauty
 
-``--scratch DIR`` and ``--old DIR`` reuse a from-scratch and an old model trained on the same
-logs (their ``train_log`` fingerprints are checked) with their recorded training times;
+``--scratch DIR``, ``--old DIR`` and ``--warm DIR`` reuse a from-scratch, an old and a
+warm-started model trained on the same logs (their ``train_log`` fingerprints are checked) with
+their recorded training times (a run that does not fit in one sitting goes on from them);
 ``--keep DIR`` saves the old, warm and from-scratch models; ``--set KEY=VALUE`` gives the warm
 start a training setting. ``--split validation`` holds the validation targets out as well and
 scores on them: warm-start settings are compared there, never on test. Writes
@@ -68,6 +69,7 @@ def main() -> None:
         help="the protocol's targets the models are scored on (validation: to choose settings)",
     )
     parser.add_argument("--scratch", default=None, help="a from-scratch model of the same log")
+    parser.add_argument("--warm", default=None, help="a warm-started model of the same log")
     parser.add_argument("--old", default=None, help="an old model of the same cut log")
     parser.add_argument(
         "--set",
@@ -119,16 +121,22 @@ def main() -> None:
         old = Trainer(TrainConfig()).fit(older)
         old_seconds = time.perf_counter() - t0
         if args.keep:  # saved at once: a later run can go on from it (--old)
-            old.save(Path(args.keep) / f"{args.data}-old", older)
+            keep(old, Path(args.keep) / f"{args.data}-old", older, old_seconds)
     score("no retraining", old, None)
     rows["no retraining"]["old_train_seconds"] = round(old_seconds, 1)
 
-    t0 = time.perf_counter()
-    warm = Trainer(warm_config(old.config_, given), init_from=old).fit(whole)
-    score("warm start", warm, time.perf_counter() - t0)
-    rows["warm start"]["epochs"] = warm.info["validation"]
-    if args.keep:
-        warm.save(Path(args.keep) / f"{args.data}-warm", whole)
+    if args.warm:
+        warm, seconds = reused(args.warm, whole)
+        score("warm start", warm, seconds)
+        rows["warm start"]["reused"] = str(args.warm)
+    else:
+        t0 = time.perf_counter()
+        warm = Trainer(warm_config(old.config_, given), init_from=old).fit(whole)
+        seconds = time.perf_counter() - t0
+        score("warm start", warm, seconds)
+        if args.keep:
+            keep(warm, Path(args.keep) / f"{args.data}-warm", whole, seconds)
+    rows["warm start"]["epochs"] = warm.info.get("validation")
 
     if args.scratch:
         scratch, seconds = reused(args.scratch, whole)
@@ -137,9 +145,10 @@ def main() -> None:
     else:
         t0 = time.perf_counter()
         scratch = Trainer(TrainConfig()).fit(whole)
-        score("from scratch", scratch, time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        score("from scratch", scratch, seconds)
         if args.keep:
-            scratch.save(Path(args.keep) / f"{args.data}-scratch", whole)
+            keep(scratch, Path(args.keep) / f"{args.data}-scratch", whole, seconds)
 
     base, fresh = rows["from scratch"], rows["warm start"]
     result = {
@@ -164,13 +173,27 @@ def main() -> None:
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}), flush=True)
 
 
+#: beside a model kept by this benchmark: the seconds its whole ``fit`` took
+FIT_SECONDS = "fit_seconds.txt"
+
+
+def keep(model: Scorer, directory: Path, log: Dataset, seconds: float) -> None:
+    """Save ``model`` with the time its training took here (the whole ``fit``, as the rows
+    report it), for :func:`reused`."""
+    model.save(directory, log)
+    (directory / FIT_SECONDS).write_text(f"{seconds:.1f}\n")
+
+
 def reused(directory: str, log: Dataset) -> tuple[Scorer, float]:
-    """The model saved in ``directory``, checked to be trained on ``log``, and its recorded
-    training time."""
+    """The model saved in ``directory``, checked to be trained on ``log``, and its training
+    time: the whole ``fit`` as :func:`keep` recorded it (else the trainer's summary, which
+    leaves out the choices made after the epochs)."""
     config = read_model_config(Path(directory))
     if config.get("train_log") != log_fingerprint(log):
         raise SystemExit(f"{directory} was not trained on this log (its targets held out)")
-    return load_model(directory), config["summary"]["train_seconds"]
+    timed = Path(directory) / FIT_SECONDS
+    seconds = float(timed.read_text()) if timed.exists() else config["summary"]["train_seconds"]
+    return load_model(directory), seconds
 
 
 def markdown(result: dict) -> str:
