@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -114,41 +115,34 @@ def main() -> None:
         }
         print(name, rows[name], flush=True)
 
-    if args.old:
-        old, old_seconds = reused(args.old, older)
-    else:
+    kept = Path(args.keep) if args.keep else None
+
+    def obtained(
+        name: str, reuse: str | None, trainer: Callable[[], Trainer], log: Dataset
+    ) -> tuple[Scorer, float]:
+        """The model ``reuse`` names, else one trained now (and kept at once, for a later run
+        to go on from), with its training time."""
+        if reuse:
+            return reused(reuse, log)
         t0 = time.perf_counter()
-        old = Trainer(TrainConfig()).fit(older)
-        old_seconds = time.perf_counter() - t0
-        if args.keep:  # saved at once: a later run can go on from it (--old)
-            keep(old, Path(args.keep) / f"{args.data}-old", older, old_seconds)
+        model = trainer().fit(log)
+        seconds = time.perf_counter() - t0
+        if kept is not None:
+            keep(model, kept / f"{args.data}-{name}", log, seconds)
+        return model, seconds
+
+    old, old_seconds = obtained("old", args.old, lambda: Trainer(TrainConfig()), older)
     score("no retraining", old, None)
     rows["no retraining"]["old_train_seconds"] = round(old_seconds, 1)
-
-    if args.warm:
-        warm, seconds = reused(args.warm, whole)
-        score("warm start", warm, seconds)
-        rows["warm start"]["reused"] = str(args.warm)
-    else:
-        t0 = time.perf_counter()
-        warm = Trainer(warm_config(old.config_, given), init_from=old).fit(whole)
-        seconds = time.perf_counter() - t0
-        score("warm start", warm, seconds)
-        if args.keep:
-            keep(warm, Path(args.keep) / f"{args.data}-warm", whole, seconds)
+    warm_start = lambda: Trainer(warm_config(old.config_, given), init_from=old)  # noqa: E731
+    warm, seconds = obtained("warm", args.warm, warm_start, whole)
+    score("warm start", warm, seconds)
     rows["warm start"]["epochs"] = warm.info.get("validation")
-
-    if args.scratch:
-        scratch, seconds = reused(args.scratch, whole)
-        score("from scratch", scratch, seconds)
-        rows["from scratch"]["reused"] = str(args.scratch)
-    else:
-        t0 = time.perf_counter()
-        scratch = Trainer(TrainConfig()).fit(whole)
-        seconds = time.perf_counter() - t0
-        score("from scratch", scratch, seconds)
-        if args.keep:
-            keep(scratch, Path(args.keep) / f"{args.data}-scratch", whole, seconds)
+    scratch, seconds = obtained("scratch", args.scratch, lambda: Trainer(TrainConfig()), whole)
+    score("from scratch", scratch, seconds)
+    for name, reuse in (("warm start", args.warm), ("from scratch", args.scratch)):
+        if reuse:
+            rows[name]["reused"] = str(reuse)
 
     base, fresh = rows["from scratch"], rows["warm start"]
     result = {
