@@ -4,6 +4,7 @@ through a real `promptrec serve --workers 2`."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -83,7 +84,7 @@ def test_histories_and_forgetting_are_shared_at_once(pair) -> None:
     served = a.recommend(user, k=5)
     clicked = served.recommendation.item_ids[0]
     event = Event(user, clicked, time.time(), "click", None, None)
-    added = b.add_events([event], request_ids=[served.request_id])
+    added = asyncio.run(b.add_events([event], request_ids=[served.request_id]))
     assert added.attributed == 1  # b found the list a served (a's batch was written first)
     history = a.histories.history(user, a.snapshot.data, time.time())
     assert len(history) == before + 1  # a reads b's write: no follow needed
