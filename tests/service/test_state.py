@@ -377,17 +377,51 @@ def test_a_failed_group_commit_fails_every_request_in_it(
     assert state.add_feedback(clicks([("h1", "a", 60.0, "click")])).added == 1
 
 
-def test_an_interrupted_commit_is_raised_where_it_happened(
+def test_an_interrupted_commit_fails_its_writes_with_an_error_of_their_own(
     store: Store, state: ServiceState, monkeypatch
 ) -> None:
+    """An interrupt inside the writer reaches no caller as such (handed to a coroutine it would
+    stop the service's event loop): each write fails with a RuntimeError caused by it."""
     before = store.counts()["events"]
 
     def interrupted() -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(state.db, "commit", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(RuntimeError, match="interrupted") as failed:
         state.add_feedback(clicks([("k1", "a", 70.0, "click")]))
+    assert isinstance(failed.value.__cause__, KeyboardInterrupt)
     monkeypatch.undo()
     assert store.counts()["events"] == before
     assert state.add_feedback(clicks([("k1", "a", 70.0, "click")])).added == 1
+
+
+def test_a_group_write_inside_a_transaction_is_refused_not_a_hang(state: ServiceState) -> None:
+    with state.db.transaction(), pytest.raises(RuntimeError, match="inside a transaction"):
+        state.add_feedback(clicks([("k2", "a", 71.0, "click")]))
+
+
+def test_a_closed_writer_commits_what_was_queued_then_refuses(
+    store: Store, state: ServiceState, monkeypatch
+) -> None:
+    real = state.db.commit
+    made: list[int] = []
+
+    def commit() -> None:  # the first commit lasts until the writer is closed, three queued
+        deadline = time.monotonic() + 30
+        while not made and not (state.group._closed and state.group.waiting >= 3):
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        made.append(1)
+        real()
+
+    monkeypatch.setattr(state.db, "commit", commit)
+    closing = threading.Thread(target=lambda: (time.sleep(0.3), state.group.close()))
+    closing.start()
+    results = _concurrently(state, [clicks([(f"q{n}", "a", 72.0, "click")]) for n in range(4)])
+    closing.join(30)
+    assert all(r == EventWrite(1, 0, added_rows=(0,)) for r in results)
+    assert len(made) == 2  # the three queued when it closed: one commit after it
+    assert {f"q{n}" for n in range(4)} <= set(store.dataset().events["user_id"])
+    with pytest.raises(RuntimeError, match="closed"):
+        state.add_feedback(clicks([("q9", "a", 73.0, "click")]))

@@ -8,7 +8,6 @@ tests/conftest.py: without a server these tests fail, they are not skipped).
 
 from __future__ import annotations
 
-import fcntl
 import sqlite3
 import threading
 import time
@@ -248,6 +247,7 @@ def test_sqlite_journal_is_wal(tmp_path: Path) -> None:
 def test_sqlite_writers_queue_on_a_lock_file_held_for_the_transaction(tmp_path: Path) -> None:
     """Writers of one SQLite file wait on a lock the kernel hands over at once (SQLite's own
     busy wait sleeps up to 100 ms between tries): held from BEGIN to COMMIT or ROLLBACK."""
+    fcntl = pytest.importorskip("fcntl")  # where there is no flock, SQLite's lock alone
     db = open_database(tmp_path / "s.db")
     other = open(tmp_path / "s.db-writer", "ab")  # another process's view of the lock
 
@@ -295,6 +295,15 @@ def test_sqlite_writers_queue_on_a_lock_file_held_for_the_transaction(tmp_path: 
         with db.transaction():  # and the lock is free again
             db.execute("INSERT INTO t VALUES (3)")
         assert db.scalar("SELECT COUNT(*) FROM t") == 2
+        # a BEGIN that fails (another program holds SQLite's own lock) lets the writers in
+        outsider = sqlite3.connect(tmp_path / "s.db", timeout=0)
+        outsider.execute("BEGIN IMMEDIATE")
+        db._conn.execute("PRAGMA busy_timeout=50")
+        with pytest.raises(sqlite3.OperationalError, match="locked"), db.transaction():
+            pass
+        assert not held()
+        outsider.rollback()
+        outsider.close()
     finally:
         other.close()
         db.close()

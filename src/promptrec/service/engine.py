@@ -26,7 +26,6 @@ its own; the registry's pointer swaps models on all of them.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import os
@@ -38,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import anyio.to_thread
 import numpy as np
 import pandas as pd
 
@@ -387,8 +387,8 @@ class Engine:
         unknown = 0
         if self.impressions.may_attribute(batch.rows, request_ids):
             # finding the lists may read the store (and wait for another worker's batch):
-            # in a thread, never on the event loop
-            attributions, unknown = await asyncio.to_thread(
+            # in a thread of the server's pool (40), never on the event loop
+            attributions, unknown = await anyio.to_thread.run_sync(
                 self._attribute, batch.rows, request_ids
             )
         result = await self.state.add_feedback_async(

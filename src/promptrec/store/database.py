@@ -15,11 +15,12 @@ SQLite journal is WAL with ``synchronous=FULL``: an acknowledged write survives 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import IO, Any
 
@@ -76,6 +77,7 @@ class Database:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self._in_transaction = False
+        self._owner: int | None = None  # the thread inside the transaction
 
     def open_error(self, exc: BaseException) -> ConfigError:
         """A one-line error naming the store (never its password: :attr:`location` has none,
@@ -117,10 +119,12 @@ class Database:
             RuntimeError: inside another transaction of this connection (SQLite refuses a
                 nested BEGIN; PostgreSQL would commit the outer one's work early).
         """
-        with self.lock:
+        if self.in_transaction_here():  # checked first: the writers' queue would wait forever
+            raise RuntimeError("a transaction inside a transaction: use a savepoint")
+        with self.writers(), self.lock:
             if self._in_transaction:
                 raise RuntimeError("a transaction inside a transaction: use a savepoint")
-            self._in_transaction = True
+            self._in_transaction, self._owner = True, threading.get_ident()
             try:
                 self.begin()
                 yield self
@@ -132,7 +136,16 @@ class Database:
                     self.rollback()
                 raise
             finally:
-                self._in_transaction = False
+                self._in_transaction, self._owner = False, None
+
+    def in_transaction_here(self) -> bool:
+        """Whether the calling thread is inside a transaction of this connection."""
+        return self._in_transaction and self._owner == threading.get_ident()
+
+    def writers(self) -> AbstractContextManager[None]:
+        """Held around a write transaction, outside :attr:`lock`: where writers queue before
+        the database's own lock (nothing here; SQLite: :meth:`SQLiteDatabase.writers`)."""
+        return nullcontext()
 
     def create(self, schema: str) -> None:
         """Create the tables and indexes of ``schema`` (``;``-separated statements, each
@@ -200,43 +213,46 @@ class SQLiteDatabase(Database):
         except sqlite3.Error as exc:
             raise self.open_error(exc) from exc
         self._writers = _writer_lock(path)
-        self._holding = False  # this connection holds the writers' lock
+        self._writers_pid = os.getpid()
+        self._queue = threading.Lock()  # this connection's writers, one at a time
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         return max(self._conn.executemany(sql, rows).rowcount, 0)
 
     def begin(self) -> None:
-        if self._writers is not None:
-            key = self._writers.name
-            if _WRITING.get(key) == threading.get_ident():  # it would wait for itself forever
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    @contextmanager
+    def writers(self) -> Iterator[None]:
+        """This connection's writers one at a time, then the file's lock shared with every
+        other connection (``STORE-writer``): waited for without polling, and without holding
+        :attr:`lock`, so that reads go on meanwhile."""
+        with self._queue:
+            lock = self._lock_file()
+            if lock is None:
+                yield
+                return
+            if _WRITING.get(lock.name) == threading.get_ident():  # it would wait for itself
                 raise RuntimeError(
                     f"a write transaction on {self.location} inside another one of this thread "
                     "on the same file (through a second connection)"
                 )
-            fcntl.flock(self._writers, fcntl.LOCK_EX)  # waits without polling
-            _WRITING[key] = threading.get_ident()
-            self._holding = True
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self._let_writers_in()
-            raise
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            _WRITING[lock.name] = threading.get_ident()
+            try:
+                yield
+            finally:
+                del _WRITING[lock.name]
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def commit(self) -> None:
-        self._conn.execute("COMMIT")  # a failed commit is rolled back, which lets them in
-        self._let_writers_in()
-
-    def rollback(self) -> None:
-        try:
-            self._conn.execute("ROLLBACK")
-        finally:
-            self._let_writers_in()
-
-    def _let_writers_in(self) -> None:
-        if self._holding:
-            self._holding = False
-            _WRITING.pop(self._writers.name, None)
-            fcntl.flock(self._writers, fcntl.LOCK_UN)
+    def _lock_file(self) -> IO[bytes] | None:
+        """The writers' lock file, opened again in a forked child (one open file shared with
+        the parent would be one lock for both)."""
+        if self._writers is not None and self._writers_pid != os.getpid():
+            inherited, self._writers = self._writers, _writer_lock(self.path)
+            inherited.close()  # the parent's own copy keeps the parent's lock
+            self._writers_pid = os.getpid()
+        return self._writers
 
     def close(self) -> None:
         super().close()

@@ -56,7 +56,7 @@ class GroupCommit:
         self._queue: list[_Pending[Any]] = []
         self._arrived = threading.Condition()  # guards the queue; the writer waits on it
         self._writer: threading.Thread | None = None
-        self._closing = False
+        self._closed = False
         #: the commits made and the writes they stored (``/metrics``, benchmarks)
         self.commits = 0
         self.writes = 0
@@ -70,7 +70,14 @@ class GroupCommit:
     def run(self, work: Callable[[Database], T]) -> T:
         """Run ``work(db)`` inside a transaction shared with the writes queued beside it;
         return its value once that transaction is committed (raise its error, or the
-        commit's). Called from a thread (never from the event loop: it blocks)."""
+        commit's). Called from a thread (never from the event loop: it blocks).
+
+        Raises:
+            RuntimeError: called inside a transaction of the store's connection, or from a
+                write (the writer would wait for its caller forever).
+        """
+        if self.db.in_transaction_here() or threading.current_thread() is self._writer:
+            raise RuntimeError("a group-commit write inside a transaction: use a savepoint")
         done = threading.Event()
         pending: _Pending[T] = _Pending(work, done)
         self._enqueue(pending)
@@ -88,17 +95,18 @@ class GroupCommit:
         return await future
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the writer thread once the writes queued are committed (a later write starts
-        it again)."""
+        """Stop the writer thread once the writes queued are committed; a later write is
+        refused."""
         with self._arrived:
-            writer, self._closing = self._writer, True
+            writer, self._closed = self._writer, True
             self._arrived.notify()
         if writer is not None:
             writer.join(timeout)
 
     def _enqueue(self, pending: _Pending[Any]) -> None:
         with self._arrived:
-            self._closing = False
+            if self._closed:
+                raise RuntimeError("the store's writer is closed (the service is stopping)")
             if self._writer is None or not self._writer.is_alive():
                 self._writer = threading.Thread(
                     target=self._write_forever, name="group-commit", daemon=True
@@ -113,7 +121,7 @@ class GroupCommit:
         while True:
             with self._arrived:
                 while not self._queue:
-                    if self._closing:
+                    if self._closed:
                         self._writer = None
                         return
                     self._arrived.wait()
@@ -137,9 +145,15 @@ class GroupCommit:
                     db.execute("RELEASE SAVEPOINT request")
             self.commits += 1
             self.writes += sum(1 for p in group if p.error is None)
-        except BaseException as exc:  # the commit failed: nothing of the group is stored
+        except Exception as exc:  # the commit failed: nothing of the group is stored
             for pending in group:
                 pending.value, pending.error = None, pending.error or exc
+        except BaseException as exc:  # interrupted: each caller gets an error of its own (an
+            # interrupt handed to a coroutine would stop its whole event loop)
+            for pending in group:
+                failed = RuntimeError("the commit of this write was interrupted")
+                failed.__cause__ = exc
+                pending.value, pending.error = None, pending.error or failed
 
 
 def _settle(group: list[_Pending[Any]]) -> None:
@@ -163,7 +177,11 @@ def _resolve(waiting: list[_Pending[Any]]) -> None:
         future = pending.future
         if future is None or future.done():
             continue
-        if pending.error is not None:
-            future.set_exception(pending.error)
-        else:
-            future.set_result(pending.value)
+        try:
+            if pending.error is not None:
+                future.set_exception(pending.error)
+            else:
+                future.set_result(pending.value)
+        except Exception as exc:  # an error asyncio refuses to carry (StopIteration): say so
+            failed = RuntimeError(f"this write's outcome could not be handed over: {exc}")
+            future.set_exception(failed)
