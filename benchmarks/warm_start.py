@@ -19,6 +19,8 @@ Usage::
     python benchmarks/warm_start.py --data movielens-100k
     python benchmarks/warm_start.py --data amazon-beauty --cut last
     python benchmarks/warm_start.py --data amazon-beauty --scratch results/tmp/models/beauty
+    python benchmarks/warm_start.py --data amazon-beauty --cut last \
+        --checkpoints results/tmp/ckpt --keep results/tmp/models   # over several sittings
 
 ``--scratch DIR``, ``--old DIR`` and ``--warm DIR`` reuse a from-scratch, an old and a
 warm-started model trained on the same logs (their ``train_log`` fingerprints are checked) with
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,6 +74,12 @@ def main() -> None:
     )
     parser.add_argument("--scratch", default=None, help="a from-scratch model of the same log")
     parser.add_argument("--warm", default=None, help="a warm-started model of the same log")
+    parser.add_argument(
+        "--checkpoints",
+        default=None,
+        help="checkpoint every epoch of each training here, and resume from it (a run that "
+        "does not fit in one sitting; its training times then add up the sittings)",
+    )
     parser.add_argument("--old", default=None, help="an old model of the same cut log")
     parser.add_argument(
         "--set",
@@ -118,27 +127,33 @@ def main() -> None:
     kept = Path(args.keep) if args.keep else None
 
     def obtained(
-        name: str, reuse: str | None, trainer: Callable[[], Trainer], log: Dataset
+        name: str, reuse: str | None, trainer: Callable[[Path | None], Trainer], log: Dataset
     ) -> tuple[Scorer, float]:
         """The model ``reuse`` names, else one trained now (and kept at once, for a later run
         to go on from), with its training time."""
         if reuse:
             return reused(reuse, log)
-        t0 = time.perf_counter()
-        model = trainer().fit(log)
-        seconds = time.perf_counter() - t0
+        checkpoints = Path(args.checkpoints) / f"{args.data}-{name}" if args.checkpoints else None
+        with SittingsClock(checkpoints) as clock:
+            model = trainer(checkpoints).fit(log)
+        seconds = clock.seconds()
         if kept is not None:
             keep(model, kept / f"{args.data}-{name}", log, seconds)
         return model, seconds
 
-    old, old_seconds = obtained("old", args.old, lambda: Trainer(TrainConfig()), older)
+    def from_scratch(checkpoints: Path | None) -> Trainer:
+        return Trainer(TrainConfig(), checkpoint_dir=checkpoints)
+
+    def warm_start(checkpoints: Path | None) -> Trainer:
+        return Trainer(warm_config(old.config_, given), init_from=old, checkpoint_dir=checkpoints)
+
+    old, old_seconds = obtained("old", args.old, from_scratch, older)
     score("no retraining", old, None)
     rows["no retraining"]["old_train_seconds"] = round(old_seconds, 1)
-    warm_start = lambda: Trainer(warm_config(old.config_, given), init_from=old)  # noqa: E731
     warm, seconds = obtained("warm", args.warm, warm_start, whole)
     score("warm start", warm, seconds)
     rows["warm start"]["epochs"] = warm.info.get("validation")
-    scratch, seconds = obtained("scratch", args.scratch, lambda: Trainer(TrainConfig()), whole)
+    scratch, seconds = obtained("scratch", args.scratch, from_scratch, whole)
     score("from scratch", scratch, seconds)
     for name, reuse in (("warm start", args.warm), ("from scratch", args.scratch)):
         if reuse:
@@ -169,6 +184,38 @@ def main() -> None:
 
 #: beside a model kept by this benchmark: the seconds its whole ``fit`` took
 FIT_SECONDS = "fit_seconds.txt"
+
+
+class SittingsClock:
+    """The seconds a training took over every sitting: with a checkpoint folder, the time of
+    the sittings before (a run stopped and resumed) is read from it, and this sitting's is
+    written there every 10 s, so that a stop at any moment loses at most that much."""
+
+    def __init__(self, checkpoints: Path | None) -> None:
+        self.file = None if checkpoints is None else checkpoints / "sittings_seconds.txt"
+        exists = self.file is not None and self.file.exists()
+        self.before = float(self.file.read_text()) if exists else 0.0  # type: ignore[union-attr]
+        self._stop = threading.Event()
+        self._start = time.perf_counter()
+        self._end: float | None = None
+
+    def seconds(self) -> float:
+        end = time.perf_counter() if self._end is None else self._end
+        return self.before + end - self._start
+
+    def _write(self) -> None:
+        while not self._stop.wait(10.0) and self.file is not None:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            self.file.write_text(f"{self.seconds():.1f}\n")
+
+    def __enter__(self) -> SittingsClock:
+        self._start = time.perf_counter()
+        threading.Thread(target=self._write, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._end = time.perf_counter()
+        self._stop.set()
 
 
 def keep(model: Scorer, directory: Path, log: Dataset, seconds: float) -> None:

@@ -237,6 +237,41 @@ def test_an_interrupted_run_resumes_as_if_it_had_not_stopped(
     np.testing.assert_allclose(resumed.score(hist), whole.score(hist), atol=1e-5)
 
 
+def test_an_interrupted_refit_resumes_where_it_stopped(
+    beauty_slice, encoder, tmp_path, monkeypatch
+) -> None:
+    """A refit checkpoints every epoch too (in ``refit/``): stopped in its last epoch, the run
+    resumes with the validated phase's checkpoint, trains that epoch alone, and gives the model
+    of the uninterrupted run."""
+    from promptrec.train.fast import FastMode
+
+    data = leave_last_out(beauty_slice)["test"].fit
+    cfg = TrainConfig(**{**SMALL, "epochs": 4, "refit": True, "cooccurrence_weight": 0.0})
+    space = TextSpace(encoder)
+    whole = Trainer(cfg, space=space, checkpoint_dir=tmp_path / "a", progress=False).fit(data)
+    best = whole.info["summary"]["best_epoch"]
+    assert whole.info["summary"]["refit"] and best >= 2, best  # a refit of several epochs
+
+    train_epoch = FastMode.train_epoch
+    refit_epochs: list[int] = []
+
+    def interrupted(self, epoch):  # type: ignore[no-untyped-def]
+        if self.val is None:  # the refit: stopped in its last epoch, once
+            refit_epochs.append(epoch)
+            if epoch == best and len(refit_epochs) == best:
+                raise KeyboardInterrupt
+        return train_epoch(self, epoch)
+
+    monkeypatch.setattr(FastMode, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, space=space, checkpoint_dir=tmp_path / "b", progress=False).fit(data)
+    assert (tmp_path / "b" / "refit" / "last.pt").exists()
+    resumed = Trainer(cfg, space=space, checkpoint_dir=tmp_path / "b", progress=False).fit(data)
+    assert refit_epochs == [*range(1, best + 1), best]  # it went on with its last epoch
+    hist = data.histories()[:20]
+    np.testing.assert_allclose(resumed.score(hist), whole.score(hist), atol=1e-5)
+
+
 def test_bad_settings_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="multiple of heads"):
         Trainer(TrainConfig(dim=30, heads=4))

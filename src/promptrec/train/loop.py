@@ -122,7 +122,8 @@ class EpochLoop:
         config: the run's settings (``patience``, ``max_minutes``; checkpoints are made with
             them and resume only with the same).
         checkpoint_dir: ``last.pt`` after every epoch (with the best epoch's weights),
-            resumed from when present; None: none.
+            resumed from when present; None: none. A refit keeps its own (the trainer gives it
+            ``refit/`` inside the run's).
         data_key: the training log's fingerprint (a checkpoint resumes only on the same log).
         progress: a progress bar over the epochs.
     """
@@ -145,14 +146,13 @@ class EpochLoop:
         self, mode: TrainingMode, *, epochs: int, start: float, validating: bool = True
     ) -> TrainState:
         """Train ``mode`` for at most ``epochs`` epochs; with ``validating``, stop early and
-        leave the best epoch's weights in the model (without: every epoch, no checkpoint, as
-        in a refit). ``start``: when the run began (the wall-clock guard counts from it)."""
+        leave the best epoch's weights in the model (without: every epoch, as in a refit).
+        Either way a checkpoint follows every epoch, and a run resumes from it.
+        ``start``: when the run began (the wall-clock guard counts from it)."""
         cfg = self.config
         self.state = TrainState()
-        best: dict[str, torch.Tensor] | None = None
-        first = 1
+        first, best = self._resume(mode, epochs, validating)
         if validating:
-            first, best = self._resume(mode, epochs)
             if first == 1 and mode.validates_start:
                 ndcg = mode.validate()
                 self.state.history.append(EpochLog(0, None, round(ndcg, 6)))
@@ -173,7 +173,9 @@ class EpochLoop:
             bar.set_postfix(
                 loss=f"{loss:.4f}", **({"val_ndcg10": f"{ndcg:.4f}"} if ndcg is not None else {})
             )
-            if ndcg is not None:
+            if ndcg is None:
+                self._save(mode, epoch, None)
+            else:
                 best = self._record(mode, epoch, loss, ndcg, seconds, best)
                 if epoch - self.state.best_epoch >= cfg.patience:
                     log.info(
@@ -208,6 +210,11 @@ class EpochLoop:
         if ndcg > self.state.best_ndcg10:
             self.state.best_ndcg10, self.state.best_epoch = ndcg, epoch
             best = mode.weights()
+        self._save(mode, epoch, best)
+        return best
+
+    def _save(self, mode: TrainingMode, epoch: int, best: dict[str, torch.Tensor] | None) -> None:
+        """The checkpoint after ``epoch``: the mode's state, the loop's, the best weights."""
         save_checkpoint(
             self.checkpoint_dir,
             self.config,
@@ -222,10 +229,9 @@ class EpochLoop:
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             },
         )
-        return best
 
     def _resume(
-        self, mode: TrainingMode, epochs: int
+        self, mode: TrainingMode, epochs: int, validating: bool
     ) -> tuple[int, dict[str, torch.Tensor] | None]:
         """The first epoch to train and the best weights so far, from the checkpoint."""
         ckpt = load_checkpoint(self.checkpoint_dir, self.config, self.data_key)
@@ -241,6 +247,6 @@ class EpochLoop:
         self.state = TrainState.from_dict(ckpt["state"])
         best = ckpt["best"]
         log.info("resuming after epoch %d (best %d)", ckpt["epoch"], self.state.best_epoch)
-        if ckpt["epoch"] - self.state.best_epoch >= self.config.patience:
+        if validating and ckpt["epoch"] - self.state.best_epoch >= self.config.patience:
             return epochs + 1, best  # it had stopped early: nothing left to train
         return int(ckpt["epoch"]) + 1, best

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from promptrec.data.dataset import Dataset
@@ -20,15 +21,14 @@ def train_model(
 ) -> Scorer:
     """Train on ``data`` (its validation split by the protocol's rule) and save to ``output``.
 
-    Checkpoints go to ``output/checkpoints``; with ``resume`` an interrupted run continues
-    from its last epoch. ``init_from``: a fast-mode model to warm-start from
+    Checkpoints go to ``output/checkpoints`` (the refit's to ``output/checkpoints/refit``); with
+    ``resume`` an interrupted run continues from its last epoch, in either phase. ``init_from``: a fast-mode model to warm-start from
     (:mod:`promptrec.train.warm`).
     """
     out = Path(output)
     ckpt = out / "checkpoints"
     if not resume and ckpt.exists():
-        for f in ckpt.iterdir():
-            f.unlink()
+        shutil.rmtree(ckpt)  # the run's checkpoint and its refit's
     from promptrec.train.trainer import Trainer
 
     trainer = Trainer(config, checkpoint_dir=ckpt, progress=progress, init_from=init_from)

@@ -391,7 +391,10 @@ class Trainer:
             init=init,
         )
         self.sampled = mode.sampled
-        state = self._loop().run(mode, epochs=epochs, start=start, validating=val is not None)
+        validating = val is not None
+        state = self._loop(refit=not validating).run(
+            mode, epochs=epochs, start=start, validating=validating
+        )
         if val is not None:
             self.state = state
         return mode.result()
@@ -403,10 +406,15 @@ class Trainer:
             )
         )
 
-    def _loop(self) -> EpochLoop:
+    def _loop(self, refit: bool = False) -> EpochLoop:
+        """The epoch loop; a refit checkpoints in ``refit/`` beside the validated run's
+        checkpoint (a stopped refit resumes where it stopped, the validated run is kept)."""
+        directory = self.checkpoint_dir
+        if refit and directory is not None:
+            directory = directory / "refit"
         return EpochLoop(
             self.config,
-            checkpoint_dir=self.checkpoint_dir,
+            checkpoint_dir=directory,
             data_key=self._data_key,
             progress=self.progress,
         )
