@@ -22,8 +22,8 @@ def train_model(
     """Train on ``data`` (its validation split by the protocol's rule) and save to ``output``.
 
     Checkpoints go to ``output/checkpoints`` (the refit's to ``output/checkpoints/refit``); with
-    ``resume`` an interrupted run continues from its last epoch, in either phase. ``init_from``: a fast-mode model to warm-start from
-    (:mod:`promptrec.train.warm`).
+    ``resume`` an interrupted run continues from its last epoch, in either phase.
+    ``init_from``: a fast-mode model to warm-start from (:mod:`promptrec.train.warm`).
     """
     out = Path(output)
     ckpt = out / "checkpoints"
