@@ -121,9 +121,7 @@ class Database:
         """
         if self.in_transaction_here():  # checked first: the writers' queue would wait forever
             raise RuntimeError("a transaction inside a transaction: use a savepoint")
-        with self.writers(), self.lock:
-            if self._in_transaction:
-                raise RuntimeError("a transaction inside a transaction: use a savepoint")
+        with self.writers(), self.lock:  # (another thread's transaction has ended here)
             self._in_transaction, self._owner = True, threading.get_ident()
             try:
                 self.begin()
