@@ -16,11 +16,17 @@ and the model is retrained on it:
 Usage::
 
     python benchmarks/feedback_loop.py --data movielens-100k --slices 4
-    python benchmarks/feedback_loop.py --data amazon-beauty --cut last --slices 3
+    python benchmarks/feedback_loop.py --data amazon-beauty --cut last --slices 3 \
+        --checkpoints results/tmp/loop   # over several sittings
 
 A log ordered by position rather than time (amazon-beauty's: no clock common to its users) is
 cut with ``--cut last``: the base is every user's log but their last ``--slices`` events, and
 slice k holds each user's k-th of those (the last slice: their last events).
+
+``--checkpoints DIR`` checkpoints every epoch of each training in ``DIR`` and keeps each trained
+model there: a run stopped at any moment goes on where it stopped when started again (a kept
+model is reused once its ``train_log`` fingerprint is checked), each retraining's time summed
+over its sittings.
 
 Writes ``results/feedback_loop-<data>.json`` and ``.md`` (hit rate per slice, each retraining's
 time on this machine).
@@ -31,6 +37,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +48,9 @@ from promptrec import load_dataset
 from promptrec.data.dataset import Dataset, build_histories, chronological
 from promptrec.data.split import Split
 from promptrec.evaluation.evaluator import evaluate_scorer
+from promptrec.scorers.base import Scorer
 from promptrec.train import TrainConfig, Trainer
+from warm_start import SittingsClock, keep, reused
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -76,6 +86,24 @@ def cut_log(events: pd.DataFrame, base: float, slices: int, cut: str) -> list[pd
     ]
 
 
+def trained(
+    name: str, make: Callable[[Path | None], Trainer], log: Dataset, store: Path | None
+) -> tuple[Scorer, float]:
+    """The model ``make`` trains on ``log``, with its training time. With a ``store``, the model
+    kept there under ``name`` if a sitting before trained it, else one trained now with a
+    checkpoint every epoch (resumed from one a stopped sitting left) and kept at once."""
+    if store is None:
+        t = time.perf_counter()
+        return make(None).fit(log), time.perf_counter() - t
+    kept = store / name / "model"
+    if kept.exists():
+        return reused(str(kept), log)
+    with SittingsClock(store / name / "checkpoints") as clock:
+        model = make(store / name / "checkpoints").fit(log)
+    keep(model, kept, log, clock.seconds())
+    return model, clock.seconds()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="movielens-100k")
@@ -88,8 +116,21 @@ def main() -> None:
         help="time: slices of the log by time; last: each user's last events, one a slice",
     )
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument(
+        "--checkpoints",
+        default=None,
+        help="checkpoint each training here and keep its model: a stopped run goes on where "
+        "it stopped (its retraining times then add up the sittings)",
+    )
     parser.add_argument("--out", default=str(ROOT / "results"))
     args = parser.parse_args()
+    store = Path(args.checkpoints) / args.data if args.checkpoints else None
+
+    def scratch(checkpoints: Path | None) -> Trainer:
+        return Trainer(TrainConfig(), progress=False, checkpoint_dir=checkpoints)
+
+    def warm_from(old: Scorer, checkpoints: Path | None) -> Trainer:
+        return Trainer(init_from=old, progress=False, checkpoint_dir=checkpoints)
 
     data = load_dataset(SHARED / "data" / args.data)
     parts = cut_log(data.events, args.base, args.slices, args.cut)
@@ -102,10 +143,9 @@ def main() -> None:
         "slices": [],
         "variants": variants,
     }
-    t0 = time.perf_counter()
     base = data.with_events(parts[0].sort_index())
-    first = Trainer(TrainConfig(), progress=False).fit(base)
-    result["base_train_seconds"] = round(time.perf_counter() - t0, 1)
+    first, seconds = trained("base", scratch, base, store)
+    result["base_train_seconds"] = round(seconds, 1)
     models = dict.fromkeys(variants, first)
     print(f"{args.data}: base model on {len(parts[0])} events, {result['base_train_seconds']} s")
     for s in range(args.slices):
@@ -118,16 +158,10 @@ def main() -> None:
             row[name] = {"hit_rate": round(res.metrics["Recall@10"], 6)}
         grown = data.with_events(pd.concat(parts[: s + 2]).sort_index())
         if s + 1 < args.slices:  # the last slice's retraining would serve nothing
-            for name in variants:
-                t = time.perf_counter()
-                if name == "warm":
-                    old = models[name]
-                    models[name] = Trainer(init_from=old, progress=False).fit(grown)
-                elif name == "scratch":
-                    models[name] = Trainer(TrainConfig(), progress=False).fit(grown)
-                else:
-                    continue
-                row[name]["retrain_seconds"] = round(time.perf_counter() - t, 1)
+            for name in (v for v in variants if v != "none"):
+                make = scratch if name == "scratch" else partial(warm_from, models[name])
+                models[name], seconds = trained(f"{name}-{s + 1}", make, grown, store)
+                row[name]["retrain_seconds"] = round(seconds, 1)
         result["slices"].append(row)
         print(json.dumps(row), flush=True)
         out = Path(args.out)
