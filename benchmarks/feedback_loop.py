@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -50,7 +49,7 @@ from promptrec.data.split import Split
 from promptrec.evaluation.evaluator import evaluate_scorer
 from promptrec.scorers.base import Scorer
 from promptrec.train import TrainConfig, Trainer
-from warm_start import SittingsClock, keep, reused
+from warm_start import fit_over_sittings, keep, reused
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -93,15 +92,13 @@ def trained(
     kept there under ``name`` if a sitting before trained it, else one trained now with a
     checkpoint every epoch (resumed from one a stopped sitting left) and kept at once."""
     if store is None:
-        t = time.perf_counter()
-        return make(None).fit(log), time.perf_counter() - t
+        return fit_over_sittings(make, log, None)
     kept = store / name / "model"
     if kept.exists():
         return reused(str(kept), log)
-    with SittingsClock(store / name / "checkpoints") as clock:
-        model = make(store / name / "checkpoints").fit(log)
-    keep(model, kept, log, clock.seconds())
-    return model, clock.seconds()
+    model, seconds = fit_over_sittings(make, log, store / name / "checkpoints")
+    keep(model, kept, log, seconds)
+    return model, seconds
 
 
 def main() -> None:

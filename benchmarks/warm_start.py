@@ -134,9 +134,7 @@ def main() -> None:
         if reuse:
             return reused(reuse, log)
         checkpoints = Path(args.checkpoints) / f"{args.data}-{name}" if args.checkpoints else None
-        with SittingsClock(checkpoints) as clock:
-            model = trainer(checkpoints).fit(log)
-        seconds = clock.seconds()
+        model, seconds = fit_over_sittings(trainer, log, checkpoints)
         if kept is not None:
             keep(model, kept / f"{args.data}-{name}", log, seconds)
         return model, seconds
@@ -216,6 +214,16 @@ class SittingsClock:
     def __exit__(self, *exc: object) -> None:
         self._end = time.perf_counter()
         self._stop.set()
+
+
+def fit_over_sittings(
+    make: Callable[[Path | None], Trainer], log: Dataset, checkpoints: Path | None
+) -> tuple[Scorer, float]:
+    """The model the trainer ``make(checkpoints)`` fits on ``log``, and its training time summed
+    over the sittings (:class:`SittingsClock`; without ``checkpoints``: this sitting's)."""
+    with SittingsClock(checkpoints) as clock:
+        model = make(checkpoints).fit(log)
+    return model, clock.seconds()
 
 
 def keep(model: Scorer, directory: Path, log: Dataset, seconds: float) -> None:
