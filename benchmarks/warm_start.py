@@ -245,6 +245,17 @@ def reused(directory: str, log: Dataset) -> tuple[Scorer, float]:
     return load_model(directory), seconds
 
 
+def command(result: dict) -> str:
+    """The command line that reproduces ``result``."""
+    words = ["python benchmarks/warm_start.py", f"--data {result['data']}"]
+    if result["cut_by"] == "last":
+        words.append("--cut last")
+    if result["split"] == "validation":
+        words.append("--split validation")
+    words += [f"--set {k}={v}" for k, v in result["warm_settings"].items()]
+    return " ".join(words)
+
+
 def markdown(result: dict) -> str:
     newest = (
         "each user's last event"
@@ -257,9 +268,7 @@ def markdown(result: dict) -> str:
         f"The old model was trained on all but {newest} "
         f"({result['new_events']} of {result['events']} events; test targets held out of "
         f"everything); then each row on the whole log. Scored on the {result['split']} "
-        f"targets: {result['test_users']} users, full ranking (`python benchmarks/warm_start.py`"
-        + "".join(f" --set {k}={v}" for k, v in result["warm_settings"].items())
-        + ").",
+        f"targets: {result['test_users']} users, full ranking (`{command(result)}`).",
         "",
         "| model | NDCG@10 | Recall@10 | best epoch | training time |",
         "| --- | ---: | ---: | ---: | ---: |",

@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 
+from promptrec.data.dataset import chronological
 from promptrec.data.split import leave_last_out
 from promptrec.errors import ConfigError
 from promptrec.evaluation.evaluator import evaluate_scorer
@@ -17,6 +18,8 @@ from promptrec.scorers import TextSpace
 from promptrec.train import TrainConfig, Trainer
 from promptrec.train.warm import (
     ID_TABLE,
+    WARM_PATIENCE,
+    fit_without_targets,
     fresh_validation,
     given_scoring,
     warm_config,
@@ -79,6 +82,30 @@ def test_validation_holds_only_users_with_newer_events(grown) -> None:
     assert len(fresh.histories) == int((newest[everyone.user_ids] > cut).sum())
 
 
+def test_the_validated_epochs_learn_every_new_event_but_the_targets(grown) -> None:
+    """The warm start's validation sample is fitted on the log less its own targets: the
+    other users' newest events stay in what the validated epochs learn."""
+    _, whole, _, cut, _ = grown
+    val = fresh_validation(whole, cut).sample(50, 0)
+    fitted = fit_without_targets(whole, val)
+    assert fitted.histories == val.histories and (fitted.targets == val.targets).all()
+    events = fitted.fit.events
+    assert len(events) == len(whole.events) - len(val.histories)
+    key = ["user_id", "item_id", "timestamp"]
+    before = whole.events.groupby(key).size()
+    gone = before - events.groupby(key).size().reindex(before.index, fill_value=0)
+    gone = gone[gone > 0]
+    # one event gone for each validation user: their target, their newest event
+    assert gone.sum() == len(val.histories)
+    assert set(gone.index.get_level_values("user_id")) == set(val.user_ids)
+    target = dict(zip(val.user_ids, np.asarray(whole.item_ids)[val.targets], strict=True))
+    newest = chronological(whole.events).groupby("user_id").tail(1).set_index("user_id")
+    for user, item, stamp in gone.index:
+        assert item == target[user] and stamp == newest.loc[user, "timestamp"]
+    # the protocol's own fit lacks every user's newest event, these included
+    assert len(val.fit.events) < len(events)
+
+
 def test_known_items_keep_their_id_rows_and_new_ones_start_fresh(grown) -> None:
     _, whole, older, _, old = grown
     fresh = Trainer(TrainConfig(**SMALL), progress=False)
@@ -111,7 +138,7 @@ def test_known_items_keep_their_id_rows_and_new_ones_start_fresh(grown) -> None:
 def test_a_warm_start_begins_at_the_old_model_and_keeps_its_settings(grown, tmp_path) -> None:
     test, whole, _, cut, old = grown
     cfg = warm_config(old.config_, {"epochs": 3})
-    assert cfg.patience == old.config_.patience and cfg.epochs == 3 and cfg.dim == 32
+    assert cfg.patience == WARM_PATIENCE and cfg.epochs == 3 and cfg.dim == 32
     warm = Trainer(cfg, progress=False, init_from=old).fit(whole)
     history = warm.info["validation"]
     # epoch 0 is the old model as it was, validated on the users with newer events

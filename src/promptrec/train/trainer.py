@@ -58,6 +58,7 @@ from promptrec.train.trained import TrainedScorer
 from promptrec.train.warm import (
     SCORING_SETTINGS,
     check_catalogue,
+    fit_without_targets,
     fresh_validation,
     given_scoring,
     start_key,
@@ -240,15 +241,16 @@ class Trainer:
 
     def _fit_warm(self, data: Dataset, old: TrainedScorer) -> TrainedScorer:
         """Fast mode from ``old``'s weights, validated on the users with an event newer than
-        its log, refitted on the whole log from the same start; the co-occurrence weight and
-        decay chosen again on that validation split, ``old``'s new-item settings (those given
-        in the config overriding them)."""
+        its log, its validated epochs trained on the log less their targets alone, refitted
+        on the whole log from the same start; the co-occurrence weight and decay chosen again
+        on that validation split, ``old``'s new-item settings (those given in the config
+        overriding them)."""
         cfg = self.config
         t0 = time.perf_counter()
         check_catalogue(old, data)  # before any training: another shop fails at once
         self.space.fit(data, progress=self.progress)
         after = old.info.get("summary", {}).get("trained_until")
-        val = self._validation(data, fresh_validation(data, after))
+        val = fit_without_targets(data, self._validation(data, fresh_validation(data, after)))
         item_ids = data.item_ids
 
         def init(model: TwoTowerModel) -> dict[str, Any]:
