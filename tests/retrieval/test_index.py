@@ -152,7 +152,7 @@ def test_indexes_persist_and_the_graph_is_built_once(vectors, queries, tmp_path)
     assert isinstance(again, HNSWIndex) and loaded < built / 3
     assert np.array_equal(first.search(queries, 10)[0], again.search(queries, 10)[0])
     assert isinstance(build_index(vectors[:100]), ExactIndex)  # auto: small is exact
-    assert isinstance(build_index(vectors, IndexConfig(auto_threshold=1000)), HNSWIndex)
+    assert isinstance(build_index(vectors[:2000], IndexConfig(auto_threshold=1000)), HNSWIndex)
 
 
 def test_the_beam_width_is_calibrated_to_the_target_recall(vectors, queries, tmp_path) -> None:

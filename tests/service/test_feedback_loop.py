@@ -22,6 +22,11 @@ SMALL = {
     "warmup_steps": 5,
     "validation_users": 300,
     "query_share": 0.0,
+    # the loop is what is tested here, not the choice of the scoring settings
+    "cooccurrence_weight": 0,
+    "borrowed_ids": 0,
+    "new_item_scale": 1,
+    "new_item_text_weight": 0,
 }
 
 

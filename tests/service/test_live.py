@@ -107,6 +107,12 @@ def registry(slice_files, tmp_path_factory):
                 "batch_size": 64,
                 "warmup_steps": 5,
                 "validation_users": 300,
+                # what these tests check (versions, swaps) needs no choice of scoring settings
+                "refit": False,
+                "cooccurrence_weight": 0,
+                "borrowed_ids": 0,
+                "new_item_scale": 1,
+                "new_item_text_weight": 0,
             }
         )
     )

@@ -44,6 +44,9 @@ SMALL = dict(
     validation_users=300,
     query_share=0.0,  # what is tested here does not depend on queries (test_query_training)
 )
+#: the scoring settings given, for the tests that do not look at their choice (each choice
+#: scores the validation split for every setting of its grid)
+GIVEN = dict(cooccurrence_weight=0.0, borrowed_ids=0, new_item_scale=1.0, new_item_text_weight=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -183,15 +186,15 @@ def test_incompatible_model_directory(tmp_path, trained) -> None:
 
 def test_resume_continues_from_the_checkpoint(beauty_slice, encoder, tmp_path) -> None:
     data = leave_last_out(beauty_slice)["test"].fit
-    cfg = TrainConfig(**{**SMALL, "epochs": 2})
+    cfg = TrainConfig(**{**SMALL, **GIVEN, "epochs": 2})
     first = Trainer(cfg, space=TextSpace(encoder), checkpoint_dir=tmp_path, progress=False)
     first.fit(data)
-    more = TrainConfig(**{**SMALL, "epochs": 2})
+    more = TrainConfig(**{**SMALL, **GIVEN, "epochs": 2})
     again = Trainer(more, space=TextSpace(encoder), checkpoint_dir=tmp_path, progress=False)
     again.fit(data)
     assert [e.epoch for e in again.state.history] == [1, 2]  # nothing left to do: resumed
     other = Trainer(
-        TrainConfig(**{**SMALL, "dim": 16}),
+        TrainConfig(**{**SMALL, **GIVEN, "dim": 16}),
         space=TextSpace(encoder),
         checkpoint_dir=tmp_path,
         progress=False,
@@ -209,7 +212,7 @@ def test_an_interrupted_run_resumes_as_if_it_had_not_stopped(
     from promptrec.train.fast import FastMode
 
     data = leave_last_out(beauty_slice)["test"].fit
-    cfg = TrainConfig(**{**SMALL, "epochs": 4, "query_share": 0.5, "cooccurrence_weight": 0.0})
+    cfg = TrainConfig(**{**SMALL, **GIVEN, "epochs": 4, "query_share": 0.5})
     space = TextSpace(encoder)
     whole = Trainer(cfg, space=space, checkpoint_dir=tmp_path / "a", progress=False).fit(data)
 
@@ -246,7 +249,7 @@ def test_an_interrupted_refit_resumes_where_it_stopped(
     from promptrec.train.fast import FastMode
 
     data = leave_last_out(beauty_slice)["test"].fit
-    cfg = TrainConfig(**{**SMALL, "epochs": 4, "refit": True, "cooccurrence_weight": 0.0})
+    cfg = TrainConfig(**{**SMALL, **GIVEN, "epochs": 4, "refit": True})
     space = TextSpace(encoder)
     whole = Trainer(cfg, space=space, checkpoint_dir=tmp_path / "a", progress=False).fit(data)
     best = whole.info["summary"]["best_epoch"]
@@ -282,7 +285,7 @@ def test_bad_settings_are_config_errors() -> None:
 @pytest.mark.parametrize("loss", ["bce", "sampled-softmax"])
 def test_other_losses_train(loss, beauty_slice, encoder) -> None:
     data = leave_last_out(beauty_slice)["test"].fit
-    cfg = TrainConfig(**{**SMALL, "epochs": 3, "loss": loss, "num_negatives": 32})
+    cfg = TrainConfig(**{**SMALL, **GIVEN, "epochs": 3, "loss": loss, "num_negatives": 32})
     trainer = Trainer(cfg, space=TextSpace(encoder), progress=False)
     trainer.fit(data)
     losses = [e.loss for e in trainer.state.history]
@@ -331,7 +334,7 @@ def test_a_step_over_the_batch_items_equals_one_over_the_catalogue(beauty_slice,
 
 def test_training_above_sample_above_learns(beauty_slice, encoder) -> None:
     data = leave_last_out(beauty_slice)["test"].fit
-    cfg = TrainConfig(**{**SMALL, "epochs": 4, "sample_above": 0, "num_negatives": 64})
+    cfg = TrainConfig(**{**SMALL, **GIVEN, "epochs": 4, "sample_above": 0, "num_negatives": 64})
     trainer = Trainer(cfg, space=TextSpace(encoder), progress=False)
     scorer = trainer.fit(data)
     assert trainer.sampled

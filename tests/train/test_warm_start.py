@@ -35,6 +35,7 @@ SMALL = dict(
     batch_size=64,
     warmup_steps=5,
     validation_users=300,
+    refit=False,  # the old model's; the warm start that checks what a refit learns gives it
     query_share=0.0,
     cooccurrence_weight=0.1,
     cooccurrence_decay=0.5,
@@ -137,7 +138,7 @@ def test_known_items_keep_their_id_rows_and_new_ones_start_fresh(grown) -> None:
 
 def test_a_warm_start_begins_at_the_old_model_and_keeps_its_settings(grown, tmp_path) -> None:
     test, whole, _, cut, old = grown
-    cfg = warm_config(old.config_, {"epochs": 3})
+    cfg = warm_config(old.config_, {"epochs": 3, "refit": True})
     assert cfg.patience == WARM_PATIENCE and cfg.epochs == 3 and cfg.dim == 32
     warm = Trainer(cfg, progress=False, init_from=old).fit(whole)
     history = warm.info["validation"]
