@@ -51,16 +51,23 @@ class Split:
         return Split(self.name, self.fit, [self.histories[i] for i in pick], self.targets[pick])
 
 
-def _positions_from_end(ev: pd.DataFrame) -> np.ndarray:
+def known_events(dataset: Dataset) -> pd.DataFrame:
+    """``dataset``'s log as the splits see it: chronological per user, events of items in the
+    catalogue alone."""
+    ev = chronological(dataset.events)
+    return ev[ev["item_id"].map(dataset.item_index).notna()]
+
+
+def positions_from_end(ev: pd.DataFrame) -> np.ndarray:
+    """Each event's place from its user's newest in a chronological log (0: the newest)."""
     return ev.groupby("user_id", sort=False).cumcount(ascending=False).to_numpy()
 
 
 def leave_last_out(dataset: Dataset) -> dict[SplitName, Split]:
     """Split a dataset into its validation and test splits (see module docstring)."""
     index = dataset.item_index
-    ev = chronological(dataset.events)
-    ev = ev[ev["item_id"].map(index).notna()]
-    from_end = _positions_from_end(ev)
+    ev = known_events(dataset)
+    from_end = positions_from_end(ev)
     sizes = ev.groupby("user_id", sort=False)["user_id"].transform("size").to_numpy()
     evaluated = sizes >= MIN_INTERACTIONS
     is_test = evaluated & (from_end == 0)

@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from promptrec.data.dataset import Dataset, chronological
-from promptrec.data.split import Split, leave_last_out
+from promptrec.data.dataset import Dataset
+from promptrec.data.split import Split, known_events, leave_last_out, positions_from_end
 from promptrec.errors import ConfigError
 from promptrec.train.config import ScoringConfig, TrainConfig
 from promptrec.train.model import TwoTowerModel
@@ -195,11 +195,8 @@ def fit_without_targets(data: Dataset, val: Split) -> Split:
     event, the validated epochs would see nothing the old model had not (on amazon-beauty the
     warm start stopped after one epoch and refitted for one: test NDCG@10 5.9% under a
     from-scratch model)."""
-    users = {h.user_id for h in val.histories}
-    ev = chronological(data.events)
-    ev = ev[ev["item_id"].map(data.item_index).notna()]  # as leave_last_out
-    last = ev.groupby("user_id", sort=False).cumcount(ascending=False).to_numpy() == 0
-    held = last & ev["user_id"].isin(users).to_numpy()
+    ev = known_events(data)
+    held = (positions_from_end(ev) == 0) & ev["user_id"].isin(val.user_ids).to_numpy()
     return Split(val.name, data.with_events(ev[~held].sort_index()), val.histories, val.targets)
 
 
@@ -231,8 +228,7 @@ def fresh_validation(data: Dataset, after: float | None) -> Split:
             "every user's last interaction"
         )
         return val
-    ev = chronological(data.events)
-    ev = ev[ev["item_id"].map(data.item_index).notna()]
+    ev = known_events(data)
     newest = ev.groupby("user_id", sort=False)["timestamp"].last()
     times = newest.reindex(val.user_ids).to_numpy()
     keep = np.flatnonzero(times > after)
