@@ -16,6 +16,46 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``-n 2`` in pyproject.toml), one thread of torch and BLAS per
+    worker, the servers and Ray workers they start included (they inherit the environment):
+    the workers share the cores, and two workers of one thread each do more than one worker
+    of two threads on the small batches tests run."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[name] = "1"
+        import sys
+
+        if "torch" in sys.modules:  # imported before this hook: the variables came too late
+            sys.modules["torch"].set_num_threads(1)
+
+
+#: the test files that take longest (``--durations``: a few minutes each on 2 cores), started
+#: first: collected last (alphabetically), they kept one xdist worker busy minutes after the
+#: other had finished
+LONGEST_FIRST = (
+    "train/test_full.py",
+    "test_ray_batch.py",
+    "service/test_hostile.py",
+    "service/test_fuzz.py",
+    "train/test_trainer.py",
+    "service/test_live.py",
+    "service/test_faults.py",
+    "service/test_workers.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest files first (:data:`LONGEST_FIRST`), the rest in their own order."""
+
+    def rank(item: pytest.Item) -> int:
+        path = item.path.relative_to(REPO_ROOT / "tests").as_posix()
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    if all(item.path.is_relative_to(REPO_ROOT / "tests") for item in items):
+        items.sort(key=rank)  # stable: each file's tests keep their order
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The folder of real data sets, ``../shared/data`` beside the repository."""
@@ -42,10 +82,15 @@ def ml100k(shared_data: Path):
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Embedding cache in a session temp folder, never the user's ~/.cache."""
-    import os
-
-    os.environ["PROMPTREC_CACHE_DIR"] = str(tmp_path_factory.mktemp("embedding-cache"))
+    """Embedding cache in this run's temp folder, never the user's ~/.cache. The xdist workers
+    share one (as a service's workers do: the caches are made for several processes), so an
+    item text one worker encoded is not encoded again by the other."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = tmp_path_factory.getbasetemp().parent / "embedding-cache"  # this run's root
+        shared.mkdir(exist_ok=True)
+        os.environ["PROMPTREC_CACHE_DIR"] = str(shared)
+    else:
+        os.environ["PROMPTREC_CACHE_DIR"] = str(tmp_path_factory.mktemp("embedding-cache"))
 
 
 @pytest.fixture(scope="session")

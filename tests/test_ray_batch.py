@@ -28,9 +28,9 @@ def fresh_cache(tmp_path, monkeypatch):
 def test_encoding_on_ray_resumes_after_an_interruption(
     local_ray, fresh_cache, beauty_slice, monkeypatch
 ) -> None:
-    texts = ItemPrompter().texts(beauty_slice.items.iloc[:300])
+    texts = ItemPrompter().texts(beauty_slice.items.iloc[:160])
     distinct = len(set(texts))
-    monkeypatch.setattr(ray_batch, "RESULT_BATCH", 64)
+    monkeypatch.setattr(ray_batch, "RESULT_BATCH", 32)
     store, stored = CachedEncoder.store, []
 
     def stop_after_two_batches(self, keys, vectors):
@@ -40,14 +40,13 @@ def test_encoding_on_ray_resumes_after_an_interruption(
         return store(self, keys, vectors)
 
     monkeypatch.setattr(CachedEncoder, "store", stop_after_two_batches)
+    one = {"address": "local", "batch_size": 16, "concurrency": 1, "progress": False}
     with pytest.raises(KeyboardInterrupt):
-        ray_batch.encode_on_ray("default", texts, address="local", batch_size=32, progress=False)
+        ray_batch.encode_on_ray("default", texts, **one)
     monkeypatch.setattr(CachedEncoder, "store", store)
-    assert stored == [64, 64]
-    encoded, cached = ray_batch.encode_on_ray(
-        "default", texts, address="local", batch_size=32, progress=False
-    )
-    assert (encoded, cached) == (distinct - 128, 128)  # what was finished is not sent again
+    assert stored == [32, 32]
+    encoded, cached = ray_batch.encode_on_ray("default", texts, **one)
+    assert (encoded, cached) == (distinct - 64, 64)  # what was finished is not sent again
     assert ray_batch.encode_on_ray("default", texts, address="local", progress=False) == (
         0,
         distinct,

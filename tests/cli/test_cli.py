@@ -87,6 +87,8 @@ def test_evaluate_writes_json_markdown_and_report(files, tmp_path, cli) -> None:
             str(events),
             "-s",
             "popularity,itemknn,mean-of-items,recent",
+            "--splits",
+            "test",
             "--output",
             str(tmp_path / "r.json"),
             "--markdown",

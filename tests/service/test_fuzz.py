@@ -5,7 +5,7 @@ types, missing fields, out-of-range values, odd strings), with the API key. No a
 5xx, and every answer must match the schema: a documented status code and content type, and a
 body that validates against that status code's model.
 
-``PROMPTREC_FUZZ_EXAMPLES`` (default 40 per operation and mode) and ``PROMPTREC_FUZZ_SEED``
+``PROMPTREC_FUZZ_EXAMPLES`` (default 30 per operation and mode) and ``PROMPTREC_FUZZ_SEED``
 (default: a fixed derandomised run, the same examples on every run) make longer or other runs.
 """
 
@@ -19,7 +19,7 @@ import pytest
 
 from promptrec.service.process import LiveServer
 
-EXAMPLES = int(os.environ.get("PROMPTREC_FUZZ_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("PROMPTREC_FUZZ_EXAMPLES", "30"))
 SEED = os.environ.get("PROMPTREC_FUZZ_SEED")
 KEY = "test-key"
 

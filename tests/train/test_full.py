@@ -14,27 +14,27 @@ from promptrec.data.loaders import load_dataset
 from promptrec.encoders import load_encoder
 from promptrec.errors import ConfigError, ModelError
 from promptrec.scorers import PromptScorer, TextSpace
-from promptrec.train import TrainConfig, Trainer
+from promptrec.train import TrainConfig, Trainer, full
 from promptrec.train.full import FullMode, language_model, pair_loss
 from promptrec.train.lm import ItemStates
 from promptrec.train.load import load_model
 from promptrec.train.queries import TrainingQueries
 
-# a few steps of a small run: 2 epochs of 64 pairs
+# a few steps of a small run: 2 epochs of 32 pairs
 SMALL = {
     "mode": "full",
     "epochs": 2,
-    "epoch_pairs": 64,
+    "epoch_pairs": 32,
     "batch_size": 16,
     "num_negatives": 32,
-    "validation_users": 40,
+    "validation_users": 24,
     "lora_r": 4,
 }
 
 
 @pytest.fixture(scope="module")
 def tiny(beauty_slice) -> Dataset:
-    users = beauty_slice.user_ids[:40]
+    users = beauty_slice.user_ids[:24]
     events = beauty_slice.events[beauty_slice.events["user_id"].isin(users)]
     items = beauty_slice.items[beauty_slice.items["item_id"].isin(set(events["item_id"]))]
     return Dataset(items, events, "tiny")
@@ -98,10 +98,10 @@ def test_tuning_that_does_not_help_keeps_the_untuned_model(tiny, tmp_path, monke
 
 
 def test_full_mode_resumes_an_interrupted_run(tiny, tmp_path, monkeypatch) -> None:
-    users = tiny.user_ids[:20]
+    users = tiny.user_ids[:12]
     events = tiny.events[tiny.events["user_id"].isin(users)]
     tiny = Dataset(tiny.items[tiny.items["item_id"].isin(set(events["item_id"]))], events, "t")
-    cfg = TrainConfig(**{**SMALL, "validation_users": 20})
+    cfg = TrainConfig(**{**SMALL, "validation_users": 12})
     hist = tiny.histories()[:10]
     whole = Trainer(cfg, checkpoint_dir=tmp_path / "a", progress=False).fit(tiny)
 
@@ -126,6 +126,8 @@ def test_full_mode_resumes_an_interrupted_run(tiny, tmp_path, monkeypatch) -> No
     ]
     np.testing.assert_allclose(resumed.score(hist), whole.score(hist), atol=1e-5)
 
+    # a checkpoint that cannot resume fails before the language model is even loaded
+    monkeypatch.setattr(full, "language_model", lambda *a: pytest.fail("loaded"))
     other = TrainConfig(**{**cfg.model_dump(), "lora_r": 8})
     with pytest.raises(ConfigError, match="other settings"):
         Trainer(other, checkpoint_dir=tmp_path / "b", progress=False).fit(tiny)

@@ -37,6 +37,7 @@ from promptrec.errors import ConfigError
 from promptrec.scorers.base import Scorer
 from promptrec.scorers.popularity import item_counts
 from promptrec.scorers.text import TextSpace
+from promptrec.train.checkpoints import check_checkpoint
 from promptrec.train.config import ScoringConfig, TrainConfig
 from promptrec.train.cooccurrence import (
     COOCCURRENCE_DECAYS,
@@ -168,6 +169,8 @@ class Trainer:
         self._data_key = log_fingerprint(data)  # a checkpoint resumes only on the same log
         if self.init_from is not None:
             self._data_key += f"+warm:{start_key(self.init_from)}"
+        check_checkpoint(self.checkpoint_dir, self.config, self._data_key)  # before the set-up
+        if self.init_from is not None:
             return self._fit_warm(data, self.init_from)
         if self.config.mode == "full":
             return self._fit_full(data)
