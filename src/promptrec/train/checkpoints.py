@@ -36,34 +36,24 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    directory: Path | None, config: TrainConfig, data_key: str
+    directory: Path | None, config: TrainConfig, data_key: str, *, mmap: bool = False
 ) -> dict[str, Any] | None:
     """The checkpoint in ``directory`` (None when there is none); one made with other settings
-    or on another log is a :class:`ConfigError`."""
+    or on another log is a :class:`ConfigError`. ``mmap``: the file memory-mapped, its tensors
+    read only when used (:func:`check_checkpoint`)."""
     if directory is None or not (directory / "last.pt").exists():
         return None
-    ckpt = torch.load(directory / "last.pt", weights_only=False)
-    _check(directory, ckpt, config, data_key)
-    return ckpt
-
-
-def check_checkpoint(directory: Path | None, config: TrainConfig, data_key: str) -> None:
-    """Raise :func:`load_checkpoint`'s :class:`ConfigError` now, before the costly set-up of a
-    run (item texts encoded, a language model loaded) that could not resume from it. The file
-    is memory-mapped: its tensors are not read."""
-    if directory is None or not (directory / "last.pt").exists():
-        return
-    _check(
-        directory,
-        torch.load(directory / "last.pt", weights_only=False, mmap=True),
-        config,
-        data_key,
-    )
-
-
-def _check(directory: Path, ckpt: dict[str, Any], config: TrainConfig, data_key: str) -> None:
+    ckpt = torch.load(directory / "last.pt", weights_only=False, mmap=mmap)
     if ckpt["config"] != config.model_dump() or ckpt.get("data") != data_key:
         raise ConfigError(
             f"{directory}: the checkpoint was made with other settings or another log; "
             "use another --output, --restart, or the same settings and data to resume"
         )
+    return ckpt
+
+
+def check_checkpoint(directory: Path | None, config: TrainConfig, data_key: str) -> None:
+    """Raise :func:`load_checkpoint`'s :class:`ConfigError` now, before the costly set-up of a
+    run (item texts encoded, a language model loaded) that could not resume from it; the
+    tensors are not read."""
+    load_checkpoint(directory, config, data_key, mmap=True)
