@@ -16,6 +16,7 @@ and the model is retrained on it:
 Usage::
 
     python benchmarks/feedback_loop.py --data movielens-100k --slices 4
+    python benchmarks/feedback_loop.py --data movielens-100k --variants none,warm --seed 1
     python benchmarks/feedback_loop.py --data amazon-beauty --cut last --slices 3 \
         --checkpoints results/tmp/loop   # over several sittings
 
@@ -28,8 +29,8 @@ model there: a run stopped at any moment goes on where it stopped when started a
 model is reused once its ``train_log`` fingerprint is checked), each retraining's time summed
 over its sittings.
 
-Writes ``results/feedback_loop-<data>.json`` and ``.md`` (hit rate per slice, each retraining's
-time on this machine).
+Writes ``results/feedback_loop-<data>.json`` and ``.md`` (``-seed<N>`` added for ``--seed N``
+other than 0; hit rate per slice, each retraining's time on this machine).
 """
 
 from __future__ import annotations
@@ -119,12 +120,18 @@ def main() -> None:
         help="checkpoint each training here and keep its model: a stopped run goes on where "
         "it stopped (its retraining times then add up the sittings)",
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the trainings' seed (a warm start keeps its model's): another run of the same loop",
+    )
     parser.add_argument("--out", default=str(ROOT / "results"))
     args = parser.parse_args()
     store = Path(args.checkpoints) / args.data if args.checkpoints else None
 
     def scratch(checkpoints: Path | None) -> Trainer:
-        return Trainer(TrainConfig(), progress=False, checkpoint_dir=checkpoints)
+        return Trainer(TrainConfig(seed=args.seed), progress=False, checkpoint_dir=checkpoints)
 
     def warm_from(old: Scorer, checkpoints: Path | None) -> Trainer:
         return Trainer(init_from=old, progress=False, checkpoint_dir=checkpoints)
@@ -135,6 +142,7 @@ def main() -> None:
     result: dict = {
         "data": args.data,
         "cut_by": args.cut,
+        "seed": args.seed,
         "events": len(data.events),
         "base_events": len(parts[0]),
         "slices": [],
@@ -163,14 +171,16 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / f"feedback_loop-{args.data}.json").write_text(json.dumps(result, indent=2))
-        (out / f"feedback_loop-{args.data}.md").write_text(markdown(result))
+        stem = f"feedback_loop-{args.data}" + (f"-seed{args.seed}" if args.seed else "")
+        (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
+        (out / f"{stem}.md").write_text(markdown(result))
 
 
 def markdown(result: dict) -> str:
     variants = result["variants"]
     lines = [
-        f"# Feedback loop: {result['data']}",
+        f"# Feedback loop: {result['data']}"
+        + (f", seed {result['seed']}" if result.get("seed") else ""),
         "",
         f"Base model on the oldest {result['base_events']:,} of {result['events']:,} events "
         + ("by time; " if result.get("cut_by", "time") == "time" else "by each user's order; ")

@@ -11,7 +11,8 @@ For each size (``--sizes``): writes the shop as files, then measures
   saved graph), and each worker's memory;
 * ``GET /recommend``: p50/p99 for known users, with a live query, and with a category filter
   (one connection, closed loop);
-* ``POST /events``: single-event requests on 4 connections: acknowledged events/s, p50/p99;
+* ``POST /events``: single-event requests on 4 and on 64 connections (closed loop):
+  acknowledged events/s, p50/p99;
 * ``PUT /items``: latency of five new items and five changes, and the time until every
   worker serves each (asked of each worker on its own connection); one ``DELETE``;
 * ANN quality: recall@10 of the served index against exact search, with the user's history
@@ -27,14 +28,13 @@ Give it the machine alone. Writes ``results/scale.{json,md}``::
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
-import random
 import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -42,6 +42,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from events_load import post_loop
 from promptrec.service.process import LiveServer, clients_per_worker
 
 ADJECTIVES = (
@@ -175,39 +176,16 @@ def timed_gets(client: httpx.Client, paths: list[str], seconds: float) -> dict:
     return percentiles(latencies)
 
 
-def post_events(url: str, key: str, items: list[str], seconds: float, conns: int = 4) -> dict:
-    latencies: list[float] = []
-    acked = [0]
-    lock = threading.Lock()
-    end = time.perf_counter() + seconds
+def post_events(url: str, key: str, items: list[str], seconds: float, conns: int) -> dict:
+    """Single-event ``POST /events`` on ``conns`` connections, closed loop, with the light
+    client of ``events_load.py``: acknowledged events/s and latency."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    r = asyncio.run(post_loop(host, int(port), key, items, seconds, conns))
+    assert r["errors"] == 0, r
+    return {"acked_per_s": r["rate"], "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"]}
 
-    def work(c: int) -> None:
-        rng = random.Random(c)
-        with httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=60) as client:
-            while time.perf_counter() < end:
-                event = {
-                    "user_id": f"load-{c}-{rng.randrange(1000)}",
-                    "item_id": rng.choice(items),
-                    "event": "view",
-                }
-                t = time.perf_counter()
-                r = client.post("/events", json={"events": [event]})
-                ms = (time.perf_counter() - t) * 1000
-                assert r.status_code == 200, r.text
-                with lock:
-                    latencies.append(ms)
-                    acked[0] += 1
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=work, args=(c,)) for c in range(conns)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return {
-        **percentiles(latencies),
-        "acked_per_s": round(acked[0] / (time.perf_counter() - started), 1),
-    }
+EVENT_CONNECTIONS = (4, 64)
 
 
 def ann_quality(catalog: Path, log: Path, n_users: int = 500) -> dict:
@@ -416,9 +394,11 @@ def measure(
             report["recommend with a query"] = timed_gets(client, queries, seconds)
             filtered = [f"/recommend?user_id={u}&k=10&category=Makeup" for u in known_users]
             report["recommend with a category filter"] = timed_gets(client, filtered, seconds)
-        report["POST /events, one event each, 4 connections"] = post_events(
-            server.url, key, items["item_id"].sample(1000, random_state=1).tolist(), seconds
-        )
+        posted = items["item_id"].sample(1000, random_state=1).tolist()
+        for conns in EVENT_CONNECTIONS:
+            report[f"POST /events, one event each, {conns} connections"] = post_events(
+                server.url, key, posted, seconds, conns
+            )
         report["catalogue changes"] = catalogue_changes(server.url, key, workers)
         brands = items["brand"].drop_duplicates().sample(5, random_state=2).tolist()
         report["new item found by its title"] = found_by_title(server.url, key, known_users, brands)
@@ -494,7 +474,10 @@ def main() -> None:
     def started(r: dict, which: str) -> str:
         return f"{r[which]['seconds']} ({r[which]['rss_gb_per_worker']})"
 
-    events_phase = "POST /events, one event each, 4 connections"
+    def posted(r: dict, conns: int) -> str:
+        phase = f"POST /events, one event each, {conns} connections"
+        return f"{r[phase]['acked_per_s']} ({pair(r, phase)})" if phase in r else "-"
+
     rows = {
         "events": lambda r: f"{r['events']:,}",
         "ingest s (peak GB)": lambda r: f"{r['ingest']['seconds']} ({r['ingest']['peak_gb']})",
@@ -508,9 +491,10 @@ def main() -> None:
         "/recommend with a category filter p50 / p99 ms": lambda r: pair(
             r, "recommend with a category filter"
         ),
-        "POST /events acked/s (p50 / p99 ms)": lambda r: (
-            f"{r[events_phase]['acked_per_s']} ({pair(r, events_phase)})"
-        ),
+        **{
+            f"POST /events, {c} connections: acked/s (p50 / p99 ms)": (lambda r, c=c: posted(r, c))
+            for c in EVENT_CONNECTIONS
+        },
         "PUT /items p50 / p99 ms (10 changes)": lambda r: pair(r["catalogue changes"], "put"),
         "served by every worker after p50 / max ms": lambda r: (
             f"{r['catalogue changes']['served_everywhere']['p50_ms']} / "
