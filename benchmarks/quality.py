@@ -10,6 +10,7 @@ Usage::
 
     python benchmarks/quality.py                       # both data sets, every variant
     python benchmarks/quality.py --data amazon-beauty --variants default,bce
+    python benchmarks/quality.py --data movielens-100k --variants default --seed 1  # another run
 
 Writes ``results/quality.json`` and ``results/quality.md``. Zero-shot rows are read from
 ``results/<data>.json`` (written by ``benchmarks/zero_shot.sh``) when present.
@@ -117,6 +118,13 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--out", default=str(ROOT / "results"))
     parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the trainings' seed; other than 0, each result is kept as <variant>-seed<N> "
+        "(the same settings, another run)",
+    )
+    parser.add_argument(
         "--target",
         choices=("test", "validation"),
         default="test",
@@ -166,12 +174,13 @@ def main() -> None:
         block["peers"] = peers(name)
         block.update(zero_shot(name, Path(args.zero_shot)))
         for variant in args.variants.split(","):
-            cfg = TrainConfig(**VARIANTS[variant])
+            cfg = TrainConfig(**VARIANTS[variant], seed=args.seed)
             t0 = time.perf_counter()
             scorer = Trainer(cfg).fit(split.fit)
             seconds = time.perf_counter() - t0
+            key = f"{variant}-seed{args.seed}" if args.seed else variant
             if args.models:
-                scorer.save(Path(args.models) / f"{name}-{variant}", split.fit)
+                scorer.save(Path(args.models) / f"{name}-{key}", split.fit)
             res = evaluate_scorer(scorer, split, progress=False)
             summary = scorer.info["summary"]
             alone = None
@@ -181,8 +190,8 @@ def main() -> None:
                 scorer.scoring.cooccurrence_weight = 0.0
                 alone = evaluate_scorer(scorer, split, progress=False).metrics
                 scorer.scoring.cooccurrence_weight = weight
-            into[variant] = {
-                "config": VARIANTS[variant],
+            into[key] = {
+                "config": {**VARIANTS[variant], **({"seed": args.seed} if args.seed else {})},
                 "validation": summary["validation_ndcg10"],
                 "best_epoch": summary["best_epoch"],
                 "cooccurrence": {k: summary.get(f"cooccurrence_{k}") for k in ("weight", "decay")},
@@ -201,7 +210,7 @@ def main() -> None:
                 "train_seconds": round(seconds, 1),
                 **{m: round(v, 6) for m, v in res.metrics.items()},
             }
-            print(name, args.target, variant, into[variant], flush=True)
+            print(name, args.target, key, into[key], flush=True)
             results_path.write_text(json.dumps(results, indent=2))
     (out / "quality.md").write_text(markdown(results, out))
 
