@@ -8,6 +8,7 @@ tests of the PostgreSQL store without a server (``PROMPTREC_TEST_POSTGRES_URL``;
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,8 +25,6 @@ def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[name] = "1"
-        import sys
-
         if "torch" in sys.modules:  # imported before this hook: the variables came too late
             sys.modules["torch"].set_num_threads(1)
 

@@ -166,9 +166,9 @@ class Trainer:
         """Train on ``data`` with its own validation split; return the trained scorer (fast
         mode: :class:`TrainedScorer`, refitted; full mode:
         :class:`~promptrec.train.full.FullTunedScorer`)."""
-        self._data_key = log_fingerprint(data)  # a checkpoint resumes only on the same log
-        if self.init_from is not None:
-            self._data_key += f"+warm:{start_key(self.init_from)}"
+        # a checkpoint resumes only on the same log (and, warm, from the same model)
+        warm = "" if self.init_from is None else f"+warm:{start_key(self.init_from)}"
+        self._data_key = log_fingerprint(data) + warm
         check_checkpoint(self.checkpoint_dir, self.config, self._data_key)  # before the set-up
         if self.init_from is not None:
             return self._fit_warm(data, self.init_from)
