@@ -149,9 +149,10 @@ def run(cmd: list[str]) -> tuple[float, float]:
     return seconds, peak / 1e6
 
 
-def rss_gb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+def memory_gb(pid: int, what: str, file: str = "status") -> float:
+    """A process's ``what`` line (``VmRSS`` in ``status``, ``Pss`` in ``smaps_rollup``), GB."""
+    for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+        if line.startswith(what + ":"):
             return int(line.split()[1]) / 1e6
     return float("nan")
 
@@ -329,12 +330,17 @@ def found_by_title(url: str, key: str, known_users: list[str], brands: list[str]
     }
 
 
-def worker_rss(url: str, workers: int) -> list[float]:
+def worker_memory(url: str, workers: int) -> dict[str, list[float]]:
+    """Each worker's resident memory (RSS) and its proportional share (PSS: pages shared with
+    the other workers, such as the store's memory-mapped copies, counted once in all)."""
     clients = clients_per_worker(url, workers, timeout=120, request_timeout=3600)
-    rss = [round(rss_gb(pid), 2) for pid in sorted(clients)]
+    pids = sorted(clients)
     for client in clients.values():
         client.close()
-    return rss
+    return {
+        "rss": [round(memory_gb(pid, "VmRSS"), 2) for pid in pids],
+        "pss": [round(memory_gb(pid, "Pss", "smaps_rollup"), 2) for pid in pids],
+    }
 
 
 def start_server(args: list[str], work: Path, workers: int, report: dict, name: str) -> LiveServer:
@@ -350,7 +356,7 @@ def start_server(args: list[str], work: Path, workers: int, report: dict, name: 
     assert len(up) == workers
     report[name] = {
         "seconds": round(time.perf_counter() - t, 1),
-        "rss_gb_per_worker": worker_rss(server.url, workers),
+        **{f"{k}_gb_per_worker": v for k, v in worker_memory(server.url, workers).items()},
     }
     return server
 
@@ -402,7 +408,9 @@ def measure(
         report["catalogue changes"] = catalogue_changes(server.url, key, workers)
         brands = items["brand"].drop_duplicates().sample(5, random_state=2).tolist()
         report["new item found by its title"] = found_by_title(server.url, key, known_users, brands)
-        report["rss_gb_per_worker_after"] = worker_rss(server.url, workers)
+        memory = worker_memory(server.url, workers)
+        report["rss_gb_per_worker_after"] = memory["rss"]
+        report["pss_gb_per_worker_after"] = memory["pss"]
     finally:
         server.stop()
     # a restart after those changes: the saved texts, vectors and graph serve every row that
@@ -471,8 +479,12 @@ def main() -> None:
     def pair(r: dict, phase: str) -> str:
         return f"{r[phase]['p50_ms']} / {r[phase]['p99_ms']}"
 
+    def memory(r: dict, rss: str, pss: str) -> str:  # PSS: measured since 2026-12-08
+        return f"{r[rss]} / {r[pss]}" if pss in r else f"{r[rss]}"
+
     def started(r: dict, which: str) -> str:
-        return f"{r[which]['seconds']} ({r[which]['rss_gb_per_worker']})"
+        held = memory(r[which], "rss_gb_per_worker", "pss_gb_per_worker")
+        return f"{r[which]['seconds']} ({held})"
 
     def posted(r: dict, conns: int) -> str:
         phase = f"POST /events, one event each, {conns} connections"
@@ -481,9 +493,9 @@ def main() -> None:
     rows = {
         "events": lambda r: f"{r['events']:,}",
         "ingest s (peak GB)": lambda r: f"{r['ingest']['seconds']} ({r['ingest']['peak_gb']})",
-        "first start s (RSS GB per worker)": lambda r: started(r, "first start"),
-        "second start s (RSS GB per worker)": lambda r: started(r, "second start"),
-        "start after the catalogue changes s (RSS GB per worker)": lambda r: (
+        "first start s (RSS / PSS GB per worker)": lambda r: started(r, "first start"),
+        "second start s (RSS / PSS GB per worker)": lambda r: started(r, "second start"),
+        "start after the catalogue changes s (RSS / PSS GB per worker)": lambda r: (
             started(r, "start after changes") if "start after changes" in r else "-"
         ),
         "/recommend known user p50 / p99 ms": lambda r: pair(r, "recommend known user"),
@@ -508,7 +520,9 @@ def main() -> None:
             if "new item found by its title" in r
             else "-"
         ),
-        "RSS per worker after the phases GB": lambda r: f"{r['rss_gb_per_worker_after']}",
+        "RSS / PSS per worker after the phases GB": lambda r: memory(
+            r, "rss_gb_per_worker_after", "pss_gb_per_worker_after"
+        ),
         "index; recall@10 vs exact (history excluded / + filter)": lambda r: "{}; {} / {}".format(
             *(r["ann recall@10"][k] for k in ("index", "history excluded", "and a category filter"))
         ),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from promptrec.store import copies
 from promptrec.store.database import Database
 
 UPSERT = (
@@ -24,7 +25,9 @@ def upsert_item(db: Database, item_id: str, text: str) -> bool:
 
 
 def delete_item(db: Database, item_id: str) -> bool:
-    """Remove an item, its events and its embedding records; True when it existed."""
+    """Remove an item, its events and its embedding records; True when it existed. The log's
+    copy on disk goes too, once the transaction commits."""
+    copies.discard_log(db)
     db.execute("DELETE FROM embeddings WHERE item_id = ?", (str(item_id),))
     return db.execute("DELETE FROM items WHERE item_id = ?", (str(item_id),)).rowcount > 0
 

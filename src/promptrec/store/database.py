@@ -19,7 +19,7 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import IO, Any
@@ -78,6 +78,7 @@ class Database:
         self.lock = threading.RLock()
         self._in_transaction = False
         self._owner: int | None = None  # the thread inside the transaction
+        self._after_commit: list[Callable[[], None]] = []
 
     def open_error(self, exc: BaseException) -> ConfigError:
         """A one-line error naming the store (never its password: :attr:`location` has none,
@@ -127,6 +128,8 @@ class Database:
                 self.begin()
                 yield self
                 self.commit()
+                for action in self._after_commit:
+                    action()
             except BaseException:
                 # a failed commit (disk full...) leaves the transaction open: close it; a broken
                 # connection cannot roll back; the first error is the one to see
@@ -135,6 +138,14 @@ class Database:
                 raise
             finally:
                 self._in_transaction, self._owner = False, None
+                self._after_commit.clear()
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once the open transaction commits (never if it rolls back): what
+        must follow a change that is certain (a file that copies rows just deleted goes)."""
+        if not self.in_transaction_here():
+            raise RuntimeError("after_commit outside a transaction of this thread")
+        self._after_commit.append(action)
 
     def in_transaction_here(self) -> bool:
         """Whether the calling thread is inside a transaction of this connection."""

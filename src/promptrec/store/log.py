@@ -16,6 +16,7 @@ import pandas as pd
 
 from promptrec.data.limits import text_problem
 from promptrec.errors import DataError
+from promptrec.store import copies
 from promptrec.store.database import Database
 from promptrec.store.events import Event, event_keys
 
@@ -95,8 +96,10 @@ def insert_many(db: Database, rows: Sequence[Event]) -> int:
 
 
 def delete_user(db: Database, user_id: str) -> dict[str, int]:
-    """Delete a user's events and searches; how many of each went."""
+    """Delete a user's events and searches; how many of each went. The log's copy on disk goes
+    too, once the transaction commits."""
     uid = (str(user_id),)
+    copies.discard_log(db)
     return {
         "events": db.execute("DELETE FROM events WHERE user_id = ?", uid).rowcount,
         "searches": db.execute("DELETE FROM searches WHERE user_id = ?", uid).rowcount,

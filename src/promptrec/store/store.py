@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from promptrec.data.limits import check_id
 from promptrec.data.readers import catalog_from_frame, events_from_frame, file_positions
 from promptrec.errors import DataError
 from promptrec.store import catalogue, log
+from promptrec.store.copies import CatalogueCopy, LogCopy, copy_path
 from promptrec.store.database import Database, PostgresDatabase, open_database
 from promptrec.store.events import (
     CheckedEvents,
@@ -83,6 +86,9 @@ class Store:
         path: the SQLite file, or None for a PostgreSQL store.
         location: the file, or the URL without its password (for messages).
         skipped: stored rows the last :meth:`dataset` could not serve, per table.
+        log_copy, catalogue_copy: the columnar copies of the log and the catalogue beside an
+            SQLite file, which :meth:`dataset` reads instead of every row
+            (:mod:`promptrec.store.copies`); None for a PostgreSQL or in-memory store.
 
     Raises:
         DataError: the store was written by a newer promptrec (a newer schema version).
@@ -107,6 +113,12 @@ class Store:
                     "ON CONFLICT(key) DO NOTHING",
                     (str(SCHEMA_VERSION),),
                 )
+                db.execute(  # what tells this store from another file of the same name
+                    "INSERT INTO meta(key, value) VALUES ('store_id', ?) "
+                    "ON CONFLICT(key) DO NOTHING",
+                    (uuid.uuid4().hex,),
+                )
+                store_id = db.execute("SELECT value FROM meta WHERE key='store_id'").fetchone()[0]
                 found = int(
                     db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
                 )
@@ -124,6 +136,9 @@ class Store:
                 f"({SCHEMA_VERSION}); upgrade promptrec",
                 file=self.location,
             )
+        log_path, items_path = copy_path(self.db, "log"), copy_path(self.db, "items")
+        self.log_copy = None if log_path is None else LogCopy(log_path, store_id)
+        self.catalogue_copy = None if items_path is None else CatalogueCopy(items_path, store_id)
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -362,18 +377,30 @@ class Store:
         changes = {
             iid: None if f is None else item_row(iid, f)[1] for iid, f in (pending or {}).items()
         }
-        with self.db.lock:
+        # items, then events, each read under the lock and made a frame outside it (an event
+        # of an item added in between names an item the frame lacks: histories skip it)
+        if self.catalogue_copy is not None and not changes:
+            rows_of = partial(catalogue.all_items, self.db)
+            frame, skipped_items = self.catalogue_copy.read(self.db, rows_of, items_frame)
+        else:
             items = catalogue.all_items(self.db)
-            events = self.db.read(f"SELECT {log.COLUMNS} FROM events ORDER BY id")
-        if changes:
-            kept = [(iid, changes.get(iid, text)) for iid, text in items]
-            items = [(iid, text) for iid, text in kept if text is not None]
-            present = {iid for iid, _ in kept}
-            items += [
-                (iid, t) for iid, t in changes.items() if t is not None and iid not in present
-            ]
-        frame, skipped_items = items_frame(items)
-        events_frame, skipped_events = log.events_frame(events)
+            if changes:
+                kept = [(iid, changes.get(iid, text)) for iid, text in items]
+                items = [(iid, text) for iid, text in kept if text is not None]
+                present = {iid for iid, _ in kept}
+                items += [
+                    (iid, t) for iid, t in changes.items() if t is not None and iid not in present
+                ]
+            frame, skipped_items = items_frame(items)
+            del items
+        if self.log_copy is not None:
+            events_frame, skipped_events = self.log_copy.read(
+                self.db, log.COLUMNS, log.events_frame
+            )
+        else:
+            events_frame, skipped_events = log.events_frame(
+                self.db.read(f"SELECT {log.COLUMNS} FROM events ORDER BY id")
+            )
         gone = skipped_items + [iid for iid, t in changes.items() if t is None]
         if gone:
             events_frame = events_frame[~events_frame["item_id"].isin(gone)].reset_index(drop=True)
