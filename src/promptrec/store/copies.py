@@ -33,6 +33,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,19 +117,23 @@ def _write(path: Path, table: pa.Table, meta: dict[str, Any]) -> bool:
 LogFramer = Callable[[Sequence[tuple]], tuple[pd.DataFrame, int]]
 
 
-class LogCopy:
-    """The behaviour log's copy of one SQLite store (see the module docstring).
+@dataclass
+class _Copy:
+    """A copy of one table of one SQLite store.
 
     Args:
         path: the copy's file.
         store_id: the store's random id.
-        min_rows: a log with fewer rows keeps no copy.
+        min_rows: a table with fewer rows keeps no copy.
     """
 
-    def __init__(self, path: Path, store_id: str, min_rows: int = MIN_ROWS) -> None:
-        self.path = path
-        self.store_id = store_id
-        self.min_rows = min_rows
+    path: Path
+    store_id: str
+    min_rows: int = MIN_ROWS
+
+
+class LogCopy(_Copy):
+    """The behaviour log's copy of one SQLite store (see the module docstring)."""
 
     def read(self, db: Database, columns: str, frame_of: LogFramer) -> tuple[pd.DataFrame, int]:
         """The log's frame (rows in id order) and how many rows were skipped as unservable:
@@ -193,20 +198,9 @@ class LogCopy:
 ItemsFramer = Callable[[Sequence[tuple[str, str]]], tuple[pd.DataFrame, list[str]]]
 
 
-class CatalogueCopy:
+class CatalogueCopy(_Copy):
     """The catalogue's copy of one SQLite store: its items frame, as
-    :func:`~promptrec.store.items.items_frame` makes it (see the module docstring).
-
-    Args:
-        path: the copy's file.
-        store_id: the store's random id.
-        min_rows: a catalogue with fewer rows keeps no copy.
-    """
-
-    def __init__(self, path: Path, store_id: str, min_rows: int = MIN_ROWS) -> None:
-        self.path = path
-        self.store_id = store_id
-        self.min_rows = min_rows
+    :func:`~promptrec.store.items.items_frame` makes it (see the module docstring)."""
 
     def read(
         self, db: Database, rows_of: Callable[[], list[tuple[str, str]]], frame_of: ItemsFramer
