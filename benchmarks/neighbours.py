@@ -6,7 +6,10 @@ items have one; a bind borrows for the other 53.5%).
 
 Give it the machine alone (about 10 minutes at the default 200,000 items). Writes
 ``results/neighbours-{items}.json``: seconds of each search, recall@10 of the inverted-file search
-against the exact one, and the exact search's time at a million items, extrapolated by pairs::
+against the exact one, the exact search's time at a million items, extrapolated by pairs, and
+the search kept on disk (``cached_nearest_rows``, 3 neighbours as the trained default
+borrows): searched and saved, read back (a restart), and read back with 10 items added and 10
+changed (a restart after catalogue changes)::
 
     python benchmarks/neighbours.py --items 200000
     python benchmarks/neighbours.py --items 1000000 --no-exact  # the inverted file alone
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,6 +54,20 @@ def main() -> None:
     approximate = nearest_rows(lacking, donors, 10)  # above EXACT_UP_TO at this size
     report["inverted file s"] = round(time.perf_counter() - started, 1)
     report["groups"], report["probed"] = neighbours.lists(len(donors)), neighbours.PROBED
+
+    with tempfile.TemporaryDirectory() as folder:
+        kept = report["kept on disk, 3 neighbours"] = {}
+        changed = lacking.copy()
+        changed[:10] = vectors[order[:10]] * 0.5 + lacking[:10] * 0.5  # 10 texts changed
+        changed = np.vstack([changed, vectors[order[10:20]] * 0.5 + lacking[10:20] * 0.5])
+        for name, queries in (
+            ("searched and saved s", lacking),
+            ("read back s", lacking),
+            ("read back, 20 queries searched s", changed),
+        ):
+            started = time.perf_counter()
+            neighbours.cached_nearest_rows(queries, donors, 3, cache_dir=folder)
+            kept[name] = round(time.perf_counter() - started, 1)
 
     if not args.no_exact:
         neighbours.EXACT_UP_TO = len(lacking) * len(donors)  # the exact search, forced

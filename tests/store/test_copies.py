@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -66,6 +68,37 @@ def test_the_copies_read_back_exactly_what_the_store_holds(path: Path, monkeypat
     pd.testing.assert_frame_equal(again.events, events)
     assert isinstance(again.items["categories"].iloc[0], list)  # lists, as the store reads them
     assert len(again.events) == len(events) > 1000
+
+
+def test_readers_at_once_take_turns_and_the_store_is_read_once(path: Path, monkeypatch) -> None:
+    """Two readers start together (a service's workers): the first reads the store's rows and
+    writes the copies, the second waits its turn and reads the copies."""
+    parsed: list[str] = []
+    items_frame, events_frame = store_module.items_frame, log.events_frame
+
+    def slow(name, make):
+        def run(rows):
+            parsed.append(name)
+            time.sleep(0.5)  # the two readers overlap
+            return make(rows)
+
+        return run
+
+    monkeypatch.setattr(store_module, "items_frame", slow("items", items_frame))
+    monkeypatch.setattr(log, "events_frame", slow("events", events_frame))
+    read: list[pd.DataFrame] = []
+
+    def reader() -> None:
+        with open_store(path) as store:
+            read.append(store.dataset().events)
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(parsed) == ["events", "items"]
+    pd.testing.assert_frame_equal(read[0], read[1])
 
 
 def test_events_added_since_are_read_and_appended(path: Path) -> None:

@@ -24,6 +24,10 @@ A copy is trusted only while it is exactly what the store holds:
 
 Both carry the store's own random id (``store_id`` in its meta table): a copy beside another
 store file of the same name is never read. PostgreSQL stores keep no copies.
+
+The processes that read one store at once (the workers of a service starting together) take
+turns on a lock file beside each copy (``STORE-log.lock``, ``STORE-items.lock``): the first
+reads the store and writes the copy, the others then read the copy.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +46,11 @@ import pandas as pd
 import pyarrow as pa
 
 from promptrec.store.database import Database, SQLiteDatabase
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no turns
+    fcntl = None  # type: ignore[assignment]
 
 logger = logging.getLogger("promptrec")
 
@@ -131,11 +141,31 @@ class _Copy:
     store_id: str
     min_rows: int = MIN_ROWS
 
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        """This process's turn to read the store for the copy (see the module docstring); no
+        turns where fcntl is missing or the folder takes no new file."""
+        try:
+            handle = None if fcntl is None else self.path.with_suffix(".lock").open("a")
+        except OSError:
+            handle = None
+        if handle is None:
+            yield
+            return
+        with handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
 
 class LogCopy(_Copy):
     """The behaviour log's copy of one SQLite store (see the module docstring)."""
 
     def read(self, db: Database, columns: str, frame_of: LogFramer) -> tuple[pd.DataFrame, int]:
+        """:meth:`_read`, in this process's :meth:`turn`."""
+        with self.turn():
+            return self._read(db, columns, frame_of)
+
+    def _read(self, db: Database, columns: str, frame_of: LogFramer) -> tuple[pd.DataFrame, int]:
         """The log's frame (rows in id order) and how many rows were skipped as unservable:
         the copy and the rows added since, or the whole log from the store. Writes the copy
         when the log has at least :attr:`min_rows` rows and the file does not hold them all.
@@ -203,6 +233,13 @@ class CatalogueCopy(_Copy):
     :func:`~promptrec.store.items.items_frame` makes it (see the module docstring)."""
 
     def read(
+        self, db: Database, rows_of: Callable[[], list[tuple[str, str]]], frame_of: ItemsFramer
+    ) -> tuple[pd.DataFrame, list[str]]:
+        """:meth:`_read`, in this process's :meth:`turn`."""
+        with self.turn():
+            return self._read(db, rows_of, frame_of)
+
+    def _read(
         self, db: Database, rows_of: Callable[[], list[tuple[str, str]]], frame_of: ItemsFramer
     ) -> tuple[pd.DataFrame, list[str]]:
         """The catalogue's frame and the ids of the rows skipped as unservable: from the copy

@@ -39,7 +39,7 @@ from promptrec.data.rows import AppendOnlyRows
 from promptrec.encoders import Encoder, load_encoder, normalise
 from promptrec.errors import ModelError
 from promptrec.prompts.templates import TEMPLATE_DIR
-from promptrec.retrieval.neighbours import nearest_rows
+from promptrec.retrieval.neighbours import cached_nearest_rows
 from promptrec.scorers.itemknn import ItemKNNScorer, load_table, save_table
 from promptrec.scorers.popularity import edited_counts, item_counts
 from promptrec.scorers.text import TextSpace
@@ -305,8 +305,10 @@ class TrainedScorer(VectorScorer):
         """Per text vector, the mean id embedding of its ``borrowed_ids`` nearest donors."""
         assert self._donors is not None
         donor_text, donor_ids = self._donors
-        # exact on a shop's scale; at a million items an inverted-file search (retrieval)
-        nearest = torch.from_numpy(nearest_rows(text, donor_text, self.scoring.borrowed_ids))
+        # exact on a shop's scale; at a million items an inverted-file search kept on disk
+        # (retrieval): a start over the same catalogue reads it back
+        k = self.scoring.borrowed_ids
+        nearest = torch.from_numpy(cached_nearest_rows(text, donor_text, k))
         found = (nearest >= 0).to(donor_ids.dtype)  # -1: fewer found (approximate search)
         total = (donor_ids[nearest.clamp_min(0)] * found[..., None]).sum(dim=1)
         return total / found.sum(dim=1, keepdim=True).clamp_min(1.0)
