@@ -3,7 +3,7 @@ whole store (a service's start, a training run) takes from disk instead of every
 
 A million-item shop's 5 million events take 25-30 s to fetch from SQLite and make a frame of,
 its million catalogue rows 10-11 s to parse (JSON); the copies (Arrow files next to the store,
-``STORE-log.arrow`` and ``STORE-items.arrow``) read back in about a second. A log or catalogue
+``STORE-log.arrow`` and ``STORE-items.arrow``) read back in 2-4 s in all. A log or catalogue
 smaller than :data:`MIN_ROWS` rows keeps no copy (it reads fast from the store).
 
 A copy is trusted only while it is exactly what the store holds:
