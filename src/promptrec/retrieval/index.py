@@ -102,7 +102,7 @@ def cached_index(
 
     from promptrec.encoders.cache import default_cache_dir, exclusive
 
-    digest = hashlib.sha1(vectors.tobytes())
+    digest = hashlib.sha1(vectors)  # its buffer: no copy of the vectors
     digest.update(repr((vectors.shape, kind, sorted(config.built().items()))).encode())
     if kind == "milvus":
         from promptrec.retrieval.milvus import cached_collection

@@ -104,7 +104,7 @@ def cached_nearest_rows(
     rows = np.ascontiguousarray(rows, dtype=np.float32)
     if len(queries) * len(rows) < cached_from or min(k, len(rows)) == 0:
         return nearest_rows(queries, rows, k)
-    digest = hashlib.sha1(rows.tobytes())
+    digest = hashlib.sha1(rows)  # its buffer: no copy of the rows
     digest.update(repr((_FORMAT, rows.shape, k)).encode())
     root = Path(cache_dir) if cache_dir else default_cache_dir() / "neighbours"
     root.mkdir(parents=True, exist_ok=True)
