@@ -3,6 +3,8 @@ catalogue renders and encodes only its changed rows, and what is read equals wha
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -56,6 +58,30 @@ def test_a_kept_space_reads_back_what_was_computed(name, request, tmp_path, monk
     assert len(more.vectors) == data.n_items + 1
 
 
+def test_processes_reading_one_copy_share_its_pages(beauty_slice, tmp_path, monkeypatch) -> None:
+    """A space read back serves the saved file's pages (mapped, not copied: the workers of a
+    service share them); rows it appends are its own, and the file is never written."""
+    monkeypatch.setenv("PROMPTREC_CACHE_DIR", str(tmp_path))
+    computed = fitted(beauty_slice, CountingEncoder(), kept=True)
+    [saved] = tmp_path.glob("spaces/*/*/vectors.npy")
+    before = saved.read_bytes()
+    mapped = {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines()}
+    assert str(saved) in mapped  # the writer serves the copy it wrote, too
+    reader = fitted(beauty_slice, CountingEncoder(), kept=True)
+    assert reader.content_key == computed.content_key is not None
+    data, added = beauty_slice.edited(beauty_slice.items.iloc[:1].assign(item_id="new-item"))
+    grown = reader.edited(data, added)
+    assert grown.content_key is None  # its new row is nowhere on disk
+    assert np.array_equal(grown.vectors[-1], grown.vectors[0]) and grown.vectors[-1].any()
+    assert saved.read_bytes() == before
+    again = fitted(beauty_slice, CountingEncoder(), kept=True)
+    assert_same(again, computed)
+    assert len(again.vectors) == beauty_slice.n_items
+    # another catalogue, another key
+    other = Dataset(beauty_slice.items.iloc[1:], beauty_slice.events)
+    assert fitted(other, CountingEncoder(), kept=True).content_key != computed.content_key
+
+
 def test_a_changed_catalogue_computes_only_its_changed_rows(beauty_slice, tmp_path, monkeypatch):
     monkeypatch.setenv("PROMPTREC_CACHE_DIR", str(tmp_path))
     fitted(beauty_slice, CountingEncoder(), kept=True)
@@ -80,7 +106,9 @@ def test_a_damaged_copy_is_computed_again(beauty_slice, tmp_path, monkeypatch) -
     monkeypatch.setenv("PROMPTREC_CACHE_DIR", str(tmp_path))
     computed = fitted(beauty_slice, CountingEncoder(), kept=True)
     for vectors in tmp_path.glob("spaces/*/*/vectors.npy"):
-        vectors.write_bytes(vectors.read_bytes()[:100])  # cut short
+        short = vectors.read_bytes()[:100]
+        vectors.unlink()  # a new file: the space computed above maps the old one
+        vectors.write_bytes(short)  # cut short
     encoder = CountingEncoder()
     assert_same(fitted(beauty_slice, encoder, kept=True), computed)
     assert len(encoder.encoded) == beauty_slice.n_items

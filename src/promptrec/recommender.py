@@ -180,6 +180,7 @@ class Recommender:
             index = cached_index(
                 scorer.item_vectors,  # type: ignore[union-attr]
                 self.index_config,
+                key=scorer.item_vectors_key,  # type: ignore[union-attr]
                 progress=progress,
                 users=lambda: _sample_users(scorer, data),  # type: ignore[arg-type]
             )

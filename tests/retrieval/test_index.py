@@ -155,6 +155,19 @@ def test_indexes_persist_and_the_graph_is_built_once(vectors, queries, tmp_path)
     assert isinstance(build_index(vectors[:2000], IndexConfig(auto_threshold=1000)), HNSWIndex)
 
 
+def test_a_graph_is_kept_by_the_callers_key_of_its_vectors(vectors, queries, tmp_path) -> None:
+    """A caller that knows what its vectors are (a text space kept on disk) names the graph by
+    that key: the vectors are not read to find it; under another key they are."""
+    cache = tmp_path / "cache"
+    first = cached_index(vectors[:3000], HNSW, cache_dir=cache, key="catalogue-a")
+    unread = np.zeros_like(vectors[:3000])  # same shape, other content: found by the key alone
+    again = cached_index(unread, HNSW, cache_dir=cache, key="catalogue-a")
+    assert np.array_equal(first.search(queries, 10)[0], again.search(queries, 10)[0])
+    exact = ExactIndex(vectors[:3000]).search(queries, 10)[0]
+    other = cached_index(unread, HNSW, cache_dir=cache, key="catalogue-b")
+    assert (other.search(queries, 10)[0] == exact).mean() < 0.5  # its own graph, of zeros
+
+
 def test_the_beam_width_is_calibrated_to_the_target_recall(vectors, queries, tmp_path) -> None:
     """Without an ``ef_search``, a graph's beam is the narrowest that finds the target share of
     the exact top-10 for sample users (their histories excluded), measured once and saved with

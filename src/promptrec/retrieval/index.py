@@ -81,6 +81,7 @@ def cached_index(
     config: IndexConfig | None = None,
     *,
     cache_dir: str | Path | None = None,
+    key: str | None = None,
     progress: bool = False,
     users: Callable[[], tuple[np.ndarray, list[np.ndarray]]] | None = None,
 ) -> VectorIndex:
@@ -91,7 +92,10 @@ def cached_index(
 
     ``users`` gives sample users' vectors and histories, asked for when a graph needs its
     ``ef_search`` calibrated (:meth:`HNSWIndex.calibrate`: a graph built or first loaded with
-    ``config.ef_search`` None); the width found is saved with the graph."""
+    ``config.ef_search`` None); the width found is saved with the graph. ``key``, where the
+    caller has one, identifies the vectors' content instead of their hash (see
+    :attr:`~promptrec.scorers.vector.VectorScorer.item_vectors_key`): a start then reads no
+    vector it does not serve."""
     config = config or IndexConfig()
     vectors = as_rows(vectors, np.asarray(vectors).shape[1])
     kind = config.resolve(len(vectors))
@@ -102,7 +106,8 @@ def cached_index(
 
     from promptrec.encoders.cache import default_cache_dir, exclusive
 
-    digest = hashlib.sha1(vectors)  # its buffer: no copy of the vectors
+    # the caller's identity of the vectors, or their buffer (no copy; read whole)
+    digest = hashlib.sha1(key.encode()) if key else hashlib.sha1(vectors)
     digest.update(repr((vectors.shape, kind, sorted(config.built().items()))).encode())
     if kind == "milvus":
         from promptrec.retrieval.milvus import cached_collection

@@ -10,6 +10,16 @@ replacing a one-line pointer file, so a reader sees a whole copy or none; proces
 the same catalogue at once (the workers of one service) take turns, and the later ones read
 what the first wrote.
 
+A space whose catalogue is exactly the saved copy's (the same rows in the same order: any
+restart with no change in between, and every process once the first has written the copy)
+serves the saved vectors themselves, mapped copy-on-write (:func:`_mapped`), not a copy of them:
+the workers of a service share one copy of the largest array they hold, and a page of it counts
+in a worker's resident memory only once the worker reads it. The file has room after the rows
+(a hole: no disk), where the items a service adds later are written, in that process's own
+memory. What the space serves is known by the copy's identity and the rows' keys
+(:attr:`TextSpace.content_key <promptrec.scorers.text.TextSpace.content_key>`), which names its
+saved index, so a start reads no vector it does not serve.
+
 Measured at a million product rows (``benchmarks/scale.py``): rendering and encoding with the
 ``hashing`` encoder took about two minutes; reading the saved copy back a few seconds.
 """
@@ -29,6 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from promptrec.data.rows import AppendOnlyRows
 from promptrec.encoders.cache import exclusive
 from promptrec.prompts.users import NO_GENRES
 
@@ -88,6 +99,14 @@ class SavedSpace:
     categories: np.ndarray  # [m] object (str | None)
     brands: np.ndarray  # [m] object (str | None)
     genres: np.ndarray  # [m] object (list[str])
+    room: np.ndarray | None = None  # [m + spare, dim]: ``vectors`` and the room after them
+
+    def shared_rows(self, keys: np.ndarray) -> np.ndarray | None:
+        """The saved vectors and the room after them, as the buffer of a catalogue whose rows
+        are exactly this copy's, in order (else None; see :func:`_mapped`)."""
+        if self.room is None or len(keys) != len(self.keys) or not np.array_equal(keys, self.keys):
+            return None
+        return self.room
 
     def positions(self, keys: np.ndarray) -> np.ndarray:
         """For each of ``keys``' rows, its row in this copy, or -1."""
@@ -155,14 +174,15 @@ class SpaceCache:
         folder = self.folder / pointer.read_text().strip()
         try:
             keys = np.load(folder / "keys.npy")
-            vectors = np.load(folder / "vectors.npy", mmap_mode="r")
+            room = _mapped(folder / "vectors.npy")
             table = pq.read_table(folder / "columns.parquet")
-            if not len(keys) == len(vectors) == table.num_rows:
+            if not len(keys) == table.num_rows <= len(room):
                 return None
             return SavedSpace(
                 keys=keys,
                 texts=table.column("text").to_numpy(zero_copy_only=False),
-                vectors=vectors,
+                vectors=room[: len(keys)],
+                room=room,
                 labels=table.column("label").to_numpy(zero_copy_only=False),
                 categories=_shared_strings(table.column("category")),
                 brands=_shared_strings(table.column("brand")),
@@ -184,8 +204,13 @@ class SpaceCache:
         categories: Any,
         brands: Any,
         genres: Any,
-    ) -> None:
-        """Save a copy (rows with the same key once) and make it the current one."""
+    ) -> np.ndarray | None:
+        """Save a copy (rows with the same key once) and make it the current one.
+
+        Returns:
+            the saved vectors and their room, mapped (:func:`_mapped`), when every row was
+            saved as given (no key twice): the caller's buffer can be this map instead.
+        """
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -196,7 +221,8 @@ class SpaceCache:
         folder = self.folder / name
         folder.mkdir(parents=True)
         np.save(folder / "keys.npy", keys if everything else keys[first])
-        np.save(folder / "vectors.npy", vectors if everything else np.asarray(vectors)[first])
+        rows = vectors if everything else np.asarray(vectors)[first]
+        _write_with_room(folder / "vectors.npy", rows, AppendOnlyRows.spare_for(len(rows)))
         table = pa.table(
             {
                 "text": pa.array([texts[i] for i in first], pa.string()),
@@ -214,6 +240,31 @@ class SpaceCache:
         for old in self.folder.iterdir():  # earlier copies (an open reader keeps its files)
             if old.is_dir() and old.name != name:
                 shutil.rmtree(old, ignore_errors=True)
+        return _mapped(folder / "vectors.npy") if everything else None
+
+
+def _write_with_room(path: Path, rows: np.ndarray, room: int) -> None:
+    """Save ``rows`` as a ``.npy`` file of ``len(rows) + room`` rows, the room a hole in the
+    file (zeros that take no disk). Written, not mapped: a full disk is an OSError here."""
+    rows = np.asarray(rows, dtype=np.float32)
+    shape = (len(rows) + room, *rows.shape[1:])
+    header = {"descr": np.lib.format.dtype_to_descr(rows.dtype), "fortran_order": False}
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {**header, "shape": shape})
+        for start in range(0, len(rows), _BLOCK):
+            f.write(np.ascontiguousarray(rows[start : start + _BLOCK]).data)
+        f.truncate(f.tell() + room * rows.itemsize * int(np.prod(rows.shape[1:])))
+
+
+def _mapped(path: Path) -> np.ndarray:
+    """A saved copy's vectors (and the room after them) as a private copy-on-write map of its
+    file: the processes that read one copy (a service's workers) share its pages, which count
+    in a process's resident memory only once read, and rows a process appends in the room (a
+    service's new items) are its own. A saved file is never changed (a new copy is a new
+    folder), so the map stays valid after a newer copy replaces it; a saved file changed in
+    place while mapped (not by promptrec: delete a cache, never edit it) stops the process
+    that maps it."""
+    return np.asarray(np.load(path, mmap_mode="c"))
 
 
 def _shared_strings(column: Any) -> np.ndarray:

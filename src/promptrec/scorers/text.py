@@ -11,6 +11,7 @@ Both rank items by the inner product of normalised vectors (cosine).
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,6 +69,7 @@ class TextSpace:
             length=n,
         )
         self.vectors = self._rows.view(n)
+        self.content_key = None
         if self.keep_on_disk_from is not None and n >= self.keep_on_disk_from:
             self._fit_kept(data.items, progress)
         else:
@@ -77,6 +79,11 @@ class TextSpace:
             self.catalog = PromptCatalog.from_items(data.items, self.language)
         self._items = data.items
         return self
+
+    #: what identifies :attr:`vectors`' content without reading them (a hash of the encoder,
+    #: the template and each row's key: every row's vector follows from those), where the
+    #: space was kept on disk; None otherwise, or once edited
+    content_key: str | None = None
 
     def _encode(self, texts: list[str], progress: bool) -> np.ndarray:
         if not texts:
@@ -90,10 +97,20 @@ class TextSpace:
 
         cache = SpaceCache(self.encoder.name, self.template_name, items.dtypes)
         keys = row_keys(items)
+        n = len(items)
         with cache.locked():
             saved = cache.read()
             if saved is not None and saved.vectors.shape[1:] != self.vectors.shape[1:]:
                 saved = None
+            shared = saved.shared_rows(keys) if saved is not None else None
+            if shared is not None:  # the saved copy is this catalogue: its map is the buffer
+                self._share(shared, n, cache, keys)
+                self.texts = Column(saved.texts)  # type: ignore[union-attr]
+                self.catalog = PromptCatalog(
+                    **{name: Column(getattr(saved, name)) for name in PromptCatalog.FIELDS},
+                    language=self.language,
+                )
+                return
             at = saved.positions(keys) if saved is not None else np.full(len(keys), -1)
             new = np.flatnonzero(at < 0)
             old = np.flatnonzero(at >= 0)
@@ -111,10 +128,21 @@ class TextSpace:
                 more = PromptCatalog.from_items(rows, self.language)
                 for name in PromptCatalog.FIELDS:
                     columns[name][new] = getattr(more, name).values  # object arrays
-                cache.write(keys, texts, self.vectors, **columns)
+                written = cache.write(keys, texts, self.vectors, **columns)
+                if written is not None:
+                    self._share(written, n, cache, keys)
         self.texts = Column(texts)
         catalog = {name: Column(columns[name]) for name in columns}
         self.catalog = PromptCatalog(**catalog, language=self.language)
+        if self.content_key is None:
+            self.content_key = _content_key(cache, keys)
+
+    def _share(self, rows: np.ndarray, n: int, cache: Any, keys: np.ndarray) -> None:
+        """Serve the saved copy's mapped vectors (``rows``: n rows and room after them)
+        instead of a buffer of this process's own: the workers of a service share one copy."""
+        self._rows = AppendOnlyRows(rows, length=n)
+        self.vectors = self._rows.view(n)
+        self.content_key = _content_key(cache, keys)
 
     def edited(self, data: Dataset, added: np.ndarray) -> TextSpace:
         """A copy for ``data`` (this space's catalogue edited by :meth:`Dataset.edited`): only
@@ -125,9 +153,16 @@ class TextSpace:
         clone.texts = self.texts.extended(texts)
         vectors = self.encoder.encode(texts, kind="document") if texts else self.vectors[:0]
         clone._rows, clone.vectors = self._rows.extended(len(self.vectors), vectors)
+        clone.content_key = None  # the appended rows are not kept on disk
         clone.catalog = self.catalog.extended(rows)
         clone._items = data.items
         return clone
+
+
+def _content_key(cache: Any, keys: np.ndarray) -> str:
+    digest = hashlib.sha1(cache.folder.name.encode())
+    digest.update(np.ascontiguousarray(keys))
+    return digest.hexdigest()
 
 
 class _TextScorer(VectorScorer):
@@ -155,6 +190,10 @@ class _TextScorer(VectorScorer):
     @property
     def item_vectors(self) -> np.ndarray:
         return self.space.vectors
+
+    @property
+    def item_vectors_key(self) -> str | None:
+        return self.space.content_key
 
 
 class MeanOfItemsScorer(_TextScorer):

@@ -49,6 +49,13 @@ class VectorScorer(Scorer):
     def item_vectors(self) -> np.ndarray:
         """``[n_items, dim]`` float32, in catalogue order."""
 
+    @property
+    def item_vectors_key(self) -> str | None:
+        """What identifies :attr:`item_vectors`' content without reading them (an index kept
+        on disk is found by it: :func:`~promptrec.retrieval.index.cached_index`), or None
+        (the default: the vectors are hashed)."""
+        return None
+
     @abstractmethod
     def user_vectors(self, histories: Sequence[UserHistory]) -> np.ndarray:
         """``[len(histories), dim]`` float32; a zero row for a user with nothing to go on."""
