@@ -130,3 +130,29 @@ def test_bad_arguments(beauty_slice) -> None:
     assert len(all_lists) == beauty_slice.events.user_id.nunique()
     assert all(len(r.items) == 20 for r in all_lists)
     assert np.all([r.scores == sorted(r.scores, reverse=True) for r in all_lists])
+
+
+@pytest.mark.parametrize("strategy", ["mean-of-items", "popularity", "itemknn"])
+def test_a_fitted_recommender_takes_catalogue_changes_after_its_log_is_released(
+    strategy, beauty_slice
+) -> None:
+    """The service lets its snapshot's log go once the arms are fitted (a worker holds no
+    copy of the log): a catalogue change is then served at the cost of its item, with the
+    counts learned from the log carried over, and anything that would fit on the log again
+    fails loudly instead of fitting on nothing."""
+    data = beauty_slice.with_events(beauty_slice.events)  # its own log, released below
+    rec = Recommender(strategy).fit(data)
+    users = beauty_slice.histories([beauty_slice.user_ids[0], "nobody"])  # as a store reads them
+    before = rec.recommend(users, 10)
+    data.release_log()
+    assert data.n_events == len(beauty_slice.events)
+    with pytest.raises(RuntimeError, match="released"):
+        data.events  # noqa: B018
+    new = beauty_slice.items.iloc[:1].assign(item_id="new-item", title="Argan Oil Hair Mask")
+    changed, added = data.edited(new)
+    edited = rec.edited(changed, added)
+    after = edited.recommend(users, 10)
+    # an unseen item with no events joins no list learned from the log; the rest is unchanged
+    assert [r.item_ids for r in after] == [r.item_ids for r in before]
+    with pytest.raises(RuntimeError, match="released"):
+        Recommender(strategy).fit(changed)

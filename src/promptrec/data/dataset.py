@@ -145,10 +145,40 @@ class Dataset:
         self._appended: tuple[int, pd.DataFrame] | None = None  # see rows()
 
     def __repr__(self) -> str:
+        users = "released" if self._events is None else self._events["user_id"].nunique()
         return (
-            f"Dataset({self.name!r}, items={len(self.items)}, events={len(self.events)}, "
-            f"users={self.events['user_id'].nunique()})"
+            f"Dataset({self.name!r}, items={len(self.items)}, events={self.n_events}, "
+            f"users={users})"
         )
+
+    @property
+    def events(self) -> pd.DataFrame:
+        """The behaviour log (normalised: see :func:`normalise_events`)."""
+        if self._events is None:
+            raise RuntimeError(
+                f"the log of dataset {self.name!r} was released (Dataset.release_log): read "
+                "the data again (a service reads its store) to fit on it"
+            )
+        return self._events
+
+    @events.setter
+    def events(self, frame: pd.DataFrame) -> None:
+        self._events = frame
+        self._n_events = len(frame)
+
+    @property
+    def n_events(self) -> int:
+        """Rows of the log (after :meth:`release_log`, those it held)."""
+        return self._n_events
+
+    def release_log(self) -> None:
+        """Let go of the log frame and its memory (half a gigabyte at 5 million events), for
+        a holder that has fitted what it needs and reads histories elsewhere: the service's
+        snapshots, once their arms are fitted (it reads users' histories from its store).
+        :attr:`n_events` keeps the count; reading :attr:`events` afterwards raises, so that
+        nothing is fitted on an empty log by mistake. Copies made by :meth:`edited` share the
+        release (they share the log)."""
+        self._events = None
 
     @property
     def n_items(self) -> int:

@@ -33,10 +33,24 @@ class PopularityScorer(Scorer):
 
     name = "popularity"
 
+    _counts: Column
+
+    @property
+    def counts(self) -> np.ndarray:
+        return self._counts.values
+
     def fit(self, data: Dataset) -> PopularityScorer:
         self.data = data
-        self.counts = item_counts(data)
+        self._counts = Column(item_counts(data))
         return self
+
+    def edited(self, data: Dataset, added: np.ndarray) -> PopularityScorer:
+        """A copy for ``data`` (see :meth:`Scorer.edited`): the new rows' counts alone."""
+        self._check_fitted()
+        clone = self.detached()
+        clone._counts = edited_counts(self._counts, self.data, data, added)  # type: ignore[arg-type]
+        clone.data = data
+        return clone  # type: ignore[return-value]
 
     def _score(self, histories: Sequence[UserHistory]) -> np.ndarray:
         return np.broadcast_to(self.counts, (len(histories), len(self.counts))).copy()

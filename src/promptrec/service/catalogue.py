@@ -170,7 +170,7 @@ class LiveCatalogue:
         log.info(
             "serving %d items, %d events, arms %s (built in %.3fs)",
             snap.data.n_live,
-            len(snap.data.events),
+            snap.data.n_events,
             {a.name: f"{a.strategy}@{a.model_version}" for a in snap.arms.values()},
             time.perf_counter() - started,
         )

@@ -440,7 +440,7 @@ class Engine:
         snap = self.snapshot
         return {
             "items": snap.data.n_live,
-            "events_at_build": len(snap.data.events),
+            "events_at_build": snap.data.n_events,
             "built_at": snap.built_at,
             "arms": [
                 {
