@@ -172,7 +172,7 @@ class Dataset:
         return self._n_events
 
     def release_log(self) -> None:
-        """Let go of the log frame and its memory (half a gigabyte at 5 million events), for
+        """Let go of the log frame and its memory (0.3-0.4 GB at 5 million events), for
         a holder that has fitted what it needs and reads histories elsewhere: the service's
         snapshots, once their arms are fitted (it reads users' histories from its store).
         :attr:`n_events` keeps the count; reading :attr:`events` afterwards raises, so that
