@@ -94,17 +94,21 @@ class SavedSpace:
 
     keys: np.ndarray  # [m, 2] uint64
     texts: np.ndarray  # [m] object (str)
-    vectors: np.ndarray  # [m, dim] float32, memory-mapped
+    room: np.ndarray  # [m + spare, dim] float32, memory-mapped: the vectors and room after them
     labels: np.ndarray  # [m] object (str)
     categories: np.ndarray  # [m] object (str | None)
     brands: np.ndarray  # [m] object (str | None)
     genres: np.ndarray  # [m] object (list[str])
-    room: np.ndarray | None = None  # [m + spare, dim]: ``vectors`` and the room after them
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """``[m, dim]``: each row's vector."""
+        return self.room[: len(self.keys)]
 
     def shared_rows(self, keys: np.ndarray) -> np.ndarray | None:
         """The saved vectors and the room after them, as the buffer of a catalogue whose rows
         are exactly this copy's, in order (else None; see :func:`_mapped`)."""
-        if self.room is None or len(keys) != len(self.keys) or not np.array_equal(keys, self.keys):
+        if len(keys) != len(self.keys) or not np.array_equal(keys, self.keys):
             return None
         return self.room
 
@@ -181,7 +185,6 @@ class SpaceCache:
             return SavedSpace(
                 keys=keys,
                 texts=table.column("text").to_numpy(zero_copy_only=False),
-                vectors=room[: len(keys)],
                 room=room,
                 labels=table.column("label").to_numpy(zero_copy_only=False),
                 categories=_shared_strings(table.column("category")),

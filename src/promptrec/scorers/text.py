@@ -64,15 +64,11 @@ class TextSpace:
         self.language = self.prompter.language_of(data.items)
         self.template_name = self.prompter.resolve(data.items.columns, self.language)
         n = len(data.items)
-        self._rows = AppendOnlyRows(
-            np.empty((n + AppendOnlyRows.spare_for(n), self.encoder.dim), dtype=np.float32),
-            length=n,
-        )
-        self.vectors = self._rows.view(n)
         self.content_key = None
         if self.keep_on_disk_from is not None and n >= self.keep_on_disk_from:
             self._fit_kept(data.items, progress)
         else:
+            self._serve(_own_rows(n, self.encoder.dim), n)
             texts = self.prompter.texts(data.items, self.template_name)
             self.vectors[:] = self._encode(texts, progress)
             self.texts = Column(texts)  # each item's text, as encoded
@@ -92,57 +88,66 @@ class TextSpace:
 
     def _fit_kept(self, items: pd.DataFrame, progress: bool) -> None:
         """:meth:`fit` through the saved copy: its rows reused, the others computed, and the
-        copy replaced when any were."""
+        copy replaced when any were; the copy's own map is the buffer whenever the copy holds
+        exactly this catalogue's rows (:mod:`promptrec.scorers.space_cache`)."""
         from promptrec.scorers.space_cache import SpaceCache, row_keys
 
         cache = SpaceCache(self.encoder.name, self.template_name, items.dtypes)
         keys = row_keys(items)
+        # every row's vector follows from its key in this copy, however it is obtained below
+        digest = hashlib.sha1(cache.folder.name.encode())
+        digest.update(np.ascontiguousarray(keys))
+        self.content_key = digest.hexdigest()
         n = len(items)
         with cache.locked():
             saved = cache.read()
-            if saved is not None and saved.vectors.shape[1:] != self.vectors.shape[1:]:
+            if saved is not None and saved.vectors.shape[1:] != (self.encoder.dim,):
                 saved = None
             shared = saved.shared_rows(keys) if saved is not None else None
-            if shared is not None:  # the saved copy is this catalogue: its map is the buffer
-                self._share(shared, n, cache, keys)
-                self.texts = Column(saved.texts)  # type: ignore[union-attr]
-                self.catalog = PromptCatalog(
-                    **{name: Column(getattr(saved, name)) for name in PromptCatalog.FIELDS},
-                    language=self.language,
-                )
-                return
-            at = saved.positions(keys) if saved is not None else np.full(len(keys), -1)
-            new = np.flatnonzero(at < 0)
-            old = np.flatnonzero(at >= 0)
-            texts = np.empty(len(items), dtype=object)
-            columns = {name: np.empty(len(items), dtype=object) for name in PromptCatalog.FIELDS}
-            if saved is not None:
-                saved.gather_vectors(at, self.vectors)
-                texts[old] = saved.texts[at[old]]
-                for name in PromptCatalog.FIELDS:
-                    columns[name][old] = getattr(saved, name)[at[old]]
-            if len(new):
-                rows = items.iloc[new]
-                texts[new] = fresh = self.prompter.texts(rows, self.template_name)
-                self.vectors[new] = self._encode(fresh, progress)
-                more = PromptCatalog.from_items(rows, self.language)
-                for name in PromptCatalog.FIELDS:
-                    columns[name][new] = getattr(more, name).values  # object arrays
-                written = cache.write(keys, texts, self.vectors, **columns)
-                if written is not None:
-                    self._share(written, n, cache, keys)
+            if shared is not None:
+                self._serve(shared, n)
+                texts = saved.texts  # type: ignore[union-attr]
+                columns = {name: getattr(saved, name) for name in PromptCatalog.FIELDS}
+            else:
+                texts, columns = self._fill_kept(items, keys, saved, cache, progress)
         self.texts = Column(texts)
         catalog = {name: Column(columns[name]) for name in columns}
         self.catalog = PromptCatalog(**catalog, language=self.language)
-        if self.content_key is None:
-            self.content_key = _content_key(cache, keys)
 
-    def _share(self, rows: np.ndarray, n: int, cache: Any, keys: np.ndarray) -> None:
-        """Serve the saved copy's mapped vectors (``rows``: n rows and room after them)
-        instead of a buffer of this process's own: the workers of a service share one copy."""
+    def _fill_kept(
+        self, items: pd.DataFrame, keys: np.ndarray, saved: Any, cache: Any, progress: bool
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """This catalogue's rows in a buffer of this process's own: those ``saved`` holds
+        copied from it, the others rendered and encoded; then the copy is saved again (and
+        served, mapped) when any row was computed. Returns the texts and the label columns."""
+        n = len(items)
+        self._serve(_own_rows(n, self.encoder.dim), n)
+        at = saved.positions(keys) if saved is not None else np.full(n, -1)
+        new = np.flatnonzero(at < 0)
+        old = np.flatnonzero(at >= 0)
+        texts = np.empty(n, dtype=object)
+        columns = {name: np.empty(n, dtype=object) for name in PromptCatalog.FIELDS}
+        if saved is not None:
+            saved.gather_vectors(at, self.vectors)
+            texts[old] = saved.texts[at[old]]
+            for name in PromptCatalog.FIELDS:
+                columns[name][old] = getattr(saved, name)[at[old]]
+        if len(new):
+            rows = items.iloc[new]
+            texts[new] = fresh = self.prompter.texts(rows, self.template_name)
+            self.vectors[new] = self._encode(fresh, progress)
+            more = PromptCatalog.from_items(rows, self.language)
+            for name in PromptCatalog.FIELDS:
+                columns[name][new] = getattr(more, name).values  # object arrays
+            written = cache.write(keys, texts, self.vectors, **columns)
+            if written is not None:  # the copy just written: serve its map, shared
+                self._serve(written, n)
+        return texts, columns
+
+    def _serve(self, rows: np.ndarray, n: int) -> None:
+        """Serve the first ``n`` of ``rows`` (the rest: room for rows appended later)."""
         self._rows = AppendOnlyRows(rows, length=n)
         self.vectors = self._rows.view(n)
-        self.content_key = _content_key(cache, keys)
 
     def edited(self, data: Dataset, added: np.ndarray) -> TextSpace:
         """A copy for ``data`` (this space's catalogue edited by :meth:`Dataset.edited`): only
@@ -159,10 +164,9 @@ class TextSpace:
         return clone
 
 
-def _content_key(cache: Any, keys: np.ndarray) -> str:
-    digest = hashlib.sha1(cache.folder.name.encode())
-    digest.update(np.ascontiguousarray(keys))
-    return digest.hexdigest()
+def _own_rows(n: int, dim: int) -> np.ndarray:
+    """A buffer of ``n`` rows and the catalogue's room after them, in this process's memory."""
+    return np.empty((n + AppendOnlyRows.spare_for(n), dim), dtype=np.float32)
 
 
 class _TextScorer(VectorScorer):
