@@ -282,6 +282,17 @@ def test_bad_settings_are_config_errors() -> None:
         TrainConfig(loss="hinge")
 
 
+def test_dropout_left_out_depends_on_id_embeddings() -> None:
+    """A text-only model trains without dropout (it blurs the text vectors that alone tell its
+    items apart); a hybrid one at 0.3; a given value is kept, and a saved config reloads as
+    it was."""
+    assert TrainConfig().dropout == 0.3
+    assert TrainConfig(use_ids=False).dropout == 0.0
+    assert TrainConfig(use_ids=False, dropout=0.2).dropout == 0.2
+    saved = TrainConfig(use_ids=False).model_dump()
+    assert TrainConfig(**{**saved, "use_ids": True}).dropout == 0.0
+
+
 @pytest.mark.parametrize("loss", ["bce", "sampled-softmax"])
 def test_other_losses_train(loss, beauty_slice, encoder) -> None:
     data = leave_last_out(beauty_slice)["test"].fit
