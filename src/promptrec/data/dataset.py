@@ -176,8 +176,8 @@ class Dataset:
         a holder that has fitted what it needs and reads histories elsewhere: the service's
         snapshots, once their arms are fitted (it reads users' histories from its store).
         :attr:`n_events` keeps the count; reading :attr:`events` afterwards raises, so that
-        nothing is fitted on an empty log by mistake. Copies made by :meth:`edited` share the
-        release (they share the log)."""
+        nothing is fitted on an empty log by mistake. A copy :meth:`edited` makes afterwards
+        is released too (it shares the log as it is); one made before keeps its frame."""
         self._events = None
 
     @property
